@@ -1,0 +1,54 @@
+# Two commands for a fresh Debian/Ubuntu machine (see README):
+#   make run   install what is missing, initialise the development PKI under var/, serve :5000
+#   make test  the same set-up, then the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the service and its tests use: the SoftHSM2 PKCS#11 module and its tool,
+# the openssl command line (independent client in tests), and Python's venv support.
+DEB_PACKAGES := softhsm2 openssl python3-venv
+
+.PHONY: run test setup system-packages lint bench clean-var
+
+run: setup
+	$(BIN)/ca-service init
+	$(BIN)/ca-service serve --host 127.0.0.1 --port 5000
+
+test: setup
+	$(BIN)/ca-service init
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; \
+	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null; then SUDO="sudo"; \
+	  else echo "error: need root or sudo to install:$$missing (apt-get install$$missing)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null || { echo "error: no apt-get; install$$missing with your package manager" >&2; exit 1; }; \
+	  echo "installing system packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/issuance.py
+
+clean-var:
+	rm -rf var

@@ -1,0 +1,174 @@
+"""Certificate profiles of the CA hierarchy (RFC 5280): root, issuing CA, OCSP responder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class PublicUrls:
+    """Where relying parties fetch CA certificates, CRLs and OCSP answers."""
+
+    base_url: str
+
+    def ca_certificate(self, slug: str) -> str:
+        return f"{self.base_url}/pki/ca/{slug}.crt"
+
+    def crl(self, slug: str) -> str:
+        return f"{self.base_url}/pki/crl/{slug}.crl"
+
+    @property
+    def ocsp(self) -> str:
+        return f"{self.base_url}/ocsp"
+
+
+def ca_name(country: str, organization: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _aki(issuer_public_key: CertificatePublicKeyTypes) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+        x509.SubjectKeyIdentifier.from_public_key(issuer_public_key)
+    )
+
+
+def root_ca_builder(
+    subject: x509.Name, public_key: CertificatePublicKeyTypes
+) -> x509.CertificateBuilder:
+    """Self-signed root: CA without a path length limit, keyCertSign + cRLSign."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(public_key), critical=False)
+    )
+
+
+def subordinate_ca_builder(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Certificate,
+    issuer_slug: str,
+    urls: PublicUrls,
+) -> x509.CertificateBuilder:
+    """Issuing CA under the root: pathLen 0 (it issues end-entity certificates only)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(issuer.public_key()), critical=False)
+        .add_extension(
+            authority_information_access(issuer_slug, urls, with_ocsp=False), critical=False
+        )
+        .add_extension(crl_distribution_points(issuer_slug, urls), critical=False)
+    )
+
+
+def ocsp_responder_builder(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Certificate,
+    issuer_slug: str,
+    urls: PublicUrls,
+) -> x509.CertificateBuilder:
+    """Delegated OCSP responder (RFC 6960 §4.2.2.2): id-kp-OCSPSigning and id-pkix-ocsp-nocheck.
+
+    With nocheck, relying parties do not check the responder's own status, so its lifetime is
+    kept short (OCSP_VALIDITY_DAYS) and it carries no CRL distribution point.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(issuer.public_key()), critical=False)
+        .add_extension(
+            authority_information_access(issuer_slug, urls, with_ocsp=False), critical=False
+        )
+    )
+
+
+def authority_information_access(
+    issuer_slug: str, urls: PublicUrls, *, with_ocsp: bool
+) -> x509.AuthorityInformationAccess:
+    """AIA: where to fetch the issuer's certificate, and (end-entity profiles) the OCSP URL."""
+    descriptions = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(urls.ca_certificate(issuer_slug)),
+        )
+    ]
+    if with_ocsp:
+        descriptions.insert(
+            0,
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)
+            ),
+        )
+    return x509.AuthorityInformationAccess(descriptions)
+
+
+def crl_distribution_points(issuer_slug: str, urls: PublicUrls) -> x509.CRLDistributionPoints:
+    """CRL distribution point for certificates issued by ``issuer_slug``."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(urls.crl(issuer_slug))],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
+    )

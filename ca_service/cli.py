@@ -1,0 +1,247 @@
+"""The `ca-service` command line. Commands that need the app build it lazily."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+
+from ca_service import config as config_module
+from ca_service.cli_support import (
+    app_command,
+    echo_table,
+    fail,
+    load_command_settings,
+    operator_errors,
+)
+from ca_service.db import db, upgrade_database, utcnow
+
+ACTOR = "cli"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Employer certificate authority: set-up, service and operations."""
+    ctx.ensure_object(dict)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--admin-username",
+    default="admin",
+    show_default=True,
+    help="Username of the first CA administrator (created only if none exists).",
+)
+@click.option("--admin-email", default="admin@localhost", show_default=True)
+def init(admin_username: str, admin_email: str) -> None:
+    """Create what is missing: token, database schema, CA hierarchy, audit key, first admin.
+
+    Idempotent: running it again changes nothing and prints the same fingerprints.
+    """
+    from ca_service.devsetup import ensure_local_setup
+
+    with operator_errors():
+        settings = load_command_settings()
+        for line in ensure_local_setup(settings, dict(os.environ)).created:
+            click.echo(f"created {line}")
+        upgrade_database(settings.database_url)
+    _init_pki(admin_username, admin_email)
+
+
+@app_command
+def _init_pki(admin_username: str, admin_email: str) -> None:
+    from ca_service.app import settings_of
+    from ca_service.audit.service import ensure_audit_key
+    from ca_service.auth.models import Role, User
+    from ca_service.auth.service import create_user
+    from ca_service.authorities.service import PkiParameters, initialise_pki
+    from ca_service.hsm_access import app_token
+    from hsm import KeyAlgorithm
+
+    settings = settings_of(current_app)
+    token = app_token()
+    summaries = initialise_pki(
+        token=token,
+        params=PkiParameters.from_settings(settings),
+        commit=db.session.commit,
+        actor=ACTOR,
+    )
+    ensure_audit_key(token, KeyAlgorithm(settings["AUDIT_KEY_ALGORITHM"]))
+    for s in summaries:
+        state = "created" if s.created else "exists "
+        click.echo(f"{state} {s.role:<9} {s.subject}")
+        click.echo(f"          serial {s.serial}  valid until {s.not_after:%Y-%m-%d}")
+        click.echo(f"          SHA-256 {s.sha256}")
+
+    has_admin = db.session.scalar(
+        sa.select(sa.func.count()).select_from(User).where(User.role == Role.CA_ADMIN)
+    )
+    if not has_admin:
+        user, one_time_password = create_user(
+            actor=ACTOR,
+            username=admin_username,
+            email=admin_email,
+            full_name="CA administrator",
+            role=Role.CA_ADMIN,
+            one_time_password_hours=int(settings["ONE_TIME_PASSWORD_HOURS"]),
+        )
+        click.echo("")
+        click.echo("First CA administrator (one-time credentials, shown once):")
+        click.echo(f"  username: {user.username}")
+        click.echo(f"  password: {one_time_password}")
+        click.echo("  Sign in at /auth/login, then set your own password and enrol TOTP.")
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    with operator_errors():
+        upgrade_database(load_command_settings().database_url)
+    click.echo("database schema is up to date")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Configuration."""
+
+
+@config_group.command("show")
+@click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
+def config_show(markdown: bool) -> None:
+    """List every setting with its default (and current value)."""
+    rows = config_module.describe_settings()
+    if markdown:
+        click.echo("| Variable | Default | Meaning |\n| --- | --- | --- |")
+        for r in rows:
+            click.echo(f"| `{r['name']}` | `{r['default']}` | {r['description']} |")
+        return
+    with operator_errors():
+        current = load_command_settings()
+    for r in rows:
+        name = r["name"].removeprefix(config_module.ENV_PREFIX)
+        value: Any = current[name]
+        shown = "(set)" if name == "SECRET_KEY" and value else value
+        click.echo(f"{r['name']}={shown}")
+
+
+# -- CA operations -----------------------------------------------------------------------------
+
+
+@main.group("ca")
+def ca_group() -> None:
+    """Certificate authorities."""
+
+
+@ca_group.command("list")
+@app_command
+def ca_list() -> None:
+    """List the CAs with their SHA-256 fingerprints."""
+    from ca_service.authorities.service import list_authorities
+
+    rows = [
+        {
+            "slug": a.slug,
+            "subject": a.certificate.subject if a.certificate else "",
+            "not_after": f"{a.certificate.not_after:%Y-%m-%d}" if a.certificate else "",
+            "sha256": a.certificate.fingerprint_sha256 if a.certificate else "",
+        }
+        for a in list_authorities()
+    ]
+    if not rows:
+        fail("the PKI is not initialised; run `ca-service init`")
+    echo_table(rows, ["slug", "subject", "not_after", "sha256"])
+
+
+@main.group("ocsp")
+def ocsp_group() -> None:
+    """OCSP responder."""
+
+
+@ocsp_group.command("rotate")
+@app_command
+def ocsp_rotate() -> None:
+    """Issue a new OCSP responder certificate with a new HSM key."""
+    from ca_service.app import settings_of
+    from ca_service.authorities.service import (
+        ISSUING_SLUG,
+        PkiParameters,
+        ensure_ocsp_responder,
+        get_authority,
+    )
+    from ca_service.hsm_access import app_token
+
+    summary = ensure_ocsp_responder(
+        token=app_token(),
+        issuer=get_authority(ISSUING_SLUG),
+        params=PkiParameters.from_settings(settings_of(current_app)),
+        commit=db.session.commit,
+        actor=ACTOR,
+        force=True,
+    )
+    click.echo(f"new OCSP responder {summary.serial}, valid until {summary.not_after:%Y-%m-%d}")
+
+
+@main.command()
+@click.option(
+    "--older-than-minutes",
+    default=10,
+    show_default=True,
+    help="Only rows pending at least this long (a signature may be in flight).",
+)
+@app_command
+def reconcile(older_than_minutes: int) -> None:
+    """Mark certificates whose signing never completed as failed (their serials stay burnt)."""
+    from ca_service.audit.service import record_event
+    from ca_service.models import Certificate, CertificateStatus
+
+    cutoff = utcnow() - dt.timedelta(minutes=older_than_minutes)
+    stale = db.session.scalars(
+        sa.select(Certificate).where(
+            Certificate.status == CertificateStatus.PENDING, Certificate.created_at < cutoff
+        )
+    ).all()
+    for row in stale:
+        row.status = CertificateStatus.FAILED
+        record_event(ACTOR, "certificate.reconciled_failed", row.serial, {"kind": row.kind.value})
+        click.echo(f"marked failed: serial {row.serial} ({row.kind.value}, {row.subject})")
+    click.echo(f"{len(stale)} pending certificate(s) reconciled")
+
+
+# -- serving -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the app with gunicorn (each worker opens its own PKCS#11 sessions)."""
+    from ca_service.serving import run_gunicorn
+
+    with operator_errors():
+        run_gunicorn(host=host, port=port, workers=workers, threads=threads)
+
+
+def _register_feature_commands() -> None:
+    from ca_service.audit.cli import audit_cli
+    from ca_service.auth.cli import user_cli
+
+    main.add_command(user_cli, "user")
+    main.add_command(audit_cli, "audit")
+
+
+_register_feature_commands()

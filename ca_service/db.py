@@ -1,0 +1,186 @@
+"""Database: typed declarative base, shared column types, engine set-up, migrations.
+
+Services only ``flush()``; the request (``teardown``) or CLI command boundary commits. The few
+early commits that protect an irreversible step (reserving a serial before the HSM signs) say so
+where they happen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+from ca_service.errors import ConfigurationError, ServiceUnavailable
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC, to the second (certificates carry whole seconds)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def enum_column(enum_type: type[E], length: int = 32) -> sa.Enum:
+    """An enum stored by value (readable in SQL, stable across renames of members)."""
+    return sa.Enum(
+        enum_type,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        validate_strings=True,
+        length=length,
+        create_constraint=True,
+        name=enum_type.__name__.lower(),
+    )
+
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+created_at = Annotated[dt.datetime, mapped_column(UTCDateTime(), default=utcnow)]
+utc_datetime = Annotated[dt.datetime, mapped_column(UTCDateTime())]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime()}
+
+
+db = SQLAlchemy(model_class=Base, disable_autonaming=True)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    module = type(dbapi_connection).__module__
+    if not module.startswith("sqlite3"):
+        return
+    # WAL lets readers proceed while one writer writes; foreign keys are off by default in
+    # SQLite; the busy timeout makes a second writer wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+    # pysqlite's own transaction handling starts transactions lazily as DEFERRED; a deferred
+    # transaction that reads and then writes fails with SQLITE_BUSY (no waiting) when another
+    # connection wrote meanwhile. We begin every transaction ourselves as IMMEDIATE instead
+    # (see _sqlite_begin), which makes writers queue on the busy timeout.
+    dbapi_connection.isolation_level = None
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn: sa.Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Engine options per backend."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def init_app(app: Flask, url: str) -> None:
+    """Bind the database to the app and check the URL can be used."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"CA_DATABASE_URL is not a database URL: {exc}") from None
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url)
+    db.init_app(app)
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn an unreachable database into a clear 503 instead of a traceback."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        db.session.rollback()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        raise ServiceUnavailable(f"the database is unavailable: {reason}") from None
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Any:
+    """An Alembic configuration for the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``.
+
+    :raises ServiceUnavailable: when the database cannot be reached.
+    """
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        raise ServiceUnavailable(f"the database is unavailable: {reason}") from None
+
+
+def current_revision(url: str) -> str | None:
+    """The applied migration revision, or None on an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sa.create_engine(url, **engine_options(url))
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,46 @@
+"""Cross-cutting web concerns: the commit boundary, security headers, the home page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, redirect, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ca_service.db import db
+
+bp = Blueprint("web", __name__)
+
+
+@bp.get("/")
+def index() -> WerkzeugResponse:
+    if current_user.is_authenticated:
+        return redirect(url_for("auth.home"))
+    return redirect(url_for("auth.login"))
+
+
+def _commit_boundary(response: Response) -> Response:
+    # The one transaction boundary of a request: services only flush. A successful response
+    # commits; an error response rolls back (error handlers have already rolled back too).
+    if response.status_code < 400:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return response
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "frame-ancestors 'none'; form-action 'self'",
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.after_request(_commit_boundary)
+    app.after_request(_security_headers)

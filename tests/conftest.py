@@ -1,0 +1,247 @@
+"""Shared fixtures: a real SoftHSM token per test session, a migrated database per backend
+(SQLite always, PostgreSQL when CA_TEST_DATABASE_URL is set), the CA hierarchy initialised once
+per backend, and a clean slate of everything else per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
+
+PG_ENV = "CA_TEST_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class HsmEnv:
+    """The per-session SoftHSM set-up: one config (SoftHSM reads it once per process)."""
+
+    var_dir: Path
+    conf: Path
+    ca_token_label: str
+    ca_pin: str
+    so_pin: str
+
+    def new_token(self, prefix: str = "t") -> tuple[str, str]:
+        """Create another token (an employer's "UKey") and return (label, user PIN)."""
+        from hsm import init_softhsm_token
+
+        label, pin = f"{prefix}-{secrets.token_hex(4)}", secrets.token_hex(8)
+        init_softhsm_token(self.conf, label, self.so_pin, pin)
+        return label, pin
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hsm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HsmEnv]:
+    from hsm import init_softhsm_token, write_softhsm_config
+
+    var_dir = tmp_path_factory.mktemp("var")
+    conf = write_softhsm_config(var_dir / "softhsm")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    env = HsmEnv(
+        var_dir=var_dir,
+        conf=conf,
+        ca_token_label=f"ca-{secrets.token_hex(4)}",
+        ca_pin=secrets.token_hex(8),
+        so_pin=secrets.token_hex(8),
+    )
+    init_softhsm_token(conf, env.ca_token_label, env.so_pin, env.ca_pin)
+    yield env
+    if previous is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = previous
+
+
+def _backends() -> list[Any]:
+    params: list[Any] = ["sqlite"]
+    if os.environ.get(PG_ENV):
+        params.append(pytest.param("postgresql", marks=pytest.mark.postgres))
+    return params
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=_backends())
+def database_url(request: pytest.FixtureRequest, hsm_env: HsmEnv) -> str:
+    """A freshly migrated database of each backend (the migrated schema, not create_all)."""
+    from ca_service.db import upgrade_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{hsm_env.var_dir / 'test.db'}"
+    else:
+        url = os.environ[PG_ENV].replace("postgresql://", "postgresql+psycopg://", 1)
+        _reset_postgres(url)
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def app_overrides(database_url: str, hsm_env: HsmEnv) -> dict[str, Any]:
+    """Settings of every test app; the CLI runner uses the same."""
+    os.environ["CA_TEST_HSM_PIN"] = hsm_env.ca_pin
+    return {
+        "VAR_DIR": str(hsm_env.var_dir),
+        "DATABASE_URL": database_url,
+        "TOKEN_LABEL": hsm_env.ca_token_label,
+        "PIN_ENV": "CA_TEST_HSM_PIN",
+        "SOFTHSM": True,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "PUBLIC_BASE_URL": "http://ca.test",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Rows created once per backend (the CA hierarchy) that per-test clean-up keeps."""
+
+    certificate_ids: frozenset[int]
+
+
+def _init_pki(app: Flask) -> Baseline:
+    from ca_service.app import settings_of
+    from ca_service.audit.service import ensure_audit_key
+    from ca_service.authorities.service import PkiParameters, initialise_pki
+    from ca_service.db import db
+    from ca_service.hsm_access import app_token
+    from ca_service.models import Certificate
+    from hsm import KeyAlgorithm
+
+    with app.app_context():
+        settings = settings_of(app)
+        initialise_pki(
+            token=app_token(),
+            params=PkiParameters.from_settings(settings),
+            commit=db.session.commit,
+            actor="tests",
+        )
+        ensure_audit_key(app_token(), KeyAlgorithm(settings["AUDIT_KEY_ALGORITHM"]))
+        db.session.commit()
+        ids = frozenset(db.session.scalars(sa.select(Certificate.id)))
+    return Baseline(certificate_ids=ids)
+
+
+@pytest.fixture(scope="session")
+def pki_baseline(app_overrides: dict[str, Any]) -> Baseline:
+    from ca_service.app import create_app
+
+    app = create_app(app_overrides)
+    baseline = _init_pki(app)
+    _dispose(app)
+    return baseline
+
+
+def _dispose(app: Flask) -> None:
+    from ca_service.db import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def _clean(app: Flask, baseline: Baseline) -> None:
+    """Delete everything but the CA hierarchy, children before parents."""
+    from ca_service.db import Base, db
+    from ca_service.models import Certificate
+
+    keep = {"authorities", "certificates", "alembic_version"}
+    with app.app_context():
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name not in keep:
+                db.session.execute(table.delete())
+        db.session.execute(
+            sa.delete(Certificate).where(Certificate.id.not_in(baseline.certificate_ids))
+        )
+        db.session.commit()
+
+
+@pytest.fixture
+def app(app_overrides: dict[str, Any], pki_baseline: Baseline) -> Iterator[Flask]:
+    """An app on the migrated database with the CA hierarchy; CSRF on, as in production."""
+    from ca_service.app import create_app
+
+    app = create_app(app_overrides)
+    app.config["TESTING"] = True
+    yield app
+    _clean(app, pki_baseline)
+    _dispose(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+CliInvoke = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(app: Flask, app_overrides: dict[str, Any]) -> CliInvoke:
+    """Run `ca-service ARGS...` in-process with the test app's settings."""
+    from ca_service.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(main, list(args), obj={"overrides": app_overrides}, input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def runner(cli: CliInvoke) -> CliInvoke:
+    """Alias of ``cli`` under the name Flask's tutorial uses."""
+    return cli
+
+
+MakeUser = Callable[..., Any]
+
+
+@pytest.fixture
+def make_user(app: Flask) -> MakeUser:
+    """Create a user with a permanent password of the test's choosing (no one-time step)."""
+    from ca_service.auth.models import Role, User
+    from ca_service.db import db
+
+    def make(
+        username: str | None = None,
+        *,
+        role: Role = Role.EMPLOYER_ADMIN,
+        password: str | None = None,
+        email: str | None = None,
+    ) -> tuple[Any, str]:
+        username = username or f"user-{secrets.token_hex(3)}"
+        password = password or secrets.token_urlsafe(16)
+        with app.app_context():
+            user = User(
+                username=username,
+                email=email or f"{username}@example.test",
+                full_name=username.title(),
+                role=role,
+                password_hash=PasswordHasher().hash(password),
+                password_is_temporary=False,
+            )
+            db.session.add(user)
+            db.session.commit()
+            db.session.refresh(user)
+            db.session.expunge(user)
+        return user, password
+
+    return make

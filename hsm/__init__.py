@@ -1,0 +1,48 @@
+"""Framework-free PKCS#11 layer: token sessions, key generation, signing, SoftHSM set-up."""
+
+from hsm.config import HSMConfig
+from hsm.errors import (
+    DuplicateKeyLabel,
+    HSMError,
+    HSMUnavailable,
+    KeyNotFound,
+    PinLocked,
+    PinUnavailable,
+    PKCS11ModuleNotFound,
+    SessionLost,
+    TokenNotFound,
+    WrongPin,
+)
+from hsm.keys import KeyAlgorithm, SignatureScheme
+from hsm.signers import HSMECPrivateKey, HSMRSAPrivateKey
+from hsm.softhsm import (
+    find_softhsm_module,
+    init_softhsm_token,
+    softhsm_token_exists,
+    write_softhsm_config,
+)
+from hsm.token import KeyHandle, Token
+
+__all__ = [
+    "DuplicateKeyLabel",
+    "HSMConfig",
+    "HSMECPrivateKey",
+    "HSMError",
+    "HSMRSAPrivateKey",
+    "HSMUnavailable",
+    "KeyAlgorithm",
+    "KeyHandle",
+    "KeyNotFound",
+    "PKCS11ModuleNotFound",
+    "PinLocked",
+    "PinUnavailable",
+    "SessionLost",
+    "SignatureScheme",
+    "Token",
+    "TokenNotFound",
+    "WrongPin",
+    "find_softhsm_module",
+    "init_softhsm_token",
+    "softhsm_token_exists",
+    "write_softhsm_config",
+]

@@ -190,11 +190,11 @@ def load_settings(
         raw = env.get(ENV_PREFIX + setting.name)
         if raw is not None:
             values[setting.name] = _coerce(setting, raw)
-    for name, raw in (overrides or {}).items():
-        setting = _BY_NAME.get(name)
-        if setting is None:
+    for name, value in (overrides or {}).items():
+        known = _BY_NAME.get(name)
+        if known is None:
             raise ConfigurationError(f"unknown setting {name!r}")
-        values[name] = _coerce(setting, raw)
+        values[name] = _coerce(known, value)
     _validate(values)
     return Settings(values=values)
 

@@ -21,7 +21,7 @@ from hsm.softhsm import (
     softhsm_token_exists,
     write_softhsm_config,
 )
-from hsm.token import KeyHandle, Token
+from hsm.token import KeyHandle, Token, rescan_tokens
 
 __all__ = [
     "DuplicateKeyLabel",
@@ -43,6 +43,7 @@ __all__ = [
     "WrongPin",
     "find_softhsm_module",
     "init_softhsm_token",
+    "rescan_tokens",
     "softhsm_token_exists",
     "write_softhsm_config",
 ]

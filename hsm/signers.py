@@ -8,11 +8,13 @@ subclassing the ABCs is the documented way to plug in an external key.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, NoReturn
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
+from cryptography.utils import Buffer
 
 from hsm.keys import SignatureScheme
 
@@ -24,9 +26,9 @@ def _refuse(what: str) -> NoReturn:
     raise TypeError(f"{what} is not possible: the private key never leaves the HSM")
 
 
-def _hash_name(algorithm: hashes.HashAlgorithm | Prehashed) -> str:
-    if isinstance(algorithm, Prehashed):
-        _refuse("signing a prehashed value through the adapter")
+def _hash_name(algorithm: object) -> str:
+    if not isinstance(algorithm, hashes.HashAlgorithm):
+        _refuse(f"signing with {type(algorithm).__name__} through the adapter")
     if isinstance(algorithm, hashes.SHA256):
         return "sha256"
     if isinstance(algorithm, hashes.SHA384):
@@ -42,9 +44,9 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
 
     def sign(
         self,
-        data: bytes,
+        data: Buffer,
         padding: padding.AsymmetricPadding,
-        algorithm: hashes.HashAlgorithm | Prehashed,
+        algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo,
     ) -> bytes:
         name = _hash_name(algorithm)
         if isinstance(padding, _PKCS1v15):
@@ -54,12 +56,12 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
             salt = padding._salt_length  # cryptography keeps the requested length here
             if not (isinstance(mgf, _MGF1) and isinstance(mgf._algorithm, type(algorithm))):
                 raise ValueError("PSS must use MGF1 with the signature's hash")
-            if salt not in (_PSS.DIGEST_LENGTH, algorithm.digest_size):  # type: ignore[union-attr]
+            if salt not in (_PSS.DIGEST_LENGTH, hashlib.new(name).digest_size):
                 raise ValueError("PSS salt length must equal the digest length")
             scheme = SignatureScheme(f"rsa-pss-{name}")
         else:
             raise ValueError(f"unsupported RSA padding {padding.name}")
-        return self._token.sign(self._label, data, scheme)
+        return self._token.sign(self._label, bytes(data), scheme)
 
     def public_key(self) -> rsa.RSAPublicKey:
         return self._public
@@ -77,7 +79,7 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
     def private_bytes(
         self,
         encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,  # noqa: A002  (the ABC's parameter name)
+        format: serialization.PrivateFormat,
         encryption_algorithm: serialization.KeySerializationEncryption,
     ) -> bytes:
         _refuse("exporting the key")
@@ -95,11 +97,11 @@ class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
     def __init__(self, token: Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
         self._token, self._label, self._public = token, label, public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise ValueError("only ECDSA signatures are supported")
         name = _hash_name(signature_algorithm.algorithm)
-        return self._token.sign(self._label, data, SignatureScheme(f"ecdsa-{name}"))
+        return self._token.sign(self._label, bytes(data), SignatureScheme(f"ecdsa-{name}"))
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
@@ -121,7 +123,7 @@ class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
     def private_bytes(
         self,
         encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,  # noqa: A002  (the ABC's parameter name)
+        format: serialization.PrivateFormat,
         encryption_algorithm: serialization.KeySerializationEncryption,
     ) -> bytes:
         _refuse("exporting the key")

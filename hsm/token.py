@@ -9,6 +9,7 @@ than left to luck.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -45,6 +46,8 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 # Errors after which a session cannot be used again; the pool reopens (once) and retries.
 _LOST = (
     pkcs11.exceptions.SessionHandleInvalid,
+    pkcs11.exceptions.ObjectHandleInvalid,
+    pkcs11.exceptions.KeyHandleInvalid,
     pkcs11.exceptions.SessionClosed,
     pkcs11.exceptions.DeviceRemoved,
     pkcs11.exceptions.TokenNotPresent,
@@ -68,6 +71,32 @@ _initialised_in: dict[str, int] = {}
 _logged_in: set[tuple[int, str, str]] = set()
 _process_lock = threading.Lock()
 
+# python-pkcs11 calls C_Initialize(NULL), which promises the module that the application will
+# not call it from several threads at once (PKCS#11 §5.4; SoftHSM aborts when we do). So every
+# call into a module is serialised by that module's lock. Sessions still come from a pool: each
+# keeps its own cached key handles and operation state, and a lost one is replaced alone.
+# Lock order: a Token's pool condition, then the module lock; never the other way round.
+_module_locks: dict[str, threading.RLock] = {}
+
+
+def _module_lock(path: str) -> threading.RLock:
+    with _process_lock:
+        lock = _module_locks.get(path)
+        if lock is None:
+            lock = _module_locks[path] = threading.RLock()
+        return lock
+
+
+def _reset_locks_in_child() -> None:
+    # A lock held by another thread of the parent at fork time would stay held for ever.
+    global _process_lock  # noqa: PLW0603  (the lock object itself must be replaced after fork)
+    _process_lock = threading.Lock()
+    for path in list(_module_locks):
+        _module_locks[path] = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
+
 
 @dataclass(frozen=True)
 class KeyHandle:
@@ -90,6 +119,7 @@ class Token:
     def __init__(self, config: HSMConfig) -> None:
         self.config = config
         self._cond = threading.Condition()
+        os.register_at_fork(after_in_child=self._reset_condition_in_child)
         self._pid: int | None = None
         self._token: Any = None
         self._idle: list[_PooledSession] = []
@@ -100,6 +130,13 @@ class Token:
         self._handles: dict[str, KeyHandle] = {}
 
     # -- process and session management -----------------------------------------------------
+
+    def _reset_condition_in_child(self) -> None:
+        self._cond = threading.Condition()
+
+    @property
+    def _library_lock(self) -> threading.RLock:
+        return _module_lock(self.config.module_path)
 
     @property
     def label(self) -> str:
@@ -132,16 +169,21 @@ class Token:
             self._idle = []
             self._open = 0
             self._handles.clear()
-        lib = self._load_library()
-        try:
-            self._token = lib.get_token(token_label=self.label)
-        except pkcs11.exceptions.NoSuchToken:
-            raise TokenNotFound(self.label) from None
-        except pkcs11.exceptions.PKCS11Error as exc:
-            raise HSMUnavailable(f"cannot reach token {self.label!r}: {exc!r}") from None
+        with self._library_lock:
+            lib = self._load_library()
+            try:
+                self._token = lib.get_token(token_label=self.label)
+            except pkcs11.exceptions.NoSuchToken:
+                raise TokenNotFound(self.label) from None
+            except pkcs11.exceptions.PKCS11Error as exc:
+                raise HSMUnavailable(f"cannot reach token {self.label!r}: {exc!r}") from None
         self._pid = pid
 
     def _open_session(self) -> _PooledSession:
+        with self._library_lock:
+            return self._open_session_locked()
+
+    def _open_session_locked(self) -> _PooledSession:
         key = (os.getpid(), self.config.module_path, self.label)
         try:
             if key in _logged_in:
@@ -191,10 +233,9 @@ class Token:
         """Drop every pooled session and the login mark, so the next borrow logs in again."""
         with self._cond:
             for pooled in self._idle:
-                try:
+                # Already gone, most likely: that is why we are here.
+                with self._library_lock, contextlib.suppress(pkcs11.exceptions.PKCS11Error):
                     pooled.session.close()
-                except pkcs11.exceptions.PKCS11Error:
-                    pass  # already gone: that is why we are here
             self._open -= len(self._idle)
             self._idle = []
             _logged_in.discard((os.getpid(), self.config.module_path, self.label))
@@ -202,12 +243,12 @@ class Token:
     def _run(self, operation: Callable[[_PooledSession], T]) -> T:
         """Run on a pooled session; a lost session is reopened once, then SessionLost."""
         try:
-            with self._borrow() as pooled:
+            with self._borrow() as pooled, self._library_lock:
                 return operation(pooled)
         except _LOST:
             self._forget_sessions()
         try:
-            with self._borrow() as pooled:
+            with self._borrow() as pooled, self._library_lock:
                 return operation(pooled)
         except _LOST as exc:
             self._forget_sessions()
@@ -402,3 +443,17 @@ class Token:
                 int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
             )
         return signature
+
+
+def rescan_tokens(module_path: str) -> None:
+    """Re-initialise a loaded module so it sees tokens created since it was loaded.
+
+    SoftHSM reads its token directory only at C_Initialize. Sessions of this process become
+    invalid; every Token reopens them (and logs in again) on its next use.
+    """
+    with _module_lock(module_path):
+        lib = pkcs11.lib(module_path)
+        lib.reinitialize()
+        _initialised_in[module_path] = os.getpid()
+        for key in [k for k in _logged_in if k[1] == module_path]:
+            _logged_in.discard(key)

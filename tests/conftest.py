@@ -21,6 +21,13 @@ from flask.testing import FlaskClient
 PG_ENV = "CA_TEST_DATABASE_URL"
 
 
+def pkcs11_loaded() -> set[str]:
+    """Modules python-pkcs11 has loaded in this process."""
+    import pkcs11
+
+    return set(pkcs11._loaded)
+
+
 @dataclass(frozen=True)
 class HsmEnv:
     """The per-session SoftHSM set-up: one config (SoftHSM reads it once per process)."""
@@ -33,10 +40,13 @@ class HsmEnv:
 
     def new_token(self, prefix: str = "t") -> tuple[str, str]:
         """Create another token (an employer's "UKey") and return (label, user PIN)."""
-        from hsm import init_softhsm_token
+        from hsm import find_softhsm_module, init_softhsm_token, rescan_tokens
 
         label, pin = f"{prefix}-{secrets.token_hex(4)}", secrets.token_hex(8)
         init_softhsm_token(self.conf, label, self.so_pin, pin)
+        module = find_softhsm_module()
+        if module and module in pkcs11_loaded():
+            rescan_tokens(module)  # SoftHSM sees new tokens only after re-initialising
         return label, pin
 
 

@@ -39,7 +39,7 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-def hash_for(algorithm: KeyAlgorithm) -> hashes.HashAlgorithm:
+def hash_for(algorithm: KeyAlgorithm) -> hashes.SHA256 | hashes.SHA384:
     """The signature hash that matches a key's strength."""
     if algorithm in (KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_3072, KeyAlgorithm.RSA_4096):
         return hashes.SHA384()

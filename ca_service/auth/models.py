@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 
 import sqlalchemy as sa
+from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ca_service.db import Base, created_at, enum_column, intpk
@@ -23,7 +24,7 @@ class Role(enum.StrEnum):
         return self is not Role.EMPLOYER_ADMIN
 
 
-class User(Base):
+class User(UserMixin, Base):  # type: ignore[misc]  # flask-login ships no type information
     __tablename__ = "users"
 
     id: Mapped[intpk]
@@ -53,3 +54,11 @@ class User(Base):
         sa.CheckConstraint("failed_logins >= 0", name="failed_logins_non_negative"),
         sa.CheckConstraint("username <> ''", name="username_not_empty"),
     )
+
+    def get_id(self) -> str:
+        """Flask-Login's session id: bumping session_version ends every existing session."""
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled

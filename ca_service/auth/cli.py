@@ -1,0 +1,83 @@
+"""`ca-service user ...`: create, list, reset and disable accounts."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+
+from ca_service.app import settings_of
+from ca_service.auth import service
+from ca_service.auth.models import Role, User
+from ca_service.cli_support import app_command, echo_table
+from ca_service.db import db
+
+ACTOR = "cli"
+
+
+def _hours() -> int:
+    return int(settings_of(current_app)["ONE_TIME_PASSWORD_HOURS"])
+
+
+@click.group("user")
+def user_cli() -> None:
+    """Accounts."""
+
+
+@user_cli.command("create")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--full-name", required=True)
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@app_command
+def create(username: str, email: str, full_name: str, role: str) -> None:
+    """Create an account; prints its one-time password once."""
+    user, one_time_password = service.create_user(
+        actor=ACTOR,
+        username=username,
+        email=email,
+        full_name=full_name,
+        role=Role(role),
+        one_time_password_hours=_hours(),
+    )
+    click.echo(f"created {user.role.value} {user.username}")
+    click.echo(f"one-time password (valid {_hours()} h, shown once): {one_time_password}")
+
+
+@user_cli.command("reset")
+@click.argument("username")
+@app_command
+def reset(username: str) -> None:
+    """New one-time password; also unlocks the account and ends its sessions."""
+    one_time_password = service.reset_password(
+        actor=ACTOR, username=username, one_time_password_hours=_hours()
+    )
+    click.echo(f"one-time password for {username} (shown once): {one_time_password}")
+
+
+@user_cli.command("disable")
+@click.argument("username")
+@app_command
+def disable(username: str) -> None:
+    """Disable an account and end its sessions."""
+    service.set_disabled(actor=ACTOR, username=username, disabled=True)
+    click.echo(f"disabled {username}")
+
+
+@user_cli.command("list")
+@app_command
+def list_users() -> None:
+    """List accounts."""
+    rows = [
+        {
+            "username": u.username,
+            "role": u.role.value,
+            "state": "disabled"
+            if u.disabled
+            else ("must set password" if u.password_is_temporary else "active"),
+            "totp": "yes" if u.totp_enabled_at else "no",
+            "last_login": f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "",
+        }
+        for u in db.session.scalars(sa.select(User).order_by(User.username))
+    ]
+    echo_table(rows, ["username", "role", "state", "totp", "last_login"])

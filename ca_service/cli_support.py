@@ -79,6 +79,9 @@ def app_command(func: Callable[P, R]) -> Callable[P, R]:
                 except BaseException:
                     db.session.rollback()
                     raise
+                finally:
+                    db.session.remove()
+                    db.engine.dispose()
 
     return wrapper
 

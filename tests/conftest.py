@@ -154,6 +154,7 @@ def pki_baseline(app_overrides: dict[str, Any]) -> Baseline:
 
     app = create_app(app_overrides)
     baseline = _init_pki(app)
+    _clean(app, baseline)  # every test starts with an empty audit log and no accounts
     _dispose(app)
     return baseline
 
@@ -168,14 +169,19 @@ def _dispose(app: Flask) -> None:
 
 def _clean(app: Flask, baseline: Baseline) -> None:
     """Delete everything but the CA hierarchy, children before parents."""
+    from ca_service.audit.models import AuditHead
+    from ca_service.audit.service import GENESIS_HASH
     from ca_service.db import Base, db
     from ca_service.models import Certificate
 
-    keep = {"authorities", "certificates", "alembic_version"}
+    keep = {"authorities", "certificates", "alembic_version", "audit_head"}
     with app.app_context():
         for table in reversed(Base.metadata.sorted_tables):
             if table.name not in keep:
                 db.session.execute(table.delete())
+        db.session.execute(
+            sa.update(AuditHead).values(seq=0, hash=GENESIS_HASH, events_since_checkpoint=0)
+        )
         db.session.execute(
             sa.delete(Certificate).where(Certificate.id.not_in(baseline.certificate_ids))
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -90,14 +90,10 @@ def _lock_head() -> AuditHead:
         .values(events_since_checkpoint=AuditHead.events_since_checkpoint + 1)
         .returning(AuditHead.id)
     ).first()
-    if updated is None:
-        # First event ever: create the head. A racing creator makes one of us fail on the
-        # primary key; the loser's transaction fails and its request is retried by the caller.
-        db.session.add(AuditHead(id=1, seq=0, hash=GENESIS_HASH, events_since_checkpoint=1))
-        db.session.flush()
     head = db.session.get(AuditHead, 1, populate_existing=True)
-    if head is None:
-        raise RuntimeError("audit head row vanished")
+    if updated is None or head is None:
+        # The migration creates the genesis row, so appenders never race to create it.
+        raise RuntimeError("the audit head row is missing: run `ca-service db upgrade`")
     return head
 
 
@@ -204,22 +200,30 @@ def _signature_valid(
     return True
 
 
-def verify_chain(  # noqa: PLR0911  (one early return per kind of tampering reads clearest)
+def verify_chain(
     public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
 ) -> VerificationReport:
     """Recompute the chain and check the signed checkpoints; streams events in order."""
     checkpoints = {c.seq: c for c in db.session.scalars(sa.select(AuditCheckpoint))}
-    checked_checkpoints = 0
     for checkpoint in checkpoints.values():
         if not _signature_valid(public_key, checkpoint):
             return VerificationReport(
                 False, 0, 0, checkpoint.seq, "checkpoint signature does not verify"
             )
 
-    expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     rows = db.session.execute(
         sa.select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
     ).scalars()
+    try:
+        return _verify_events(rows, checkpoints)
+    finally:
+        rows.close()  # a server-side cursor on PostgreSQL: close it even on an early return
+
+
+def _verify_events(  # noqa: PLR0911  (one early return per kind of tampering reads clearest)
+    rows: Iterable[AuditEvent], checkpoints: dict[int, AuditCheckpoint]
+) -> VerificationReport:
+    expected_seq, prev_hash, count, checked_checkpoints = 1, GENESIS_HASH, 0, 0
 
     def bad(seq: int, problem: str) -> VerificationReport:
         return VerificationReport(False, count, checked_checkpoints, seq, problem)

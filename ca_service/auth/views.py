@@ -98,12 +98,14 @@ def _sign_in(user: User) -> Response:
 def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
         return redirect(url_for("auth.home"))
-    form = LoginForm()
     if request.method == "GET":
+        # Start from an empty session (drops any half-finished sign-in) before the form puts
+        # its CSRF token into it.
         next_url = _safe_next(request.args.get("next"))
         session.clear()
         if next_url:
             session[NEXT] = next_url
+    form = LoginForm()
     if form.validate_on_submit():
         enforce_rate_limit("login")
         try:

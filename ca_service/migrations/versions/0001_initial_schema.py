@@ -53,6 +53,11 @@ def upgrade() -> None:
     sa.CheckConstraint('id = 1', name=op.f('ck_audit_head_single_row')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
+    # The genesis head of the audit chain: appenders lock this row, never create it.
+    op.execute(
+        "INSERT INTO audit_head (id, seq, hash, events_since_checkpoint) "
+        f"VALUES (1, 0, '{'0' * 64}', 0)"
+    )
     op.create_table('authorities',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('slug', sa.String(length=32), nullable=False),

@@ -60,7 +60,7 @@ def _self_signed(
     token: Token, label: str, algorithm: hashes.SHA256 | hashes.SHA384, pss: bool = False
 ) -> x509.Certificate:
     key = token.private_key(label)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)  # tolerate clock skew
     builder = (
         x509.CertificateBuilder()
         .subject_name(NAME)
@@ -162,7 +162,7 @@ def test_csr_crl_and_ocsp_adapters(
     csr = x509.CertificateSigningRequestBuilder().subject_name(NAME).sign(key, hashes.SHA256())
     assert csr.is_signature_valid
 
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)  # tolerate clock skew
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(NAME)

@@ -240,3 +240,39 @@ def test_unreachable_database(subprocess_env: dict[str, str], tmp_path: Path) ->
     subprocess_env["CA_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     line = _one_line_error(_run_cli(["db", "upgrade"], subprocess_env, tmp_path))
     assert "database is unavailable" in line
+
+
+def test_no_ca_private_key_can_be_read_out(app: Flask, hsm_env: HsmEnv) -> None:
+    """Every HSM key the service made (CAs, OCSP responder, audit) is sensitive and
+    non-extractable, read straight through python-pkcs11 with the PIN, as an attacker would."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    from ca_service.audit.service import AUDIT_KEY_LABEL
+    from hsm import find_softhsm_module
+
+    with app.app_context():
+        labels = [a.key_label for a in db.session.scalars(sa.select(Authority))]
+        labels += [
+            label
+            for label in db.session.scalars(sa.select(Certificate.key_label))
+            if label is not None
+        ]
+    labels.append(AUDIT_KEY_LABEL)
+    module = find_softhsm_module()
+    assert module
+    session = pkcs11.lib(module).get_token(token_label=hsm_env.ca_token_label).open()
+    try:
+        for label in sorted(set(labels)):
+            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            assert key[Attribute.EXTRACTABLE] is False, label
+            assert key[Attribute.NEVER_EXTRACTABLE] is True, label
+            secret = (
+                Attribute.PRIVATE_EXPONENT
+                if key.key_type == pkcs11.KeyType.RSA
+                else Attribute.VALUE
+            )
+            with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+                key[secret]
+    finally:
+        session.close()

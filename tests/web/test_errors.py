@@ -1,0 +1,61 @@
+"""Outages and errors become clear pages or JSON, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from hsm import HSMUnavailable, SessionLost
+
+
+def _add_failing_route(app: Flask, exc: BaseException) -> None:
+    def fail() -> str:
+        raise exc
+
+    app.add_url_rule("/_test/fail", "test_fail", fail)
+
+
+@pytest.mark.parametrize(
+    "exc", [HSMUnavailable("token did not answer"), SessionLost("ca", "SessionHandleInvalid")]
+)
+def test_hsm_outage_is_503(app: Flask, exc: BaseException) -> None:
+    _add_failing_route(app, exc)
+    client = app.test_client()
+    page = client.get("/_test/fail")
+    assert page.status_code == 503
+    assert b"signing device (HSM) is unavailable" in page.data
+    api = client.get("/_test/fail", headers={"Accept": "application/json"})
+    assert api.status_code == 503
+    assert api.get_json()["error"]["code"] == "hsm_unavailable"
+
+
+def test_database_outage_is_503(app: Flask) -> None:
+    _add_failing_route(
+        app, sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+    )
+    page = app.test_client().get("/_test/fail")
+    assert page.status_code == 503
+    assert b"database is unavailable" in page.data
+
+
+def test_unexpected_error_is_a_500_page_without_traceback(app: Flask) -> None:
+    _add_failing_route(app, RuntimeError("secret internals"))
+    app.testing = False  # as in production: the handler, not the debugger, answers
+    page = app.test_client().get("/_test/fail")
+    assert page.status_code == 500
+    assert b"secret internals" not in page.data
+    assert b"Traceback" not in page.data
+
+
+def test_unknown_page_is_404(app: Flask) -> None:
+    page = app.test_client().get("/no/such/page")
+    assert page.status_code == 404
+    assert b"Not found" in page.data
+
+
+def test_security_headers(app: Flask) -> None:
+    response = app.test_client().get("/auth/login")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -7,8 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the service and its tests use: the SoftHSM2 PKCS#11 module and its tool,
-# the openssl command line (independent client in tests), and Python's venv support.
-DEB_PACKAGES := softhsm2 openssl python3-venv
+# the openssl command line (independent client in tests), Python's venv support, and Chromium
+# (the browser the web UI tests drive through Playwright; never downloaded by Playwright).
 
 .PHONY: run test setup system-packages lint bench clean-var
 
@@ -26,6 +26,7 @@ system-packages:
 	@missing=""; \
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \

@@ -99,10 +99,11 @@ def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
         return redirect(url_for("auth.home"))
     if request.method == "GET":
-        # Start from an empty session (drops any half-finished sign-in) before the form puts
-        # its CSRF token into it.
+        # A fresh start drops any half-finished sign-in (the session itself is renewed once
+        # every factor has passed, in _sign_in).
+        for key in (PENDING_USER, PENDING_STAGE, PENDING_SEED, NEXT):
+            session.pop(key, None)
         next_url = _safe_next(request.args.get("next"))
-        session.clear()
         if next_url:
             session[NEXT] = next_url
     form = LoginForm()

@@ -9,7 +9,7 @@ subclassing the ABCs is the documented way to plug in an external key.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Self
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -36,7 +36,25 @@ def _hash_name(algorithm: object) -> str:
     raise ValueError(f"unsupported hash {algorithm.name}: use SHA-256 or SHA-384")
 
 
-class HSMRSAPrivateKey(rsa.RSAPrivateKey):
+class _TokenKey:
+    """What both adapters share: the key cannot be exported, and copies are the same handle."""
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        _refuse("exporting the key")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+
+class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA key in the token; PKCS#1 v1.5 or PSS (MGF1 same hash, salt = digest length)."""
 
     def __init__(self, token: Token, label: str, public: rsa.RSAPublicKey) -> None:
@@ -76,22 +94,8 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _refuse("reading the private numbers")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse("exporting the key")
 
-    def __copy__(self) -> HSMRSAPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HSMRSAPrivateKey:
-        return self
-
-
-class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
+class HSMECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
     """An EC key in the token; ECDSA with SHA-256 or SHA-384."""
 
     def __init__(self, token: Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
@@ -119,20 +123,6 @@ class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
 
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _refuse("reading the private numbers")
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _refuse("exporting the key")
-
-    def __copy__(self) -> HSMECPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HSMECPrivateKey:
-        return self
 
 
 _PKCS1v15 = padding.PKCS1v15

@@ -54,18 +54,17 @@ def _timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def event_hash(
-    *,
-    seq: int,
-    occurred_at: dt.datetime,
-    actor: str,
-    action: str,
-    target: str,
-    details: str,
-    prev_hash: str,
-) -> str:
-    """The version-1 hash of one event (see the module docstring)."""
-    fields = [str(seq), _timestamp(occurred_at), actor, action, target, details, prev_hash]
+def event_hash(event: AuditEvent) -> str:
+    """The version-1 hash of one event, from its stored fields (see the module docstring)."""
+    fields = [
+        str(event.seq),
+        _timestamp(event.occurred_at),
+        event.actor,
+        event.action,
+        event.target,
+        event.details,
+        event.prev_hash,
+    ]
     payload = "ca-service-audit-v1\n" + "\n".join(f"{len(f)}:{f}" for f in fields)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -104,29 +103,17 @@ def record_event(actor: str, action: str, target: str, details: Mapping[str, obj
     """
     _refuse_secrets(details)
     head = _lock_head()
-    occurred_at = utcnow()
-    body = canonical_json(details)
-    seq = head.seq + 1
-    digest = event_hash(
-        seq=seq,
-        occurred_at=occurred_at,
-        actor=actor,
-        action=action,
-        target=target,
-        details=body,
-        prev_hash=head.hash,
-    )
     event = AuditEvent(
-        seq=seq,
-        occurred_at=occurred_at,
+        seq=head.seq + 1,
+        occurred_at=utcnow(),
         actor=actor,
         action=action,
         target=target,
-        details=body,
+        details=canonical_json(details),
         prev_hash=head.hash,
-        hash=digest,
     )
-    head.seq, head.hash = seq, digest
+    event.hash = event_hash(event)
+    head.seq, head.hash = event.seq, event.hash
     db.session.add(event)
     db.session.flush()
     every = int(current_app.extensions["ca_settings"]["AUDIT_CHECKPOINT_EVERY"])
@@ -233,15 +220,7 @@ def _verify_events(  # noqa: PLR0911  (one early return per kind of tampering re
             return bad(expected_seq, f"event missing (next present is {event.seq}): deleted")
         if event.prev_hash != prev_hash:
             return bad(event.seq, "does not follow the previous event: reordered or replaced")
-        recomputed = event_hash(
-            seq=event.seq,
-            occurred_at=event.occurred_at,
-            actor=event.actor,
-            action=event.action,
-            target=event.target,
-            details=event.details,
-            prev_hash=event.prev_hash,
-        )
+        recomputed = event_hash(event)
         if recomputed != event.hash:
             return bad(event.seq, "content does not match its hash: altered")
         signed = checkpoints.get(event.seq)

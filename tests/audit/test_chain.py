@@ -102,15 +102,7 @@ def test_rewritten_chain_caught_by_signed_checkpoint(chain: Flask) -> None:
             if event.seq == 2:
                 event.details = '{"n":999}'
             event.prev_hash = prev or event.prev_hash
-            event.hash = event_hash(
-                seq=event.seq,
-                occurred_at=event.occurred_at,
-                actor=event.actor,
-                action=event.action,
-                target=event.target,
-                details=event.details,
-                prev_hash=event.prev_hash,
-            )
+            event.hash = event_hash(event)
             prev = event.hash
         head = db.session.get(AuditHead, 1)
         assert head is not None
@@ -157,3 +149,16 @@ def test_concurrent_appends_keep_one_chain(app: Flask) -> None:
     assert ok, (seq, problem)
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == 40
+
+
+def test_checkpoint_signed_automatically(app: Flask) -> None:
+    from ca_service.audit.models import AuditCheckpoint
+
+    every = int(app.extensions["ca_settings"]["AUDIT_CHECKPOINT_EVERY"])
+    with app.app_context():
+        for n in range(every):
+            record_event("tests", "test.event", f"t{n}", {"n": n})
+        db.session.commit()
+        seqs = list(db.session.scalars(sa.select(AuditCheckpoint.seq)))
+    assert seqs == [every]
+    assert _verify(app) == (True, None, "")

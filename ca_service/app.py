@@ -61,13 +61,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     hsm_access.init_app(app, settings)
     csrf.init_app(app)
 
-    from ca_service import audit, auth, authorities, errors_views, web
+    from ca_service import audit, auth, authorities, errors_views, revocation, web
 
     errors_views.init_app(app)
     web.init_app(app)
     auth.init_app(app)
     audit.init_app(app)
     authorities.init_app(app)
+    revocation.init_app(app)
     return app
 
 

@@ -62,8 +62,14 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
     from ca_service.audit.service import ensure_audit_key
     from ca_service.auth.models import Role, User
     from ca_service.auth.service import create_user
-    from ca_service.authorities.service import PkiParameters, initialise_pki
+    from ca_service.authorities.service import (
+        PkiParameters,
+        get_authority,
+        initialise_pki,
+        list_authorities,
+    )
     from ca_service.hsm_access import app_token
+    from ca_service.revocation.service import crl_lifetime, has_crl, publish_crl
     from hsm import KeyAlgorithm
 
     settings = settings_of(current_app)
@@ -75,6 +81,15 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
         actor=ACTOR,
     )
     ensure_audit_key(token, KeyAlgorithm(settings["AUDIT_KEY_ALGORITHM"]))
+    for slug in (a.slug for a in list_authorities()):
+        if not has_crl(slug):  # the CRL URLs in our certificates must answer from the start
+            publish_crl(
+                token=token,
+                issuer=get_authority(slug),
+                lifetime=crl_lifetime(settings, slug),
+                actor=ACTOR,
+            )
+            click.echo(f"published the first CRL of {slug}")
     for s in summaries:
         state = "created" if s.created else "exists "
         click.echo(f"{state} {s.role:<9} {s.subject}")
@@ -239,9 +254,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 def _register_feature_commands() -> None:
     from ca_service.audit.cli import audit_cli
     from ca_service.auth.cli import user_cli
+    from ca_service.revocation.cli import crl_cli, revoke
 
     main.add_command(user_cli, "user")
     main.add_command(audit_cli, "audit")
+    main.add_command(crl_cli, "crl")
+    main.add_command(revoke, "revoke")
 
 
 _register_feature_commands()

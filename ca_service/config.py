@@ -86,6 +86,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ROOT_VALIDITY_DAYS", 7305, "Root CA certificate lifetime in days.", int),
     Setting("ISSUING_VALIDITY_DAYS", 3652, "Issuing CA certificate lifetime in days.", int),
     Setting("OCSP_VALIDITY_DAYS", 90, "OCSP responder certificate lifetime in days.", int),
+    Setting(
+        "CRL_NEXT_UPDATE_HOURS",
+        24,
+        "nextUpdate of the issuing CA's CRL, in hours; publish "
+        "again before then (`ca-service crl publish` from cron).",
+        int,
+    ),
+    Setting(
+        "ROOT_CRL_NEXT_UPDATE_DAYS",
+        30,
+        "nextUpdate of the root's CRL (CA certificates), in days.",
+        int,
+    ),
     Setting("LOGIN_MAX_FAILURES", 5, "Failed logins before an account is locked.", int),
     Setting("LOCKOUT_MINUTES", 15, "How long a locked account stays locked.", int),
     Setting(

@@ -123,6 +123,7 @@ class Baseline:
     """Rows created once per backend (the CA hierarchy) that per-test clean-up keeps."""
 
     certificate_ids: frozenset[int]
+    crl_ids: frozenset[int]
 
 
 def _init_pki(app: Flask) -> Baseline:
@@ -132,6 +133,8 @@ def _init_pki(app: Flask) -> Baseline:
     from ca_service.db import db
     from ca_service.hsm_access import app_token
     from ca_service.models import Certificate
+    from ca_service.revocation.models import PublishedCRL
+    from ca_service.revocation.service import publish_all_crls
     from hsm import KeyAlgorithm
 
     with app.app_context():
@@ -143,9 +146,11 @@ def _init_pki(app: Flask) -> Baseline:
             actor="tests",
         )
         ensure_audit_key(app_token(), KeyAlgorithm(settings["AUDIT_KEY_ALGORITHM"]))
+        publish_all_crls(token=app_token(), settings=settings, actor="tests")
         db.session.commit()
         ids = frozenset(db.session.scalars(sa.select(Certificate.id)))
-    return Baseline(certificate_ids=ids)
+        crl_ids = frozenset(db.session.scalars(sa.select(PublishedCRL.id)))
+    return Baseline(certificate_ids=ids, crl_ids=crl_ids)
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +178,9 @@ def _clean(app: Flask, baseline: Baseline) -> None:
     from ca_service.audit.service import GENESIS_HASH
     from ca_service.db import Base, db
     from ca_service.models import Certificate
+    from ca_service.revocation.models import PublishedCRL
 
-    keep = {"authorities", "certificates", "alembic_version", "audit_head"}
+    keep = {"authorities", "certificates", "alembic_version", "audit_head", "crls"}
     with app.app_context():
         for table in reversed(Base.metadata.sorted_tables):
             if table.name not in keep:
@@ -182,8 +188,15 @@ def _clean(app: Flask, baseline: Baseline) -> None:
         db.session.execute(
             sa.update(AuditHead).values(seq=0, hash=GENESIS_HASH, events_since_checkpoint=0)
         )
+        db.session.execute(sa.delete(PublishedCRL).where(PublishedCRL.id.not_in(baseline.crl_ids)))
         db.session.execute(
             sa.delete(Certificate).where(Certificate.id.not_in(baseline.certificate_ids))
+        )
+        # Revocations made by a test are undone: the hierarchy is shared by the session.
+        db.session.execute(
+            sa.update(Certificate).values(
+                revoked_at=None, revocation_reason=None, invalidity_date=None
+            )
         )
         db.session.commit()
 

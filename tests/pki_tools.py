@@ -41,7 +41,9 @@ def openssl_verify(
     return subprocess.run(args, capture_output=True, text=True, check=False, timeout=30)
 
 
-def pkilint_findings(linter: str, der: bytes, tmp: Path, severity: str = "WARNING") -> list[str]:
+def pkilint_findings(
+    linter: str, der: bytes, tmp: Path, severity: str = "WARNING", extra: Sequence[str] = ()
+) -> list[str]:
     """Findings at or above ``severity`` from a pkilint command (lint_pkix_cert, lint_crl, ...)."""
     path = tmp / f"{linter}.der"
     path.write_bytes(der)
@@ -49,6 +51,7 @@ def pkilint_findings(linter: str, der: bytes, tmp: Path, severity: str = "WARNIN
         [
             str(BIN / linter),
             "lint",
+            *extra,
             "-s",
             severity,
             "-f",

@@ -99,6 +99,12 @@ SETTINGS: tuple[Setting, ...] = (
         "nextUpdate of the root's CRL (CA certificates), in days.",
         int,
     ),
+    Setting(
+        "OCSP_RESPONSE_HOURS",
+        1,
+        "nextUpdate of OCSP responses, in hours (GET answers are cacheable until then).",
+        int,
+    ),
     Setting("LOGIN_MAX_FAILURES", 5, "Failed logins before an account is locked.", int),
     Setting("LOCKOUT_MINUTES", 15, "How long a locked account stays locked.", int),
     Setting(

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,3 +279,42 @@ def make_user(app: Flask) -> MakeUser:
         return user, password
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(app: Flask, app_overrides: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+    """`ca-service serve` with two gunicorn workers on the test database and token."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
+    env.update({f"CA_{k}": str(v) for k, v in app_overrides.items()})
+    env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ca_service", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"{base}/auth/login", timeout=1) as response:  # noqa: S310  (loopback URL built above)
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            proc.terminate()
+            raise AssertionError(f"server did not start: {log.read_text()}")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

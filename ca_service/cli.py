@@ -64,7 +64,6 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
     from ca_service.auth.service import create_user
     from ca_service.authorities.service import (
         PkiParameters,
-        get_authority,
         initialise_pki,
         list_authorities,
     )
@@ -81,15 +80,15 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
         actor=ACTOR,
     )
     ensure_audit_key(token, KeyAlgorithm(settings["AUDIT_KEY_ALGORITHM"]))
-    for slug in (a.slug for a in list_authorities()):
-        if not has_crl(slug):  # the CRL URLs in our certificates must answer from the start
+    for authority in list_authorities():
+        if not has_crl(authority):  # the CRL URLs in our certificates must answer from the start
             publish_crl(
                 token=token,
-                issuer=get_authority(slug),
-                lifetime=crl_lifetime(settings, slug),
+                issuer=authority,
+                lifetime=crl_lifetime(settings, authority.slug),
                 actor=ACTOR,
             )
-            click.echo(f"published the first CRL of {slug}")
+            click.echo(f"published the first CRL of {authority.slug}")
     for s in summaries:
         state = "created" if s.created else "exists "
         click.echo(f"{state} {s.role:<9} {s.subject}")

@@ -7,6 +7,7 @@ comes from the same database rows as the CRLs, so a revocation shows at once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -21,7 +22,6 @@ from ca_service.authorities.service import (
     ISSUING_SLUG,
     current_certificate,
     current_ocsp_responder,
-    get_authority,
     load_certificate,
 )
 from ca_service.db import db, utcnow
@@ -55,13 +55,21 @@ def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
     )
 
 
-def _matches(request: ocsp.OCSPRequest, issuer_cert: x509.Certificate) -> bool:
+@functools.lru_cache(maxsize=16)
+def _issuer_hashes(issuer_der: bytes, algorithm: str) -> tuple[bytes, bytes]:
+    """(issuerNameHash, issuerKeyHash) of a CA certificate; computed once per CA and hash."""
+    issuer_cert = x509.load_der_x509_certificate(issuer_der)
+    return (
+        hashlib.new(algorithm, issuer_cert.subject.public_bytes()).digest(),
+        hashlib.new(algorithm, _key_bits(issuer_cert.public_key())).digest(),
+    )
+
+
+def _matches(request: ocsp.OCSPRequest, issuer_der: bytes) -> bool:
     name = request.hash_algorithm.name
     if name not in _HASHES:
         return False
-    name_hash = hashlib.new(name, issuer_cert.subject.public_bytes()).digest()
-    key_hash = hashlib.new(name, _key_bits(issuer_cert.public_key())).digest()
-    return request.issuer_name_hash == name_hash and request.issuer_key_hash == key_hash
+    return (request.issuer_name_hash, request.issuer_key_hash) == _issuer_hashes(issuer_der, name)
 
 
 def answer_ocsp_request(
@@ -76,11 +84,11 @@ def answer_ocsp_request(
     issuer = db.session.scalar(sa.select(Authority).where(Authority.slug == ISSUING_SLUG))
     if issuer is None or issuer.certificate is None:
         return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
-    issuer_cert = load_certificate(current_certificate(issuer))
-    if not _matches(request, issuer_cert):
+    issuer_der = current_certificate(issuer).der
+    if issuer_der is None or not _matches(request, issuer_der):
         # Not a CA this responder speaks for (another CA, or a name/key hash that is off).
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    responder_row = current_ocsp_responder(get_authority(ISSUING_SLUG))
+    responder_row = current_ocsp_responder(issuer)
     if responder_row is None or responder_row.key_label is None:
         return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
     responder = load_certificate(responder_row)

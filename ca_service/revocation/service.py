@@ -222,13 +222,10 @@ def publish_all_crls(*, token: Token, settings: Settings, actor: str) -> list[Pu
     ]
 
 
-def has_crl(slug: str) -> bool:
+def has_crl(issuer: Authority) -> bool:
     """Whether any CRL was published for the CA."""
-    try:
-        latest_crl(slug)
-    except NotFound:
-        return False
-    return True
+    query = sa.select(PublishedCRL.id).where(PublishedCRL.issuer_id == issuer.id).limit(1)
+    return db.session.scalar(query) is not None
 
 
 def latest_crl(slug: str) -> PublishedCRL:

@@ -1,22 +1,22 @@
-"""Accounts, sign-in (password, TOTP), roles."""
+"""Accounts, sign-in (password, TOTP), roles.
+
+Other packages use ``require_role`` on views and ``ensure_role`` in services; accounts are made
+with ``ca_service.auth.service.create_user``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import ParamSpec, TypeVar
-
 from flask import Flask
-from flask_login import LoginManager, current_user
+from flask_login import LoginManager
 
+from ca_service.auth.access import ensure_role, require_role
 from ca_service.auth.models import Role, User
-from ca_service.errors import Forbidden
 
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = ["Role", "User", "ensure_role", "init_app", "require_role"]
 
 
 def _load_user(session_id: str) -> User | None:
+    # The id is "<user id>:<session_version>" (User.get_id): a bumped version ends the session.
     from ca_service.db import db
 
     user_id, _, version = session_id.partition(":")
@@ -28,39 +28,19 @@ def _load_user(session_id: str) -> User | None:
     return user
 
 
-def require_role(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """View decorator: signed in with one of ``roles`` (401 → login page; else 403)."""
-
-    def decorate(view: Callable[P, R]) -> Callable[P, R]:
-        @wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            from flask import current_app
-
-            if not current_user.is_authenticated:
-                return current_app.login_manager.unauthorized()  # type: ignore[attr-defined,no-any-return]
-            if current_user.role not in roles:
-                raise Forbidden("Your role does not allow this page.")
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
 def init_app(app: Flask) -> None:
+    """Register the ``auth`` blueprint, Flask-Login and the sign-in rate limits."""
     from ca_service.app import settings_of
     from ca_service.auth import ratelimit
     from ca_service.auth.views import bp
 
-    settings = settings_of(app)
     manager = LoginManager()
     manager.login_view = "auth.login"
     manager.login_message = "Sign in to see that page."
     manager.login_message_category = "error"
+    # A session cookie replayed from another address or browser is dropped.
     manager.session_protection = "strong"
     manager.user_loader(_load_user)
     manager.init_app(app)
-    ratelimit.init_app(
-        app, str(settings["RATELIMIT_STORAGE_URI"]), str(settings["LOGIN_RATE_LIMIT"])
-    )
     app.register_blueprint(bp)
+    ratelimit.init_app(app, str(settings_of(app)["LOGIN_RATE_LIMIT"]))

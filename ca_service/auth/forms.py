@@ -1,4 +1,4 @@
-"""Forms of the sign-in flow (Flask-WTF: every form carries a CSRF token)."""
+"""Forms of the sign-in flow and the account page (Flask-WTF: every form carries a CSRF token)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+# An upper bound only, so nobody posts megabytes to the password hasher; the policy itself
+# (length, not the username) is the service's check_password_policy, with its own messages.
+_MAX_PASSWORD = 256
+
 
 class LoginForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
     username = StringField("Username", validators=[DataRequired(), Length(max=64)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)])
 
 
 class CodeForm(FlaskForm):  # type: ignore[misc]
@@ -17,8 +21,18 @@ class CodeForm(FlaskForm):  # type: ignore[misc]
 
 
 class SetPasswordForm(FlaskForm):  # type: ignore[misc]
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=256)])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)])
     confirm = PasswordField(
         "Repeat the new password",
         validators=[DataRequired(), EqualTo("password", message="The passwords differ.")],
     )
+
+
+class ChangePasswordForm(SetPasswordForm):
+    current = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)]
+    )
+
+
+class CancelForm(FlaskForm):  # type: ignore[misc]
+    """Sign out, or abandon a half-finished sign-in (only the CSRF token)."""

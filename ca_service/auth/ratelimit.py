@@ -1,35 +1,39 @@
-"""Per-client rate limits on the sign-in steps.
+"""Per-client-address rate limits on the sign-in steps (Flask-Limiter).
 
-The `limits` library (the engine under Flask-Limiter) is used directly: Flask-Limiter's
-decorators bind to one module-level instance, while this app factory may build several apps in
-one process (tests, the CLI), each with its own limits and storage.
+One ``Limiter`` per app, kept in ``app.extensions``, instead of the usual module-level instance
+with ``@limiter.limit`` decorators: the app factory builds several apps in one process (tests,
+the CLI), and a shared instance would share one counter store and the last app's settings
+between them. The limited views are wrapped when the app is built, which is what the decorator
+would do at import time.
 """
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request
-from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
-from werkzeug.exceptions import TooManyRequests
+from typing import cast
+
+from flask import Flask
+from flask.typing import RouteCallable
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+# The POST of each step where a guess can be made: password, TOTP code, current password.
+LIMITED_ENDPOINTS = ("auth.login", "auth.totp_code", "auth.change_password")
+MESSAGE = "Too many attempts from your address. Wait a minute, then try again."
 
 
-class RateLimits:
-    def __init__(self, storage_uri: str, rate: str) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
-        self.rate = parse(rate)
+def init_app(app: Flask, rate: str) -> None:
+    """Limit each sign-in POST to ``rate`` per client address.
 
-
-def init_app(app: Flask, storage_uri: str, rate: str) -> None:
-    app.extensions["auth_rate_limits"] = RateLimits(storage_uri, rate)
-
-
-def enforce_rate_limit(scope: str) -> None:
-    """Count one attempt from this client address.
-
-    :raises TooManyRequests: when the address is over the limit.
+    Storage comes from ``app.config["RATELIMIT_STORAGE_URI"]`` (Flask-Limiter reads it); a
+    breach raises ``RateLimitExceeded`` (an HTTP 429), which the shared error handler renders.
+    Call after the blueprint is registered.
     """
-    limits: RateLimits = current_app.extensions["auth_rate_limits"]
-    address = request.remote_addr or "unknown"
-    if not limits.limiter.hit(limits.rate, scope, address):
-        raise TooManyRequests("Too many attempts from your address. Wait a minute and retry.")
+    # Behind a reverse proxy the address is the proxy's unless the app is wrapped in ProxyFix.
+    limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
+    limiter.init_app(app)
+    app.extensions["auth_limiter"] = limiter
+    limit = limiter.limit(rate, methods=["POST"], error_message=MESSAGE)
+    for endpoint in LIMITED_ENDPOINTS:
+        # The wrapper keeps the view's signature; the cast restores Flask's view type, which
+        # flask-limiter's overloads do not carry through.
+        app.view_functions[endpoint] = cast(RouteCallable, limit(app.view_functions[endpoint]))

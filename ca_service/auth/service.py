@@ -1,15 +1,17 @@
 """Accounts: creation, password and TOTP checks, lockout, password changes.
 
 Services take the acting user (or an actor string) explicitly and only flush, with one
-exception: a failed login attempt is committed at once (``_commit_failure``), because the
-request that carries it fails and its boundary rolls back, yet the attempt must count.
+exception: a failed sign-in attempt is committed at once (``_commit_failure``), because the
+request that carries it fails, its boundary rolls back, and yet the attempt must count.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -17,23 +19,47 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ca_service.audit.service import record_event
 from ca_service.auth import totp
+from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.db import db, utcnow
 from ca_service.errors import (
     AccountLocked,
     AuthenticationFailed,
     Conflict,
-    Forbidden,
     NotFound,
     ValidationError,
 )
 
-# argon2-cffi's defaults are RFC 9106's second recommended Argon2id profile.
+__all__ = [
+    "INVALID_CREDENTIALS",
+    "MIN_PASSWORD_LENGTH",
+    "LoginPolicy",
+    "LoginStage",
+    "actor_of",
+    "change_own_password",
+    "check_password",
+    "check_password_policy",
+    "check_totp",
+    "complete_login",
+    "create_user",
+    "enrol_totp",
+    "ensure_role",
+    "find_user",
+    "hash_password",
+    "next_login_stage",
+    "reset_password",
+    "set_disabled",
+    "set_first_password",
+]
+
+# argon2-cffi's defaults are RFC 9106's second recommended Argon2id profile; hashes made with
+# other parameters are upgraded at the next successful sign-in (check_needs_rehash).
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so both cases cost the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD_LENGTH = 12
 INVALID_CREDENTIALS = "Wrong username or password."
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -44,34 +70,49 @@ class LoginPolicy:
     lockout: dt.timedelta
 
 
+class LoginStage(StrEnum):
+    """What a user who passed the password must still do before being signed in."""
+
+    SET_PASSWORD = "set_password"  # noqa: S105  (a step name, not a password)
+    TOTP_ENROL = "totp_enrol"
+    TOTP = "totp"
+
+
 def actor_of(user: User) -> str:
     """The audit actor string of a user."""
     return f"user:{user.username}"
 
 
-def ensure_role(user: User, *roles: Role) -> None:
-    """Authorisation check for services.
-
-    :raises Forbidden: when the user has none of the roles.
-    """
-    if user.role not in roles:
-        raise Forbidden("Your role does not allow this action.")
-
-
 def hash_password(password: str) -> str:
+    """An Argon2id hash (``$argon2id$...``) of ``password``."""
     return _hasher.hash(password)
 
 
+def _new_one_time_password() -> str:
+    return secrets.token_urlsafe(18)  # 24 characters, 144 bits
+
+
 def check_password_policy(username: str, password: str) -> None:
-    """:raises ValidationError: when the password is too weak."""
+    """:raises ValidationError: when the password is too weak, with what to change."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.")
+        raise ValidationError(
+            f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters "
+            f"(this one has {len(password)})."
+        )
     if password.strip().lower() == username.strip().lower():
         raise ValidationError("The password must differ from the username.")
 
 
 def find_user(username: str) -> User | None:
+    """The account with this username, or None."""
     return db.session.scalar(sa.select(User).where(User.username == username))
+
+
+def _get_user(username: str) -> User:
+    user = find_user(username)
+    if user is None:
+        raise NotFound(f"There is no user {username!r}.")
+    return user
 
 
 def create_user(
@@ -83,20 +124,28 @@ def create_user(
     role: Role,
     one_time_password_hours: int,
 ) -> tuple[User, str]:
-    """Create an account with a one-time password (returned once, stored only as a hash).
+    """Create an account with a one-time password, returned once and stored only as a hash.
 
+    :raises ValidationError: for a malformed username, e-mail address or empty name.
     :raises Conflict: when the username is taken.
     """
-    username = username.strip()
-    if not username or len(username) > 64:
-        raise ValidationError("A username has 1 to 64 characters.")
+    username, email, full_name = username.strip(), email.strip(), full_name.strip()
+    if not _USERNAME.fullmatch(username):
+        raise ValidationError(
+            "A username has 1 to 64 characters: letters, digits and . _ @ - "
+            "(starting with a letter or digit)."
+        )
+    if "@" not in email.strip("@") or len(email) > 254:
+        raise ValidationError(f"{email!r} is not an e-mail address.")
+    if not full_name:
+        raise ValidationError("Give the person's full name.")
     if find_user(username) is not None:
         raise Conflict(f"The username {username!r} is taken.")
-    one_time_password = secrets.token_urlsafe(18)
+    one_time_password = _new_one_time_password()
     user = User(
         username=username,
-        email=email.strip(),
-        full_name=full_name.strip(),
+        email=email,
+        full_name=full_name,
         role=role,
         password_hash=hash_password(one_time_password),
         password_is_temporary=True,
@@ -108,26 +157,36 @@ def create_user(
     return user, one_time_password
 
 
-def reset_password(*, actor: str, username: str, one_time_password_hours: int) -> str:
-    """Give the account a new one-time password and unlock it; returns the password."""
-    user = find_user(username)
-    if user is None:
-        raise NotFound(f"No user {username!r}.")
-    one_time_password = secrets.token_urlsafe(18)
+def reset_password(
+    *, actor: str, username: str, one_time_password_hours: int, remove_totp: bool = False
+) -> str:
+    """Give the account a new one-time password, unlock it and end its sessions.
+
+    ``remove_totp`` also drops the enrolled authenticator (a lost phone): the user enrols a new
+    one after setting a password. Returns the one-time password.
+
+    :raises NotFound: when there is no such user.
+    """
+    user = _get_user(username)
+    one_time_password = _new_one_time_password()
     user.password_hash = hash_password(one_time_password)
     user.password_is_temporary = True
     user.temporary_password_expires_at = utcnow() + dt.timedelta(hours=one_time_password_hours)
     user.failed_logins, user.locked_until = 0, None
     user.session_version += 1
+    if remove_totp:
+        user.totp_secret_encrypted = user.totp_enabled_at = user.totp_last_step = None
     db.session.flush()
-    record_event(actor, "user.password_reset", username, {})
+    record_event(actor, "user.password_reset", username, {"authenticator_removed": remove_totp})
     return one_time_password
 
 
 def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
-    user = find_user(username)
-    if user is None:
-        raise NotFound(f"No user {username!r}.")
+    """Disable (ending its sessions) or re-enable an account.
+
+    :raises NotFound: when there is no such user.
+    """
+    user = _get_user(username)
     user.disabled = disabled
     user.session_version += 1
     db.session.flush()
@@ -137,52 +196,34 @@ def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
 
 def _refuse_if_locked(user: User, now: dt.datetime) -> None:
     if user.locked_until is not None and user.locked_until > now:
-        minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
+        minutes = int((user.locked_until - now).total_seconds() // 60) + 1
         raise AccountLocked(
-            f"This account is locked after too many failed attempts. Try again in {minutes} "
-            "minute(s), or ask an administrator to reset it."
+            "This account is locked after too many failed attempts. Try again after "
+            f"{user.locked_until:%H:%M} UTC (in {minutes} minute{'s' if minutes > 1 else ''}), "
+            "or ask an administrator to reset it."
         )
 
 
 def _commit_failure(user: User | None, policy: LoginPolicy, reason: str, username: str) -> None:
-    # Early commit, on purpose: the request fails (and rolls back), but the attempt must count.
-    now = utcnow()
-    details: dict[str, object] = {"reason": reason}
+    # Early commit, on purpose: the request fails and its boundary rolls back, but the attempt
+    # (counter, lock, audit event) must persist, or lockout would never trigger.
     if user is not None:
-        user.failed_logins += 1
-        if user.failed_logins >= policy.max_failures:
-            user.locked_until = now + policy.lockout
+        # Incremented in SQL, so concurrent wrong guesses each count (no lost update); the
+        # row stays write-locked until the commit below.
+        failures = db.session.execute(
+            sa.update(User)
+            .where(User.id == user.id)
+            .values(failed_logins=User.failed_logins + 1)
+            .returning(User.failed_logins)
+            .execution_options(synchronize_session="fetch")
+        ).scalar_one()
+        if failures >= policy.max_failures:
+            user.locked_until = utcnow() + policy.lockout
             user.failed_logins = 0
+            db.session.flush()
             record_event(actor_of(user), "auth.locked", user.username, {"until": user.locked_until})
-    record_event("anonymous", "auth.login_failed", username[:64], details)
+    record_event("anonymous", "auth.login_failed", username[:64], {"reason": reason})
     db.session.commit()
-
-
-def check_password(*, username: str, password: str, policy: LoginPolicy) -> User:
-    """First factor. Returns the user; the caller decides what comes next.
-
-    :raises AuthenticationFailed: wrong username or password (same message for both).
-    :raises AccountLocked: the account is locked.
-    """
-    user = find_user(username)
-    now = utcnow()
-    if user is None:
-        _verify_quietly(_DUMMY_HASH, password)
-        _commit_failure(None, policy, "unknown user", username)
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
-    _refuse_if_locked(user, now)
-    if not _verify_quietly(user.password_hash, password) or user.disabled:
-        _commit_failure(user, policy, "disabled" if user.disabled else "wrong password", username)
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
-    if user.password_is_temporary and (
-        user.temporary_password_expires_at is None or user.temporary_password_expires_at <= now
-    ):
-        raise AuthenticationFailed(
-            "This one-time password has expired. Ask an administrator for a new one."
-        )
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    return user
 
 
 def _verify_quietly(password_hash: str, password: str) -> bool:
@@ -192,41 +233,118 @@ def _verify_quietly(password_hash: str, password: str) -> bool:
         return False
 
 
-def check_totp(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -> None:
-    """Second factor for agency staff; a code is never accepted twice.
+def check_password(*, username: str, password: str, policy: LoginPolicy) -> User:
+    """First factor. Returns the user; ``next_login_stage`` says what comes next.
 
-    :raises AuthenticationFailed: wrong or replayed code.
+    A wrong password is committed at once (it must count although the request fails).
+
+    :raises AuthenticationFailed: wrong username or password (the same message and about the
+        same time for both), a disabled account, an expired one-time password.
+    :raises AccountLocked: the account is locked; the message says until when.
+    """
+    user = find_user(username)
+    now = utcnow()
+    if user is None:
+        _verify_quietly(_DUMMY_HASH, password)
+        _commit_failure(None, policy, "unknown user", username)
+        raise AuthenticationFailed(INVALID_CREDENTIALS)
+    _refuse_if_locked(user, now)
+    if not _verify_quietly(user.password_hash, password):
+        _commit_failure(user, policy, "wrong password", username)
+        raise AuthenticationFailed(INVALID_CREDENTIALS)
+    if user.disabled:
+        raise AuthenticationFailed("This account is disabled. Ask an administrator.")
+    if user.password_is_temporary and (
+        user.temporary_password_expires_at is None or user.temporary_password_expires_at <= now
+    ):
+        raise AuthenticationFailed(
+            "This one-time password has expired. Ask an administrator for a reset "
+            "(a new one-time password)."
+        )
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def check_totp(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -> None:
+    """Second factor for agency staff; a code (time step) is never accepted twice.
+
+    :raises AuthenticationFailed: wrong or replayed code (committed as a failed attempt).
+    :raises AccountLocked: the account is locked.
     """
     _refuse_if_locked(user, utcnow())
     if user.totp_secret_encrypted is None:
         raise AuthenticationFailed("Enrol an authenticator first.")
-    seed = totp.decrypt_seed(user.totp_secret_encrypted, secret_key)
+    try:
+        seed = totp.decrypt_seed(user.totp_secret_encrypted, secret_key)
+    except totp.SeedUnreadable:
+        raise AuthenticationFailed(
+            "Your authenticator cannot be checked (the service's secret key changed). Ask an "
+            "administrator to reset your account with `ca-service user reset --remove-totp`."
+        ) from None
     step = totp.matching_step(seed, code)
-    if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+    # Claim the step with a conditional UPDATE: of two concurrent requests carrying the same
+    # code only one changes the row (the other waits on its lock, then matches nothing).
+    claimed = (
+        step is not None
+        and db.session.execute(
+            sa.update(User)
+            .where(
+                User.id == user.id,
+                sa.or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+            .returning(User.id)
+            .execution_options(synchronize_session="fetch")
+        ).first()
+        is not None
+    )
+    if not claimed:
         _commit_failure(user, policy, "wrong or reused TOTP code", user.username)
-        raise AuthenticationFailed("That code is wrong or was already used. Wait for the next.")
-    user.totp_last_step = step
+        raise AuthenticationFailed(
+            "That code is wrong or was already used. Wait for the next code and try again."
+        )
 
 
 def complete_login(user: User) -> None:
-    """All factors passed: reset the failure counter, record the login."""
+    """All factors passed: reset the failure counter, stamp and record the sign-in."""
     user.failed_logins, user.locked_until = 0, None
     user.last_login_at = utcnow()
     db.session.flush()
     record_event(actor_of(user), "auth.login", user.username, {"role": user.role.value})
 
 
-def change_password(*, user: User, new_password: str) -> None:
-    """Set the user's own password; ends their other sessions."""
+def _store_new_password(user: User, new_password: str) -> None:
     check_password_policy(user.username, new_password)
     if _verify_quietly(user.password_hash, new_password):
         raise ValidationError("Choose a password different from the current one.")
     user.password_hash = hash_password(new_password)
     user.password_is_temporary = False
     user.temporary_password_expires_at = None
-    user.session_version += 1
+    user.session_version += 1  # every existing session of this user ends
     db.session.flush()
     record_event(actor_of(user), "auth.password_changed", user.username, {})
+
+
+def set_first_password(*, user: User, new_password: str) -> None:
+    """Replace a one-time password (already verified at sign-in) with the user's own.
+
+    :raises ValidationError: when the new password breaks the policy.
+    """
+    if not user.password_is_temporary:
+        raise ValidationError("Your password is already set; change it from your account page.")
+    _store_new_password(user, new_password)
+
+
+def change_own_password(*, user: User, current_password: str, new_password: str) -> None:
+    """A signed-in user changes their password; their other sessions end.
+
+    :raises AuthenticationFailed: the current password is wrong.
+    :raises ValidationError: the new password breaks the policy.
+    """
+    if not _verify_quietly(user.password_hash, current_password):
+        raise AuthenticationFailed("Your current password is wrong.")
+    _store_new_password(user, new_password)
 
 
 def enrol_totp(*, user: User, seed: str, code: str, secret_key: str) -> None:
@@ -239,15 +357,15 @@ def enrol_totp(*, user: User, seed: str, code: str, secret_key: str) -> None:
         raise ValidationError("That code does not match. Check the time on your device.")
     user.totp_secret_encrypted = totp.encrypt_seed(seed, secret_key)
     user.totp_enabled_at = utcnow()
-    user.totp_last_step = step
+    user.totp_last_step = step  # the enrolment code cannot sign in again
     db.session.flush()
     record_event(actor_of(user), "auth.totp_enrolled", user.username, {})
 
 
-def next_login_stage(user: User) -> str | None:
+def next_login_stage(user: User) -> LoginStage | None:
     """What the user must still do before being signed in (None: nothing)."""
     if user.password_is_temporary:
-        return "set_password"
+        return LoginStage.SET_PASSWORD
     if user.role.needs_totp:
-        return "totp" if user.totp_secret_encrypted else "totp_enrol"
+        return LoginStage.TOTP if user.totp_secret_encrypted else LoginStage.TOTP_ENROL
     return None

@@ -10,6 +10,7 @@ import time
 import pyotp
 import qrcode
 import qrcode.image.svg
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -19,15 +20,17 @@ _STEP = 30
 
 
 def new_seed() -> str:
+    """A fresh 160-bit base32 seed."""
     return pyotp.random_base32()
 
 
 def provisioning_uri(seed: str, username: str) -> str:
+    """The ``otpauth://`` URI an authenticator app reads from the QR code."""
     return str(pyotp.TOTP(seed).provisioning_uri(name=username, issuer_name=ISSUER))
 
 
 def qr_svg_data_uri(uri: str) -> str:
-    """The otpauth URI as an inline SVG QR code (no external request, CSP allows data:)."""
+    """The otpauth URI as an inline SVG QR code (no external request; the CSP allows data:)."""
     image = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     buffer = io.BytesIO()
     image.save(buffer)
@@ -35,7 +38,11 @@ def qr_svg_data_uri(uri: str) -> str:
 
 
 def matching_step(seed: str, code: str, now: float | None = None) -> int | None:
-    """The time step the code belongs to (current ±1 for clock drift), or None."""
+    """The time step the code belongs to (current ±1 for clock drift), or None.
+
+    The same window as pyotp's ``verify(code, valid_window=1)``, but it says *which* step
+    matched, so the caller can refuse that step (and older ones) from then on.
+    """
     code = code.strip().replace(" ", "")
     if not (code.isdigit() and len(code) == 6):
         return None
@@ -48,21 +55,44 @@ def matching_step(seed: str, code: str, now: float | None = None) -> int | None:
     return None
 
 
+# Seeds at rest: AES-256-GCM under a key derived with HKDF-SHA256 from the app's SECRET_KEY.
+# - HKDF with its own "info" label gives a key used for nothing else: the session-signing key
+#   itself is never used to encrypt, and a future second use of SECRET_KEY gets another label.
+# - AES-GCM authenticates as well as encrypts, so an altered ciphertext fails instead of
+#   decrypting to a wrong seed. Chosen over Fernet (AES-128-CBC + HMAC) for a 256-bit key
+#   and a shorter token; Fernet's timestamp is of no use here. Random 96-bit nonces are safe
+#   at this volume (one encryption per enrolment).
+# - A database dump alone does not reveal the seeds; the SECRET_KEY is needed too. Changing
+#   SECRET_KEY makes the seeds unreadable: users then need `ca-service user reset --remove-totp`.
+_INFO = b"totp-seed-v1"  # HKDF info and AES-GCM associated data; seeds stored so far use it
+_NONCE_BYTES = 12
+
+
+class SeedUnreadable(Exception):
+    """The stored seed does not decrypt with this SECRET_KEY (changed key, or altered row)."""
+
+
 def _key(secret_key: str) -> bytes:
-    # A dedicated key derived from the app secret, so the seed is unreadable in a database dump
-    # alone; AES-GCM also authenticates it, so a seed cannot be swapped between rows unnoticed
-    # (the username is not bound here: rows are protected by the database's own access control).
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"totp-seed-v1").derive(
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
         secret_key.encode()
     )
 
 
 def encrypt_seed(seed: str, secret_key: str) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(_key(secret_key)).encrypt(nonce, seed.encode(), b"totp-seed-v1")
+    """The seed encrypted for storage (base64 of nonce + ciphertext + tag)."""
+    nonce = os.urandom(_NONCE_BYTES)
+    sealed = AESGCM(_key(secret_key)).encrypt(nonce, seed.encode(), _INFO)
     return base64.b64encode(nonce + sealed).decode()
 
 
 def decrypt_seed(token: str, secret_key: str) -> str:
+    """The seed back from ``encrypt_seed``'s output.
+
+    :raises SeedUnreadable: wrong key or altered data.
+    """
     raw = base64.b64decode(token)
-    return AESGCM(_key(secret_key)).decrypt(raw[:12], raw[12:], b"totp-seed-v1").decode()
+    try:
+        plain = AESGCM(_key(secret_key)).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _INFO)
+    except InvalidTag:
+        raise SeedUnreadable("the stored TOTP seed does not decrypt with this secret key") from None
+    return plain.decode()

@@ -1,12 +1,15 @@
 """Sign-in flow: password, then (as needed) new password, TOTP enrolment, TOTP code.
 
-Until every factor has passed, the user is only *pending* in the session (user id + stage);
-``login_user`` runs at the very end, so a half-signed-in browser reaches no other page.
+Until every factor has passed, the user is only *pending* in the session (user id, session
+version, stage, start time); ``login_user`` runs at the very end, so a half-signed-in browser is
+not authenticated anywhere, and every page it asks for sends it back to the step it owes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -25,9 +28,15 @@ from werkzeug.wrappers import Response
 from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
-from ca_service.auth.forms import CodeForm, LoginForm, SetPasswordForm
+from ca_service.auth.forms import (
+    CancelForm,
+    ChangePasswordForm,
+    CodeForm,
+    LoginForm,
+    SetPasswordForm,
+)
 from ca_service.auth.models import User
-from ca_service.auth.ratelimit import enforce_rate_limit
+from ca_service.auth.service import LoginStage
 from ca_service.db import db
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
 
@@ -35,8 +44,22 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 PENDING_USER = "pending_user"
 PENDING_STAGE = "pending_stage"
+PENDING_SINCE = "pending_since"
 PENDING_SEED = "pending_totp_seed"
 NEXT = "next_url"
+PREVIOUS_LOGIN = "previous_login_at"
+_PENDING_KEYS = (PENDING_USER, PENDING_STAGE, PENDING_SINCE, PENDING_SEED)
+# A half-finished sign-in is abandoned after this long without progress (each step restarts
+# the clock): a password typed on a shared computer does not stay usable for the next person.
+PENDING_SECONDS = 15 * 60
+
+_STAGE_ENDPOINTS = {
+    LoginStage.SET_PASSWORD: "auth.set_password",
+    LoginStage.TOTP_ENROL: "auth.totp_enrol",
+    LoginStage.TOTP: "auth.totp_code",
+}
+
+Page = Response | str | tuple[str, int]
 
 
 def _policy() -> service.LoginPolicy:
@@ -47,68 +70,101 @@ def _policy() -> service.LoginPolicy:
     )
 
 
+def _secret_key() -> str:
+    return str(current_app.config["SECRET_KEY"])
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only local paths: never an open redirect to another site."""
     if not target:
         return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # Browsers drop tabs and newlines inside URLs and treat a backslash like a slash, so
+    # "/\t/evil.example" or "/\\evil.example" would leave the site.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return None
+    parts = urlsplit(target.replace("\\", "/"))
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
         return None
     return target
 
 
-def _pending_user(stage: str) -> User | None:
-    if session.get(PENDING_STAGE) != stage:
+def _clear_pending() -> None:
+    for key in _PENDING_KEYS:
+        session.pop(key, None)
+
+
+def _pending_stage() -> LoginStage | None:
+    """The step a half-signed-in browser owes, or None (dropping a stale pending state)."""
+    raw = session.get(PENDING_STAGE)
+    if raw is None:
+        return None
+    if raw not in LoginStage.__members__.values():
+        _clear_pending()  # a cookie from an older version of the flow
+        return None
+    if time.time() - float(session.get(PENDING_SINCE, 0)) > PENDING_SECONDS:
+        _clear_pending()
+        flash("Your sign-in took too long and was abandoned. Sign in again.", "error")
+        return None
+    return LoginStage(raw)
+
+
+def _pending_user(stage: LoginStage) -> User | None:
+    if _pending_stage() is not stage:
         return None
     user_id, version = session.get(PENDING_USER, (None, None))
-    user = db.session.get(User, user_id) if user_id is not None else None
+    user = db.session.get(User, user_id) if isinstance(user_id, int) else None
     if user is None or user.session_version != version or user.disabled:
         return None
     return user
 
 
-_STAGE_ENDPOINTS = {
-    "set_password": "auth.set_password",
-    "totp_enrol": "auth.totp_enrol",
-    "totp": "auth.totp_code",
-}
+@bp.before_app_request
+def _hold_pending_browser() -> Response | None:
+    """Send a half-signed-in browser back to the step it owes (the forced password change
+    comes before anything else)."""
+    if PENDING_STAGE not in session or request.endpoint is None:
+        return None
+    if request.endpoint == "auth.login" and request.method == "POST":
+        return None  # signing in again (perhaps as someone else) replaces the pending state
+    stage = _pending_stage()
+    if stage is None or request.endpoint in (_STAGE_ENDPOINTS[stage], "auth.cancel"):
+        return None
+    return redirect(url_for(_STAGE_ENDPOINTS[stage]))
 
 
 def _advance(user: User) -> Response:
-    """Move a pending user to the next stage, or sign them in."""
+    """Move a pending user to the next step, or sign them in."""
     stage = service.next_login_stage(user)
     if stage is None:
         return _sign_in(user)
     session[PENDING_USER] = (user.id, user.session_version)
-    session[PENDING_STAGE] = stage
+    session[PENDING_STAGE] = stage.value
+    session[PENDING_SINCE] = time.time()
     return redirect(url_for(_STAGE_ENDPOINTS[stage]))
 
 
 def _sign_in(user: User) -> Response:
     """Every factor passed: a fresh session (no fixation), then Flask-Login's."""
     target = _safe_next(session.get(NEXT))
+    previous = user.last_login_at
     session.clear()
-    session.permanent = True
+    session.permanent = True  # expires after SESSION_HOURS (PERMANENT_SESSION_LIFETIME)
     service.complete_login(user)
     login_user(user)
+    session[PREVIOUS_LOGIN] = previous.isoformat() if previous else None
     return redirect(target or url_for("auth.home"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str | tuple[str, int]:
+def login() -> Page:
     if current_user.is_authenticated:
         return redirect(url_for("auth.home"))
     if request.method == "GET":
-        # A fresh start drops any half-finished sign-in (the session itself is renewed once
-        # every factor has passed, in _sign_in).
-        for key in (PENDING_USER, PENDING_STAGE, PENDING_SEED, NEXT):
-            session.pop(key, None)
         next_url = _safe_next(request.args.get("next"))
         if next_url:
             session[NEXT] = next_url
     form = LoginForm()
     if form.validate_on_submit():
-        enforce_rate_limit("login")
         try:
             user = service.check_password(
                 username=form.username.data or "",
@@ -116,6 +172,7 @@ def login() -> Response | str | tuple[str, int]:
                 policy=_policy(),
             )
         except (AuthenticationFailed, AccountLocked) as exc:
+            # The form again, with the reason; the service has already committed the attempt.
             flash(exc.message, "error")
             return render_template("auth/login.html", form=form), exc.status_code
         next_url = session.get(NEXT)
@@ -127,27 +184,33 @@ def login() -> Response | str | tuple[str, int]:
 
 
 @bp.route("/set-password", methods=["GET", "POST"])
-def set_password() -> Response | str | tuple[str, int]:
-    user = _pending_user("set_password")
+def set_password() -> Page:
+    user = _pending_user(LoginStage.SET_PASSWORD)
     if user is None:
         return redirect(url_for("auth.login"))
     form = SetPasswordForm()
     if form.validate_on_submit():
         try:
-            service.change_password(user=user, new_password=form.password.data or "")
+            service.set_first_password(user=user, new_password=form.password.data or "")
         except ValidationError as exc:
             flash(exc.message, "error")
-            return render_template("auth/set_password.html", form=form), 400
+            return _stage_page("auth/set_password.html", form), exc.status_code
         flash("Your password is set.", "success")
         return _advance(user)
-    return render_template("auth/set_password.html", form=form)
+    return _stage_page("auth/set_password.html", form)
+
+
+def _stage_page(template: str, form: Any, **context: Any) -> str:
+    return render_template(template, form=form, cancel=CancelForm(), **context)
 
 
 @bp.route("/totp/enrol", methods=["GET", "POST"])
-def totp_enrol() -> Response | str | tuple[str, int]:
-    user = _pending_user("totp_enrol")
+def totp_enrol() -> Page:
+    user = _pending_user(LoginStage.TOTP_ENROL)
     if user is None:
         return redirect(url_for("auth.login"))
+    # The seed waits in the (signed) session cookie until confirmed: it is shown on this very
+    # page anyway, and nothing is stored for an enrolment that is never finished.
     seed = session.get(PENDING_SEED) or totp.new_seed()
     session[PENDING_SEED] = seed
     form = CodeForm()
@@ -155,44 +218,43 @@ def totp_enrol() -> Response | str | tuple[str, int]:
     if form.validate_on_submit():
         try:
             service.enrol_totp(
-                user=user,
-                seed=seed,
-                code=form.code.data or "",
-                secret_key=current_app.config["SECRET_KEY"],
+                user=user, seed=seed, code=form.code.data or "", secret_key=_secret_key()
             )
         except ValidationError as exc:
             flash(exc.message, "error")
-            status = 400
+            status = exc.status_code
         else:
-            session.pop(PENDING_SEED, None)
             return _sign_in(user)
     uri = totp.provisioning_uri(seed, user.username)
-    page = render_template(
-        "auth/totp_enrol.html", form=form, seed=seed, qr=totp.qr_svg_data_uri(uri), uri=uri
+    page = _stage_page(
+        "auth/totp_enrol.html", form, seed=seed, qr=totp.qr_svg_data_uri(uri), uri=uri
     )
     return page, status
 
 
 @bp.route("/totp", methods=["GET", "POST"])
-def totp_code() -> Response | str | tuple[str, int]:
-    user = _pending_user("totp")
+def totp_code() -> Page:
+    user = _pending_user(LoginStage.TOTP)
     if user is None:
         return redirect(url_for("auth.login"))
     form = CodeForm()
     if form.validate_on_submit():
-        enforce_rate_limit("totp")
         try:
             service.check_totp(
-                user=user,
-                code=form.code.data or "",
-                secret_key=current_app.config["SECRET_KEY"],
-                policy=_policy(),
+                user=user, code=form.code.data or "", secret_key=_secret_key(), policy=_policy()
             )
         except (AuthenticationFailed, AccountLocked) as exc:
             flash(exc.message, "error")
-            return render_template("auth/totp.html", form=form), exc.status_code
+            return _stage_page("auth/totp.html", form), exc.status_code
         return _sign_in(user)
-    return render_template("auth/totp.html", form=form)
+    return _stage_page("auth/totp.html", form)
+
+
+@bp.post("/cancel")
+def cancel() -> Response:
+    """Abandon a half-finished sign-in."""
+    _clear_pending()
+    return redirect(url_for("auth.login"))
 
 
 @bp.post("/logout")
@@ -206,6 +268,30 @@ def logout() -> Response:
 
 
 @bp.get("/home")
-@login_required  # type: ignore[untyped-decorator]  # flask-login ships no types
+@login_required  # type: ignore[untyped-decorator]
 def home() -> str:
-    return render_template("auth/home.html", user=current_user)
+    raw = session.get(PREVIOUS_LOGIN)
+    previous = dt.datetime.fromisoformat(raw) if raw else None
+    return render_template("auth/home.html", user=current_user, previous_login=previous)
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required  # type: ignore[untyped-decorator]
+def change_password() -> Page:
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user: User = current_user._get_current_object()
+        try:
+            service.change_own_password(
+                user=user,
+                current_password=form.current.data or "",
+                new_password=form.password.data or "",
+            )
+        except (AuthenticationFailed, ValidationError) as exc:
+            flash(exc.message, "error")
+            return render_template("auth/change_password.html", form=form), exc.status_code
+        # The new session_version ended every session of this user; this one carries on.
+        login_user(user)
+        flash("Your password is changed. Your other sessions were signed out.", "success")
+        return redirect(url_for("auth.home"))
+    return render_template("auth/change_password.html", form=form)

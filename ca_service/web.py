@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, redirect, url_for
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Blueprint, Flask, Response, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca_service.db import db
 
 bp = Blueprint("web", __name__)
+V = TypeVar("V", bound=Callable[..., object])
+
+
+def stateless(view: V) -> V:
+    """Mark a public view whose response is the same for everyone (CA certificates, CRLs, OCSP).
+
+    Its response never sets a cookie nor says ``Vary: Cookie``, so CDNs and HTTP caches can keep
+    it. (Flask adds that header whenever anything touched the session, and Flask-Login touches
+    it after every request.)
+    """
+    view.stateless = True  # type: ignore[attr-defined]
+    return view
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        view = app.view_functions.get(request.endpoint or "")
+        if getattr(view, "stateless", False):
+            return
+        super().save_session(app, session, response)
 
 
 @bp.get("/")
@@ -41,6 +65,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    app.session_interface = _SessionInterface()
     app.register_blueprint(bp)
     app.after_request(_commit_boundary)
     app.after_request(_security_headers)

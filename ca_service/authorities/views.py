@@ -11,6 +11,7 @@ from ca_service.authorities.service import (
     list_authorities,
     load_certificate,
 )
+from ca_service.web import stateless
 
 bp = Blueprint("authorities", __name__, url_prefix="/pki")
 
@@ -43,10 +44,12 @@ def _certificate_response(slug: str, encoding: Encoding) -> Response:
 
 
 @bp.get("/ca/<slug>.crt")
+@stateless
 def certificate_der(slug: str) -> Response:
     return _certificate_response(slug, Encoding.DER)
 
 
 @bp.get("/ca/<slug>.pem")
+@stateless
 def certificate_pem(slug: str) -> Response:
     return _certificate_response(slug, Encoding.PEM)

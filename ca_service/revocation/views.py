@@ -15,6 +15,7 @@ from ca_service.db import utcnow
 from ca_service.hsm_access import app_token
 from ca_service.revocation.ocsp import MAX_REQUEST_BYTES, OCSPAnswer, answer_ocsp_request
 from ca_service.revocation.service import latest_crl
+from ca_service.web import stateless
 
 bp = Blueprint("revocation", __name__)
 OCSP_REQUEST = "application/ocsp-request"
@@ -22,6 +23,7 @@ OCSP_RESPONSE = "application/ocsp-response"
 
 
 @bp.get("/pki/crl/<slug>.crl")
+@stateless
 def crl(slug: str) -> Response:
     row = latest_crl(slug)
     response = Response(row.der, mimetype="application/pkix-crl")
@@ -42,6 +44,7 @@ def _answer(data: bytes) -> OCSPAnswer:
 
 
 @bp.post("/ocsp")
+@stateless
 @csrf.exempt  # type: ignore[untyped-decorator]  # a machine endpoint for relying parties
 def ocsp_post() -> Response:
     if request.mimetype != OCSP_REQUEST:
@@ -57,6 +60,7 @@ def ocsp_post() -> Response:
 
 
 @bp.get("/ocsp/<path:encoded>")
+@stateless
 def ocsp_get(encoded: str) -> Response:
     if len(encoded) > MAX_REQUEST_BYTES * 2:
         raise RequestEntityTooLarge("OCSP request too large")

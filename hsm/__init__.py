@@ -13,21 +13,23 @@ from hsm.errors import (
     TokenNotFound,
     WrongPin,
 )
-from hsm.keys import KeyAlgorithm, SignatureScheme
-from hsm.signers import HSMECPrivateKey, HSMRSAPrivateKey
+from hsm.keys import KeyAlgorithm
+from hsm.signers import HSMECPrivateKey, HSMPrivateKey, HSMRSAPrivateKey, SignatureScheme
 from hsm.softhsm import (
+    delete_softhsm_token,
     find_softhsm_module,
     init_softhsm_token,
     softhsm_token_exists,
     write_softhsm_config,
 )
-from hsm.token import KeyHandle, Token, rescan_tokens
+from hsm.token import KeyHandle, PublicKey, Token, rescan_tokens
 
 __all__ = [
     "DuplicateKeyLabel",
     "HSMConfig",
     "HSMECPrivateKey",
     "HSMError",
+    "HSMPrivateKey",
     "HSMRSAPrivateKey",
     "HSMUnavailable",
     "KeyAlgorithm",
@@ -36,11 +38,13 @@ __all__ = [
     "PKCS11ModuleNotFound",
     "PinLocked",
     "PinUnavailable",
+    "PublicKey",
     "SessionLost",
     "SignatureScheme",
     "Token",
     "TokenNotFound",
     "WrongPin",
+    "delete_softhsm_token",
     "find_softhsm_module",
     "init_softhsm_token",
     "rescan_tokens",

@@ -1,4 +1,4 @@
-"""Key algorithms and signature schemes the layer supports."""
+"""The key algorithms the layer generates and signs with."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import enum
 
 
 class KeyAlgorithm(enum.StrEnum):
+    """A key pair type; the value is how configuration and the audit log spell it."""
+
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"
     RSA_4096 = "rsa-4096"
@@ -14,25 +16,25 @@ class KeyAlgorithm(enum.StrEnum):
 
     @property
     def is_rsa(self) -> bool:
-        return self.value.startswith("rsa")
+        """Whether this is an RSA key (otherwise EC)."""
+        return self.value.startswith("rsa-")
 
     @property
     def rsa_bits(self) -> int:
+        """Modulus length of an RSA key.
+
+        :raises ValueError: for an EC key.
+        """
+        if not self.is_rsa:
+            raise ValueError(f"{self.value} is not an RSA key")
         return int(self.value.removeprefix("rsa-"))
 
     @property
     def curve_name(self) -> str:
+        """The SEC 2 name of an EC key's curve.
+
+        :raises ValueError: for an RSA key.
+        """
+        if self.is_rsa:
+            raise ValueError(f"{self.value} is not an EC key")
         return {"ec-p256": "secp256r1", "ec-p384": "secp384r1"}[self.value]
-
-
-class SignatureScheme(enum.StrEnum):
-    RSA_PKCS1_SHA256 = "rsa-pkcs1-sha256"
-    RSA_PKCS1_SHA384 = "rsa-pkcs1-sha384"
-    RSA_PSS_SHA256 = "rsa-pss-sha256"
-    RSA_PSS_SHA384 = "rsa-pss-sha384"
-    ECDSA_SHA256 = "ecdsa-sha256"
-    ECDSA_SHA384 = "ecdsa-sha384"
-
-    @property
-    def hash_name(self) -> str:
-        return "sha384" if self.value.endswith("384") else "sha256"

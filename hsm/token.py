@@ -1,35 +1,57 @@
 """A per-process, thread-safe handle on one PKCS#11 token.
 
-PKCS#11 state (library initialisation, login, sessions) belongs to a process. A gunicorn worker
-is forked from a master that may already have touched the token: the child must call
-C_Initialize again and must not use or close the parent's sessions. Real HSMs refuse a parent's
-session in a child; SoftHSM tolerates it, which is why the PID check below is explicit rather
-than left to luck.
+PKCS#11 state (module initialisation, login, sessions, object handles) belongs to one process,
+which the standard calls an application. Three consequences shape this module:
+
+* **fork**: a gunicorn worker is forked from a master that may already have used the token. The
+  child must call C_Initialize itself and must neither use nor close the parent's sessions
+  (closing them, or C_Finalize, could end them on the token for the parent too). Real HSMs
+  refuse a parent's session in a child; SoftHSM tolerates it, so the PID check here is explicit
+  rather than left to luck.
+* **threads**: python-pkcs11 0.10 initialises modules with C_Initialize(NULL), which tells the
+  module that the application will never call it from two threads at once; SoftHSM then runs
+  without internal locks and crashes (double free, segfault) when it is called concurrently.
+  Every call into a module is therefore serialised by that module's lock. Threads still get
+  sessions from a pool: a session carries an operation's state and this session's key handles,
+  and a broken one is replaced without disturbing the others.
+* **login**: login state is shared by all sessions of a process on a token, a second C_Login
+  fails with CKR_USER_ALREADY_LOGGED_IN, and closing the last session logs the process out. So
+  the process logs in once, on an "anchor" session that is never pooled nor closed before
+  ``Token.close``; pooled sessions are opened without a PIN. (python-pkcs11's ``Session.close``
+  calls C_Logout for a session opened with a PIN, which would log every other session out: one
+  more reason to keep that session out of the pool.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pkcs11
+import pkcs11._pkcs11 as pkcs11_native
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+from pkcs11.types import PublicKey as P11PublicKey
+from pkcs11.types import Session, SignMixin
+from pkcs11.types import Token as SlotToken
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from hsm.config import HSMConfig
 from hsm.errors import (
     DuplicateKeyLabel,
+    HSMError,
     HSMUnavailable,
     KeyNotFound,
     PinLocked,
@@ -38,422 +60,774 @@ from hsm.errors import (
     TokenNotFound,
     WrongPin,
 )
-from hsm.keys import KeyAlgorithm, SignatureScheme
+from hsm.keys import KeyAlgorithm
+from hsm.signers import HSMECPrivateKey, HSMPrivateKey, HSMRSAPrivateKey, SignatureScheme
 
 T = TypeVar("T")
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+Library: TypeAlias = pkcs11_native.lib
 
-# Errors after which a session cannot be used again; the pool reopens (once) and retries.
-_LOST = (
-    pkcs11.exceptions.SessionHandleInvalid,
-    pkcs11.exceptions.ObjectHandleInvalid,
-    pkcs11.exceptions.KeyHandleInvalid,
-    pkcs11.exceptions.SessionClosed,
-    pkcs11.exceptions.DeviceRemoved,
-    pkcs11.exceptions.TokenNotPresent,
-    pkcs11.exceptions.UserNotLoggedIn,
-    pkcs11.exceptions.DeviceError,
-)
+# Attributes of every generated key pair. Both halves are token objects sharing a label and a
+# random CKA_ID. The private half can only sign: no decryption, unwrapping or derivation, and
+# SENSITIVE/EXTRACTABLE make its secret unreadable for ever (the token then also reports
+# ALWAYS_SENSITIVE and NEVER_EXTRACTABLE). MODIFIABLE false stops someone holding the PIN from
+# switching those capabilities on later.
+_PRIVATE_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.MODIFIABLE: False,
+    Attribute.SIGN: True,
+    Attribute.SIGN_RECOVER: False,
+    Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
+_PUBLIC_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: False,
+    Attribute.MODIFIABLE: False,
+    Attribute.VERIFY: True,
+    Attribute.VERIFY_RECOVER: False,
+    Attribute.ENCRYPT: False,
+    Attribute.WRAP: False,
+    Attribute.DERIVE: False,
+}
+_RSA_PUBLIC_EXPONENT = (65537).to_bytes(3, "big")
 
-# DER DigestInfo prefixes (RFC 8017 §9.2 note 1) for RSA PKCS#1 v1.5 over a host-side digest.
+# DER DigestInfo prefixes (RFC 8017 §9.2, note 1) for RSA PKCS#1 v1.5 over a host-side digest.
 _DIGEST_INFO = {
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
     "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
 }
+# CK_RSA_PKCS_PSS_PARAMS (hashAlg, mgf, sLen), always explicit: with no parameters
+# python-pkcs11 falls back to SHA-1 defaults, which would not match the certificate's parameters.
 _PSS_PARAMS = {
-    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256, 32),
-    "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384, 48),
+    "sha256": (Mechanism.SHA256, MGF.SHA256, 32),
+    "sha384": (Mechanism.SHA384, MGF.SHA384, 48),
 }
 
-# Which process initialised each loaded module, and which (pid, module, token) pairs are logged
-# in: login state is per application and token, shared by every session (and Token object).
-_initialised_in: dict[str, int] = {}
-_logged_in: set[tuple[int, str, str]] = set()
-_process_lock = threading.Lock()
-
-# python-pkcs11 calls C_Initialize(NULL), which promises the module that the application will
-# not call it from several threads at once (PKCS#11 §5.4; SoftHSM aborts when we do). So every
-# call into a module is serialised by that module's lock. Sessions still come from a pool: each
-# keeps its own cached key handles and operation state, and a lost one is replaced alone.
-# Lock order: a Token's pool condition, then the module lock; never the other way round.
-_module_locks: dict[str, threading.RLock] = {}
-
-
-def _module_lock(path: str) -> threading.RLock:
-    with _process_lock:
-        lock = _module_locks.get(path)
-        if lock is None:
-            lock = _module_locks[path] = threading.RLock()
-        return lock
+# Errors after which a session cannot be used again: the operation is retried once on a
+# freshly opened session (and a fresh login where the login went too).
+_SESSION_GONE: tuple[type[p11.PKCS11Error], ...] = (
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.DeviceRemoved,
+    p11.DeviceError,
+    p11.TokenNotPresent,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
+)
 
 
-def _reset_locks_in_child() -> None:
-    # A lock held by another thread of the parent at fork time would stay held for ever.
-    global _process_lock  # noqa: PLW0603  (the lock object itself must be replaced after fork)
-    _process_lock = threading.Lock()
-    for path in list(_module_locks):
-        _module_locks[path] = threading.RLock()
+class _Lost(Exception):
+    """A session, the login or the module state went away under an operation."""
+
+    def __init__(self, reason: str, *, login_gone: bool = False, module_down: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.login_gone = login_gone
+        self.module_down = module_down
+        # What the failed attempt worked with, so that of several threads failing together
+        # only the first re-initialises the module or logs in again.
+        self.generation: int | None = None
+        self.login: _Login | None = None
 
 
-os.register_at_fork(after_in_child=_reset_locks_in_child)
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _bare_pkcs11_error(exc: BaseException, words: str) -> bool:
+    # python-pkcs11 0.10 has no classes for CKR_CRYPTOKI_NOT_INITIALIZED and
+    # CKR_CRYPTOKI_ALREADY_INITIALIZED: it raises a bare PKCS11Error with a fixed text.
+    return type(exc) is p11.PKCS11Error and words in str(exc)
+
+
+def _as_lost(exc: p11.PKCS11Error) -> _Lost | None:
+    if isinstance(exc, _SESSION_GONE):
+        return _Lost(_describe(exc))
+    if isinstance(exc, p11.UserNotLoggedIn):
+        return _Lost(_describe(exc), login_gone=True)
+    if _bare_pkcs11_error(exc, "not initialized"):
+        return _Lost("CKR_CRYPTOKI_NOT_INITIALIZED", module_down=True)
+    return None
+
+
+# -- modules: one state per module file and process ---------------------------------------------
+
+
+@dataclass(eq=False)
+class _Login:
+    """This process's login to one token."""
+
+    anchor: Session | None
+    pin_digest: bytes = field(repr=False)
+    users: weakref.WeakSet[Token]
+
+
+@dataclass(eq=False)
+class _Module:
+    """A PKCS#11 module as initialised in one process."""
+
+    path: str
+    lib: Library
+    pid: int
+    how: str  # how this process initialised it; tests and diagnostics read it
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    generation: int = 0  # bumped by every re-initialisation, which ends all sessions and logins
+    logins: dict[str, _Login] = field(default_factory=dict)
+
+
+_modules: dict[str, _Module] = {}  # by the real path of the module file
+_registry_lock = threading.Lock()
+_inherited_libs: list[Library] = []  # python-pkcs11 lib objects an ancestor process initialised
+# Lib objects replaced after a fork. They must never be garbage-collected: python-pkcs11's
+# __dealloc__ calls C_Finalize, which would undo this process's own initialisation.
+_retired_libs: list[Library] = []
+_tokens: weakref.WeakSet[Token] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock  # noqa: PLW0603  (a lock held by another parent thread stays held here)
+    _registry_lock = threading.Lock()
+    # Whatever python-pkcs11 loaded so far was initialised by the parent, through this layer or
+    # not; it is re-initialised on first use here.
+    _inherited_libs[:] = list(pkcs11._loaded.values())
+    for token in list(_tokens):
+        token._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _loaded_lib(real_path: str) -> Library | None:
+    """The python-pkcs11 lib object of this module file, under whatever spelling it was loaded."""
+    for path, lib in list(pkcs11._loaded.items()):
+        if os.path.realpath(path) == real_path:
+            loaded: Library = lib
+            return loaded
+    return None
+
+
+def _initialise(path: str, lib: Library) -> None:
+    try:
+        lib.initialize()
+    except p11.PKCS11Error as exc:
+        raise HSMUnavailable(
+            f"PKCS#11 module {path} failed to initialise ({_describe(exc)}); "
+            "for SoftHSM check SOFTHSM2_CONF and its token directory"
+        ) from None
+
+
+def _initialise_after_fork(path: str, inherited: Library) -> tuple[Library, str]:
+    """C_Initialize in a forked child without touching the parent's sessions."""
+    _inherited_libs[:] = [lib for lib in _inherited_libs if lib is not inherited]
+    # The PKCS#11 usage guide (§6.5.1) has a child call C_Initialize and nothing else: C_Finalize
+    # might tear down state the module shares with the parent (a network HSM's connection) and
+    # log the parent out. python-pkcs11's lib.reinitialize() would call C_Finalize first; a new
+    # lib object calls C_Initialize alone.
+    try:
+        fresh = pkcs11_native.lib(path)
+    except p11.PKCS11Error as exc:
+        if not _bare_pkcs11_error(exc, "already initialized"):
+            raise HSMUnavailable(
+                f"PKCS#11 module {path} failed to initialise in a forked process ({_describe(exc)})"
+            ) from None
+        # The module did not notice the fork (SoftHSM does not): its state in this process is
+        # a private copy of the parent's, so C_Finalize here frees only that copy.
+        with contextlib.suppress(p11.PKCS11Error):
+            inherited.finalize()
+        _initialise(path, inherited)
+        return inherited, "C_Finalize+C_Initialize after fork"
+    _retired_libs.append(inherited)
+    for key, value in list(pkcs11._loaded.items()):
+        if value is inherited:
+            pkcs11._loaded[key] = fresh
+    return fresh, "C_Initialize after fork"
+
+
+def _load(path: str, real_path: str) -> tuple[Library, str]:
+    if not Path(path).is_file():
+        raise PKCS11ModuleNotFound(path, "no such file")
+    lib = _loaded_lib(real_path)
+    how = "C_Initialize"
+    if lib is not None and any(lib is old for old in _inherited_libs):
+        lib, how = _initialise_after_fork(path, lib)
+    elif lib is not None:
+        if not lib.initialized:
+            _initialise(path, lib)
+    else:
+        try:
+            lib = pkcs11.lib(path)
+        except p11.PKCS11Error as exc:
+            if "while loading" in str(exc):  # dlopen or C_GetFunctionList failed
+                raise PKCS11ModuleNotFound(path, str(exc).split(": ", 1)[-1]) from None
+            raise HSMUnavailable(
+                f"PKCS#11 module {path} failed to initialise ({_describe(exc)}); "
+                "for SoftHSM check SOFTHSM2_CONF and its token directory"
+            ) from None
+    # One lib object per module file whatever the spelling of its path: python-pkcs11 caches
+    # by the string, and a second object's C_Initialize fails (CKR_CRYPTOKI_ALREADY_INITIALIZED).
+    pkcs11._loaded[path] = lib
+    pkcs11._loaded[real_path] = lib
+    return lib, how
+
+
+def _module_for(path: str) -> _Module:
+    """This process's state of the module at ``path``, loading or re-initialising it as needed."""
+    real_path = os.path.realpath(path)
+    pid = os.getpid()
+    with _registry_lock:
+        module = _modules.get(real_path)
+        if module is not None and module.pid == pid:
+            return module
+        lib, how = _load(path, real_path)
+        module = _modules[real_path] = _Module(path=path, lib=lib, pid=pid, how=how)
+        return module
+
+
+def _reinitialise(module: _Module) -> None:
+    """C_Finalize and C_Initialize; called with ``module.lock`` held. Ends every session."""
+    module.generation += 1
+    module.logins.clear()
+    with contextlib.suppress(p11.PKCS11Error):
+        module.lib.finalize()  # fails if someone finalised the module already; fine
+    module.lib.initialize()
+
+
+def rescan_tokens(module_path: str) -> None:
+    """Re-initialise a loaded module so that it sees tokens created since it was initialised.
+
+    SoftHSM reads its token directory only in C_Initialize. Every session and login of this
+    process on the module ends; each ``Token`` reopens its sessions and logs in on next use.
+    Nothing happens when the module is not loaded in this process.
+
+    :raises HSMUnavailable: when the module fails to initialise again.
+    """
+    if _loaded_lib(os.path.realpath(module_path)) is None:
+        return
+    module = _module_for(module_path)
+    with module.lock:
+        try:
+            _reinitialise(module)
+        except p11.PKCS11Error as exc:
+            raise HSMUnavailable(
+                f"PKCS#11 module {module_path} failed to re-initialise ({_describe(exc)})"
+            ) from None
+
+
+# -- tokens -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class KeyHandle:
-    """A key pair in the token, found by label."""
+    """A key pair in the token: its label, its CKA_ID (shared by both halves) and algorithm."""
 
     label: str
     key_id: bytes
     algorithm: KeyAlgorithm
 
 
-@dataclass
+@dataclass(eq=False)
 class _PooledSession:
-    session: Any
-    private_keys: dict[str, Any] = field(default_factory=dict)
+    session: Session
+    module: _Module
+    generation: int  # the module generation it was opened in
+    epoch: int  # the Token's pool epoch it belongs to
+    # Private key objects as found through this session: python-pkcs11 binds an object to the
+    # session that found it, and a session's handles die with it, so the cache lives here.
+    private_keys: dict[str, SignMixin] = field(default_factory=dict)
+
+
+def _algorithm_of(label: str, key: Any) -> KeyAlgorithm:
+    if key.key_type == KeyType.RSA:
+        bits = int.from_bytes(key[Attribute.MODULUS], "big").bit_length()
+        with contextlib.suppress(ValueError):
+            return KeyAlgorithm(f"rsa-{bits}")
+        raise HSMError(f"key {label!r} is RSA-{bits}, which this layer does not sign with")
+    if key.key_type == KeyType.EC:
+        params = bytes(key[Attribute.EC_PARAMS])
+        for algorithm in (KeyAlgorithm.EC_P256, KeyAlgorithm.EC_P384):
+            if params == encode_named_curve_parameters(algorithm.curve_name):
+                return algorithm
+        raise HSMError(f"key {label!r} is on a curve this layer does not sign with")
+    raise HSMError(f"key {label!r} is a {key.key_type.name} key, which this layer does not use")
+
+
+def _der_ecdsa(raw: bytes, algorithm: KeyAlgorithm) -> bytes:
+    # PKCS#11 returns ECDSA signatures as r || s, each as long as the field; X.509 wants DER.
+    half = 48 if algorithm is KeyAlgorithm.EC_P384 else 32
+    if len(raw) != 2 * half:
+        raise HSMUnavailable(f"the token returned a {len(raw)}-byte ECDSA signature")
+    return encode_dss_signature(
+        int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+    )
 
 
 class Token:
-    """Thread-safe access to one token: key generation, lookup and signing."""
+    """Thread-safe access to one token for this process: key generation, lookup and signing."""
 
     def __init__(self, config: HSMConfig) -> None:
         self.config = config
+        # Nothing touches the module before first use: constructing a Token is free.
         self._cond = threading.Condition()
-        os.register_at_fork(after_in_child=self._reset_condition_in_child)
-        self._pid: int | None = None
-        self._token: Any = None
+        self._generate_lock = threading.Lock()
+        self._module: _Module | None = None
+        self._generation = -1
+        self._slot_token: SlotToken | None = None
+        self._epoch = 0
         self._idle: list[_PooledSession] = []
-        self._open = 0
-        # Sessions inherited from a parent process: kept referenced and never closed.
-        self._abandoned: list[_PooledSession] = []
-        self._public_keys: dict[str, PublicKey] = {}
+        self._open = 0  # sessions of the current epoch: idle, lent out, or being opened
+        # Pure data, valid in every session and process, so cached for the Token's lifetime.
         self._handles: dict[str, KeyHandle] = {}
-
-    # -- process and session management -----------------------------------------------------
-
-    def _reset_condition_in_child(self) -> None:
-        self._cond = threading.Condition()
-
-    @property
-    def _library_lock(self) -> threading.RLock:
-        return _module_lock(self.config.module_path)
+        self._public_keys: dict[str, PublicKey] = {}
+        _tokens.add(self)
 
     @property
     def label(self) -> str:
+        """The token's label."""
         return self.config.token_label
 
-    def _load_library(self) -> Any:
-        path = self.config.module_path
-        if not Path(path).is_file():
-            raise PKCS11ModuleNotFound(path, "no such file")
-        try:
-            lib = pkcs11.lib(path)
-        except (OSError, RuntimeError) as exc:
-            raise PKCS11ModuleNotFound(path, str(exc) or type(exc).__name__) from None
-        pid = os.getpid()
-        with _process_lock:
-            owner = _initialised_in.get(path)
-            if owner is not None and owner != pid:
-                # Forked child: the parent's C_Initialize does not carry over (PKCS#11 §5.1).
-                lib.reinitialize()
-            _initialised_in[path] = pid
-        return lib
+    def __repr__(self) -> str:
+        return f"<Token {self.label!r} module={self.config.module_path}>"
 
-    def _ensure_process(self) -> None:
-        """(Re)attach to the token in this process; called with ``_cond`` held."""
-        pid = os.getpid()
-        if self._pid == pid and self._token is not None:
-            return
-        if self._pid is not None and self._pid != pid:
-            self._abandoned.extend(self._idle)
-            self._idle = []
-            self._open = 0
-            self._handles.clear()
-        with self._library_lock:
-            lib = self._load_library()
+    def _after_fork_in_child(self) -> None:
+        # Locks held by the parent's other threads at fork time would stay held for ever here.
+        self._cond = threading.Condition()
+        self._generate_lock = threading.Lock()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def _bind(self) -> tuple[_Module, SlotToken]:
+        """Attach to the module and token as they are in this process now; ``_cond`` held."""
+        module = _module_for(self.config.module_path)
+        if (
+            module is self._module
+            and module.generation == self._generation
+            and self._slot_token is not None
+        ):
+            if not module.lib.initialized:
+                raise self._module_down(module)
+            return module, self._slot_token
+        # A forked child, a re-initialised module or a closed Token: the pooled sessions are
+        # dead or the parent's. They are dropped and never closed, so a child cannot end a
+        # parent's session on the token.
+        self._idle = []
+        self._open = 0
+        self._epoch += 1
+        self._cond.notify_all()
+        with module.lock:
+            if not module.lib.initialized:
+                raise self._module_down(module)
             try:
-                self._token = lib.get_token(token_label=self.label)
-            except pkcs11.exceptions.NoSuchToken:
+                slot_token = module.lib.get_token(token_label=self.label)
+            except p11.NoSuchToken:
                 raise TokenNotFound(self.label) from None
-            except pkcs11.exceptions.PKCS11Error as exc:
-                raise HSMUnavailable(f"cannot reach token {self.label!r}: {exc!r}") from None
-        self._pid = pid
-
-    def _open_session(self) -> _PooledSession:
-        with self._library_lock:
-            return self._open_session_locked()
-
-    def _open_session_locked(self) -> _PooledSession:
-        key = (os.getpid(), self.config.module_path, self.label)
-        try:
-            if key in _logged_in:
-                session = self._token.open(rw=True)
-            else:
-                try:
-                    session = self._token.open(rw=True, user_pin=self.config.pin)
-                except pkcs11.exceptions.UserAlreadyLoggedIn:
-                    session = self._token.open(rw=True)
-                _logged_in.add(key)
-        except pkcs11.exceptions.PinIncorrect:
-            raise WrongPin(self.label) from None
-        except pkcs11.exceptions.PinLocked:
-            raise PinLocked(self.label) from None
-        except (pkcs11.exceptions.PinInvalid, pkcs11.exceptions.PinLenRange):
-            raise WrongPin(self.label) from None
-        except pkcs11.exceptions.PKCS11Error as exc:
-            raise HSMUnavailable(f"cannot open a session on {self.label!r}: {exc!r}") from None
-        return _PooledSession(session)
-
-    @contextmanager
-    def _borrow(self) -> Iterator[_PooledSession]:
-        with self._cond:
-            self._ensure_process()
-            while not self._idle and self._open >= self.config.pool_size:
-                self._cond.wait()
-            if self._idle:
-                pooled = self._idle.pop()
-            else:
-                pooled = self._open_session()
-                self._open += 1
-        lost = False
-        try:
-            yield pooled
-        except _LOST:
-            lost = True  # a broken session never goes back into the pool
-            raise
-        finally:
-            with self._cond:
-                if lost:
-                    self._open -= 1
-                else:
-                    self._idle.append(pooled)
-                self._cond.notify()
-
-    def _forget_sessions(self) -> None:
-        """Drop every pooled session and the login mark, so the next borrow logs in again."""
-        with self._cond:
-            for pooled in self._idle:
-                # Already gone, most likely: that is why we are here.
-                with self._library_lock, contextlib.suppress(pkcs11.exceptions.PKCS11Error):
-                    pooled.session.close()
-            self._open -= len(self._idle)
-            self._idle = []
-            _logged_in.discard((os.getpid(), self.config.module_path, self.label))
-
-    def _run(self, operation: Callable[[_PooledSession], T]) -> T:
-        """Run on a pooled session; a lost session is reopened once, then SessionLost."""
-        try:
-            with self._borrow() as pooled, self._library_lock:
-                return operation(pooled)
-        except _LOST:
-            self._forget_sessions()
-        try:
-            with self._borrow() as pooled, self._library_lock:
-                return operation(pooled)
-        except _LOST as exc:
-            self._forget_sessions()
-            raise SessionLost(self.label, type(exc).__name__) from None
-
-    def close(self) -> None:
-        """Close this process's sessions (shutdown, tests)."""
-        with self._cond:
-            if self._pid != os.getpid():
-                return
-        self._forget_sessions()
-
-    # -- keys ------------------------------------------------------------------------------
+            except p11.MultipleTokensReturned:
+                raise HSMError(
+                    f"several tokens are labelled {self.label!r}: give each a unique label"
+                ) from None
+        self._module, self._generation, self._slot_token = module, module.generation, slot_token
+        return module, slot_token
 
     @staticmethod
-    def _find_private(pooled: _PooledSession, label: str) -> Any:
-        key = pooled.private_keys.get(label)
-        if key is None:
+    def _module_down(module: _Module) -> _Lost:
+        lost = _Lost("the PKCS#11 module was finalised", module_down=True)
+        lost.generation = module.generation
+        return lost
+
+    def _log_in(self, module: _Module, slot_token: SlotToken) -> None:
+        """Log this process in to the token unless it is already; ``module.lock`` held."""
+        digest = hashlib.sha256(self.config.pin.encode()).digest()
+        login = module.logins.get(self.label)
+        if login is not None:
+            # Login state is per process: without this check a Token configured with a wrong
+            # PIN would quietly ride on another Token's login until the next restart.
+            if not hmac.compare_digest(login.pin_digest, digest):
+                raise WrongPin(
+                    self.label, "the PIN differs from the one this process logged in with"
+                )
+            login.users.add(self)
+            return
+        anchor: Session | None
+        try:
+            anchor = slot_token.open(user_pin=self.config.pin)
+        except p11.UserAlreadyLoggedIn:
+            # Logged in by code outside this layer. python-pkcs11 leaves this attempt's session
+            # open (it keeps no handle to close it by), which holds the login as an anchor would.
+            anchor = None
+        except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
+            raise WrongPin(self.label) from None
+        except p11.PinExpired:
+            raise WrongPin(self.label, "the PIN has expired and must be changed") from None
+        except p11.PinLocked:
+            raise PinLocked(self.label) from None
+        except p11.UserPinNotInitialized:
+            raise HSMUnavailable(
+                f"token {self.label!r} has no user PIN yet: the security officer must set one"
+            ) from None
+        module.logins[self.label] = _Login(anchor, digest, weakref.WeakSet([self]))
+
+    def _checkout(self) -> _PooledSession:
+        with self._cond:
+            while True:
+                module, slot_token = self._bind()
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self.config.pool_size:
+                    self._open += 1
+                    epoch = self._epoch
+                    break
+                self._cond.wait()
+        # Opened outside ``_cond``, so that threads returning sessions are not held up.
+        try:
+            with module.lock:
+                if not module.lib.initialized:
+                    raise self._module_down(module)
+                self._log_in(module, slot_token)
+                session = slot_token.open(rw=True)
+                generation = module.generation
+        except BaseException:
+            with self._cond:
+                if epoch == self._epoch:
+                    self._open -= 1
+                self._cond.notify()
+            raise
+        return _PooledSession(session=session, module=module, generation=generation, epoch=epoch)
+
+    def _checkin(self, pooled: _PooledSession, healthy: bool) -> None:
+        with self._cond:
+            if pooled.epoch == self._epoch:
+                if healthy:
+                    self._idle.append(pooled)
+                    self._cond.notify()
+                    return
+                self._open -= 1
+            self._cond.notify()
+        self._discard([pooled])
+
+    @staticmethod
+    def _discard(sessions: Iterable[_PooledSession]) -> None:
+        """Close sessions this process opened in the module's current state; drop the rest."""
+        for pooled in sessions:
+            module = pooled.module
+            if module.pid != os.getpid():
+                continue  # the parent's: never closed from a child
+            with module.lock:
+                if pooled.generation != module.generation or not module.lib.initialized:
+                    continue  # already ended by a re-initialisation
+                # Opened without a PIN, so close() is a plain C_CloseSession (no C_Logout).
+                with contextlib.suppress(p11.PKCS11Error):
+                    pooled.session.close()
+
+    def _attempt(self, operation: Callable[[_PooledSession], T]) -> T:
+        pooled: _PooledSession | None = None
+        healthy = True
+        try:
+            pooled = self._checkout()
+            with pooled.module.lock:
+                return operation(pooled)
+        except p11.PKCS11Error as exc:
+            lost = _as_lost(exc)
+            if lost is None:
+                raise HSMUnavailable(f"token {self.label!r}: {_describe(exc)}") from exc
+            healthy = False
+            module = pooled.module if pooled is not None else self._module
+            if module is not None:
+                lost.generation = pooled.generation if pooled is not None else module.generation
+                lost.login = module.logins.get(self.label)
+            raise lost from exc
+        finally:
+            if pooled is not None:
+                self._checkin(pooled, healthy)
+
+    def _recover(self, lost: _Lost) -> None:
+        """Drop every pooled session, and the login or the module state if those went too."""
+        with self._cond:
+            stale, self._idle = self._idle, []
+            self._open = 0
+            self._epoch += 1  # sessions lent out now are discarded when they come back
+            self._cond.notify_all()
+        self._discard(stale)
+        module = _module_for(self.config.module_path)
+        with module.lock:
+            if lost.module_down:
+                if module.generation != lost.generation and module.lib.initialized:
+                    return  # another thread re-initialised it meanwhile
+                try:
+                    _reinitialise(module)
+                except p11.PKCS11Error as exc:
+                    raise _Lost(f"re-initialising the module failed: {_describe(exc)}") from exc
+                return
+            login = module.logins.get(self.label)
+            if (
+                login is not None
+                and login is lost.login  # not a login another thread has made since
+                and (lost.login_gone or not self._anchor_alive(login))
+            ):
+                del module.logins[self.label]
+
+    @staticmethod
+    def _anchor_alive(login: _Login) -> bool:
+        # If every session of the process was closed (an HSM restart, C_CloseAllSessions), the
+        # anchor went too and with it the login; a cheap call on it tells.
+        if login.anchor is None:
+            return True
+        try:
+            login.anchor.generate_random(64)
+        except p11.PKCS11Error as exc:
+            return _as_lost(exc) is None
+        return True
+
+    def _run(self, operation: Callable[[_PooledSession], T]) -> T:
+        """Run ``operation`` on a pooled session; a lost session is reopened once.
+
+        :raises SessionLost: when the operation fails again after reopening, or reopening fails.
+        """
+        try:
+            return self._attempt(operation)
+        except _Lost as lost:
+            first = lost
+        try:
+            self._recover(first)
+            return self._attempt(operation)
+        except _Lost as lost:
+            raise SessionLost(self.label, lost.reason) from lost.__cause__
+
+    def close(self) -> None:
+        """Close this process's sessions; the last Token of a token also logs the process out."""
+        with self._cond:
+            module = self._module
+            stale, self._idle = self._idle, []
+            self._open = 0
+            self._epoch += 1
+            self._module, self._slot_token, self._generation = None, None, -1
+            self._cond.notify_all()
+        if module is None or module.pid != os.getpid():
+            return  # nothing opened yet, or the parent's sessions: never closed from a child
+        self._discard(stale)
+        with module.lock:
+            login = module.logins.get(self.label)
+            if login is None:
+                return
+            login.users.discard(self)
+            if login.users:
+                return  # other Tokens of this process still rely on the login
+            del module.logins[self.label]
+            if login.anchor is not None and module.lib.initialized:
+                with contextlib.suppress(p11.PKCS11Error):
+                    login.anchor.close()  # C_Logout, then C_CloseSession
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _forget(self, label: str) -> None:
+        self._handles.pop(label, None)
+        self._public_keys.pop(label, None)
+
+    def _private_key_object(self, pooled: _PooledSession, handle: KeyHandle) -> SignMixin:
+        key = pooled.private_keys.get(handle.label)
+        if key is not None:
+            return key
+        try:
+            found = pooled.session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, label=handle.label, id=handle.key_id
+            )
+        except p11.NoSuchKey:
+            self._forget(handle.label)  # deleted, or replaced under the same label
+            raise KeyNotFound(handle.label) from None
+        if not isinstance(found, SignMixin):
+            raise HSMError(f"key {handle.label!r} cannot sign")
+        pooled.private_keys[handle.label] = found
+        return found
+
+    def find_key(self, label: str) -> KeyHandle:
+        """The key pair with this label.
+
+        :raises KeyNotFound: when the token holds no private key with this label.
+        """
+        cached = self._handles.get(label)
+        if cached is not None:
+            return cached
+
+        def describe(pooled: _PooledSession) -> KeyHandle:
             try:
                 key = pooled.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-            except pkcs11.exceptions.NoSuchKey:
+            except p11.NoSuchKey:
                 raise KeyNotFound(label) from None
-            except pkcs11.exceptions.MultipleObjectsReturned:
+            except p11.MultipleObjectsReturned:
                 raise DuplicateKeyLabel(label) from None
-            pooled.private_keys[label] = key
-        return key
+            return KeyHandle(
+                label=label, key_id=bytes(key[Attribute.ID]), algorithm=_algorithm_of(label, key)
+            )
+
+        handle = self._run(describe)
+        self._handles[label] = handle
+        return handle
 
     def has_key(self, label: str) -> bool:
-        """Whether a private key with this label exists."""
+        """Whether the token holds a private key with this label."""
         try:
             self.find_key(label)
         except KeyNotFound:
             return False
         return True
 
-    def find_key(self, label: str) -> KeyHandle:
-        """The key pair with this label.
-
-        :raises KeyNotFound: when there is none.
-        """
-        cached = self._handles.get(label)
-        if cached is not None:
-            return cached
-
-        def lookup(pooled: _PooledSession) -> KeyHandle:
-            key = self._find_private(pooled, label)
-            if key.key_type == KeyType.RSA:
-                algorithm = KeyAlgorithm(f"rsa-{key.key_length}")
-            else:
-                params = key[Attribute.EC_PARAMS]
-                algorithm = (
-                    KeyAlgorithm.EC_P384
-                    if params == encode_named_curve_parameters("secp384r1")
-                    else KeyAlgorithm.EC_P256
-                )
-            return KeyHandle(label=label, key_id=bytes(key[Attribute.ID]), algorithm=algorithm)
-
-        handle = self._run(lookup)
-        self._handles[label] = handle
-        return handle
-
     def generate_key(self, label: str, algorithm: KeyAlgorithm) -> KeyHandle:
-        """Generate a non-extractable signing key pair inside the token.
+        """Generate a signing key pair in the token whose private half can never leave it.
 
-        :raises DuplicateKeyLabel: when the label is taken.
+        :raises DuplicateKeyLabel: when a key with this label exists.
         """
-        if self.has_key(label):
-            raise DuplicateKeyLabel(label)
+        if not label:
+            raise ValueError("a key needs a label")
         key_id = secrets.token_bytes(16)
-        private_template = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-            Attribute.SIGN: True,
-            Attribute.SIGN_RECOVER: False,
-            Attribute.DECRYPT: False,
-            Attribute.UNWRAP: False,
-            Attribute.DERIVE: False,
-        }
-        public_template = {
-            Attribute.TOKEN: True,
-            Attribute.VERIFY: True,
-            Attribute.VERIFY_RECOVER: False,
-            Attribute.ENCRYPT: False,
-            Attribute.WRAP: False,
-            Attribute.DERIVE: False,
-        }
+
+        def ids_labelled(session: Session) -> set[bytes]:
+            return {
+                bytes(obj[Attribute.ID])
+                for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                for obj in session.get_objects(
+                    {Attribute.CLASS: object_class, Attribute.LABEL: label}
+                )
+            }
 
         def generate(pooled: _PooledSession) -> None:
             session = pooled.session
+            existing = ids_labelled(session)
+            if existing == {key_id}:
+                return  # made by the attempt that lost its session just afterwards
+            if existing:
+                raise DuplicateKeyLabel(label)
             if algorithm.is_rsa:
-                session.generate_keypair(
+                public, private = session.generate_keypair(
                     KeyType.RSA,
                     algorithm.rsa_bits,
                     id=key_id,
                     label=label,
                     store=True,
-                    public_template={**public_template, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
-                    private_template=private_template,
+                    public_template={
+                        **_PUBLIC_TEMPLATE,
+                        Attribute.PUBLIC_EXPONENT: _RSA_PUBLIC_EXPONENT,
+                    },
+                    private_template=_PRIVATE_TEMPLATE,
                 )
             else:
-                params = session.create_domain_parameters(
+                parameters = session.create_domain_parameters(
                     KeyType.EC,
                     {Attribute.EC_PARAMS: encode_named_curve_parameters(algorithm.curve_name)},
                     local=True,
                 )
-                params.generate_keypair(
+                public, private = parameters.generate_keypair(
                     id=key_id,
                     label=label,
                     store=True,
-                    public_template=public_template,
-                    private_template=private_template,
+                    public_template=_PUBLIC_TEMPLATE,
+                    private_template=_PRIVATE_TEMPLATE,
                 )
+            # Another process may have taken the label between the check and the generation.
+            # Each side that sees a rival backs off, so a label never ends up on two keys.
+            if ids_labelled(session) != {key_id}:
+                private.destroy()
+                public.destroy()
+                raise DuplicateKeyLabel(label)
 
-        self._run(generate)
+        # One generation at a time in this process, so that the label check and the creation
+        # of two threads cannot interleave.
+        with self._generate_lock:
+            self._run(generate)
         handle = KeyHandle(label=label, key_id=key_id, algorithm=algorithm)
         self._handles[label] = handle
         return handle
 
     def public_key(self, label: str) -> PublicKey:
-        """The public half as a cryptography key object."""
+        """The public half as a cryptography key, built from the token's public attributes.
+
+        :raises KeyNotFound: when there is no key pair with this label.
+        """
         cached = self._public_keys.get(label)
         if cached is not None:
             return cached
+        handle = self.find_key(label)
 
         def read(pooled: _PooledSession) -> PublicKey:
             try:
-                key = pooled.session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
-            except pkcs11.exceptions.NoSuchKey:
+                key = pooled.session.get_key(
+                    object_class=ObjectClass.PUBLIC_KEY, label=label, id=handle.key_id
+                )
+            except p11.NoSuchKey:
                 raise KeyNotFound(label) from None
-            if key.key_type == KeyType.RSA:
+            if handle.algorithm.is_rsa:
                 return rsa.RSAPublicNumbers(
-                    int.from_bytes(key[Attribute.PUBLIC_EXPONENT], "big"),
-                    int.from_bytes(key[Attribute.MODULUS], "big"),
+                    e=int.from_bytes(key[Attribute.PUBLIC_EXPONENT], "big"),
+                    n=int.from_bytes(key[Attribute.MODULUS], "big"),
                 ).public_key()
+            if not isinstance(key, P11PublicKey):
+                raise HSMError(f"the public half of {label!r} is not a public key object")
             loaded = serialization.load_der_public_key(encode_ec_public_key(key))
-            if not isinstance(loaded, ec.EllipticCurvePublicKey):
-                raise HSMUnavailable(f"key {label!r} is not an EC key")
+            if not (
+                isinstance(loaded, ec.EllipticCurvePublicKey)
+                and loaded.curve.name == handle.algorithm.curve_name
+            ):
+                raise HSMError(f"the public half of {label!r} does not match its private half")
             return loaded
 
         public = self._run(read)
         self._public_keys[label] = public
         return public
 
-    def private_key(self, label: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-        """A cryptography private-key object whose operations happen in the token."""
-        from hsm.signers import HSMECPrivateKey, HSMRSAPrivateKey
+    def private_key(self, label: str) -> HSMPrivateKey:
+        """A cryptography private-key object whose signatures are made in the token.
 
+        :raises KeyNotFound: when there is no key pair with this label.
+        """
         public = self.public_key(label)
         if isinstance(public, rsa.RSAPublicKey):
             return HSMRSAPrivateKey(self, label, public)
         return HSMECPrivateKey(self, label, public)
 
-    # -- signing ---------------------------------------------------------------------------
+    # -- signing -----------------------------------------------------------------------------
 
     def sign(self, label: str, data: bytes, scheme: SignatureScheme) -> bytes:
-        """Sign ``data``; ECDSA signatures are returned DER-encoded."""
+        """Sign ``data`` with the key ``label``; ECDSA signatures come back DER-encoded.
+
+        :raises ValueError: when the scheme does not fit the key's algorithm.
+        """
         return self.sign_digest(label, hashlib.new(scheme.hash_name, data).digest(), scheme)
 
     def sign_digest(self, label: str, digest: bytes, scheme: SignatureScheme) -> bytes:
-        """Sign a digest made on the host.
+        """Sign a digest made on the host with the scheme's hash; ECDSA comes back DER-encoded.
 
-        Hashing on the host is what HSM clients usually do: it sends the token 32-48 bytes
-        instead of the whole to-be-signed structure, and uses only the raw mechanisms
-        (CKM_ECDSA, CKM_RSA_PKCS, CKM_RSA_PKCS_PSS) that every PKCS#11 device implements.
+        :raises ValueError: when the digest length or the scheme does not fit.
         """
-        if len(digest) != hashlib.new(scheme.hash_name).digest_size:
-            raise ValueError(f"digest length {len(digest)} does not match {scheme.value}")
-        name = scheme.hash_name
-        if scheme in (SignatureScheme.ECDSA_SHA256, SignatureScheme.ECDSA_SHA384):
-            mechanism, param, payload = Mechanism.ECDSA, None, digest
-        elif scheme in (SignatureScheme.RSA_PSS_SHA256, SignatureScheme.RSA_PSS_SHA384):
-            # Explicit parameters (hash, MGF1 with the same hash, salt = digest length) rather
-            # than the library's defaults, which are SHA-1 based.
-            mechanism, param, payload = Mechanism.RSA_PKCS_PSS, _PSS_PARAMS[name], digest
+        if len(digest) != scheme.digest_size:
+            raise ValueError(
+                f"a {scheme.value} digest has {scheme.digest_size} bytes, not {len(digest)}"
+            )
+        handle = self.find_key(label)
+        if not scheme.fits(handle.algorithm):
+            raise ValueError(
+                f"{scheme.value} does not fit the {handle.algorithm.value} key {label!r}"
+            )
+        # The host hashes and the token runs the raw mechanism (CKM_ECDSA, CKM_RSA_PKCS over a
+        # DigestInfo, CKM_RSA_PKCS_PSS), as HSM clients usually do: SoftHSM 2.6 has no
+        # CKM_ECDSA_SHA256/384 at all, every PKCS#11 device implements these three, the token
+        # receives 32-48 bytes instead of a whole TBSCertificate or CRL, and prehashed input
+        # needs no second code path.
+        mechanism: Mechanism
+        parameter: tuple[Mechanism, MGF, int] | None = None
+        if scheme.is_ecdsa:
+            mechanism, payload = Mechanism.ECDSA, digest
+        elif scheme.is_pss:
+            mechanism, payload = Mechanism.RSA_PKCS_PSS, digest
+            parameter = _PSS_PARAMS[scheme.hash_name]
         else:
-            mechanism, param, payload = Mechanism.RSA_PKCS, None, _DIGEST_INFO[name] + digest
+            mechanism, payload = Mechanism.RSA_PKCS, _DIGEST_INFO[scheme.hash_name] + digest
 
         def sign(pooled: _PooledSession) -> bytes:
-            key = self._find_private(pooled, label)
-            raw: bytes = key.sign(payload, mechanism=mechanism, mechanism_param=param)
-            return raw
+            key = self._private_key_object(pooled, handle)
+            return key.sign(payload, mechanism=mechanism, mechanism_param=parameter)
 
-        try:
-            signature = self._run(sign)
-        except pkcs11.exceptions.PKCS11Error as exc:
-            raise HSMUnavailable(f"the token refused to sign with {label!r}: {exc!r}") from None
-        if mechanism == Mechanism.ECDSA:
-            half = len(signature) // 2
-            return encode_dss_signature(
-                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
-            )
-        return signature
-
-
-def rescan_tokens(module_path: str) -> None:
-    """Re-initialise a loaded module so it sees tokens created since it was loaded.
-
-    SoftHSM reads its token directory only at C_Initialize. Sessions of this process become
-    invalid; every Token reopens them (and logs in again) on its next use.
-    """
-    with _module_lock(module_path):
-        lib = pkcs11.lib(module_path)
-        lib.reinitialize()
-        _initialised_in[module_path] = os.getpid()
-        for key in [k for k in _logged_in if k[1] == module_path]:
-            _logged_in.discard(key)
+        signature = self._run(sign)
+        return _der_ecdsa(signature, handle.algorithm) if scheme.is_ecdsa else signature

@@ -59,7 +59,7 @@ def init(admin_username: str, admin_email: str) -> None:
 @app_command
 def _init_pki(admin_username: str, admin_email: str) -> None:
     from ca_service.app import settings_of
-    from ca_service.audit.service import ensure_audit_key
+    from ca_service.audit.service import ensure_audit_key, sign_checkpoint
     from ca_service.auth.models import Role, User
     from ca_service.auth.service import create_user
     from ca_service.authorities.service import (
@@ -112,6 +112,9 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
         click.echo(f"  username: {user.username}")
         click.echo(f"  password: {one_time_password}")
         click.echo("  Sign in at /auth/login, then set your own password and enrol TOTP.")
+    # Cover what init did (keys, CAs, first admin) by a signed checkpoint now, not 100 events
+    # later.
+    sign_checkpoint(token)
 
 
 @main.group("db")

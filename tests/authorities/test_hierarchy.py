@@ -276,3 +276,10 @@ def test_no_ca_private_key_can_be_read_out(app: Flask, hsm_env: HsmEnv) -> None:
                 key[secret]
     finally:
         session.close()
+
+
+def test_init_leaves_a_signed_audit_checkpoint(cli: CliInvoke) -> None:
+    assert cli("init").exit_code == 0
+    result = cli("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert "1 signed checkpoints" in result.output

@@ -89,7 +89,27 @@ def _hash_object(name: str) -> hashes.SHA256 | hashes.SHA384:
     return hashes.SHA384() if name == "sha384" else hashes.SHA256()
 
 
-class HSMRSAPrivateKey(rsa.RSAPrivateKey):
+class _TokenKey:
+    """What both adapters share: the key cannot be exported; a copy names the same token key."""
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Refused: the key is sensitive and unextractable."""
+        _refuse("exporting the key")
+
+    def __copy__(self) -> Self:
+        # A reference to a key in the token: a copy would name the same key, so it is this one.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+
+class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA key in the token: PKCS#1 v1.5, or PSS with MGF1 (same hash) and salt = digest."""
 
     def __init__(self, token: Token, label: str, public: rsa.RSAPublicKey) -> None:
@@ -152,27 +172,11 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
         """Refused: the private numbers are sensitive and unextractable."""
         _refuse("reading the private numbers")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key is sensitive and unextractable."""
-        _refuse("exporting the key")
-
-    def __copy__(self) -> Self:
-        # A reference to a key in the token: a copy would name the same key, so it is this one.
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Self:
-        return self
-
     def __repr__(self) -> str:
         return f"<HSMRSAPrivateKey label={self._label!r} bits={self.key_size}>"
 
 
-class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
+class HSMECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
     """An EC key in the token: ECDSA with SHA-256 or SHA-384, DER-encoded signatures."""
 
     def __init__(self, token: Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
@@ -222,22 +226,6 @@ class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         """Refused: the private value is sensitive and unextractable."""
         _refuse("reading the private value")
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key is sensitive and unextractable."""
-        _refuse("exporting the key")
-
-    def __copy__(self) -> Self:
-        # A reference to a key in the token: a copy would name the same key, so it is this one.
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Self:
-        return self
 
     def __repr__(self) -> str:
         return f"<HSMECPrivateKey label={self._label!r} curve={self.curve.name}>"

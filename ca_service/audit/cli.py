@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 import sqlalchemy as sa
+from flask import current_app
 
+from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.audit.service import AUDIT_KEY_LABEL, sign_checkpoint, verify_chain
 from ca_service.cli_support import app_command, echo_table, fail
@@ -21,12 +23,16 @@ def audit_cli() -> None:
 @app_command
 def verify() -> None:
     """Recompute the chain and check the HSM-signed checkpoints; exit 1 when tampered."""
-    report = verify_chain(app_token().public_key(AUDIT_KEY_LABEL))
+    every = int(settings_of(current_app)["AUDIT_CHECKPOINT_EVERY"])
+    # Checkpoints are signed automatically every `every` events, so a longer unsigned tail
+    # means checkpoints were deleted (letting someone rewrite the chain without the HSM key).
+    report = verify_chain(app_token().public_key(AUDIT_KEY_LABEL), max_unsigned_events=every - 1)
     if not report.ok:
         fail(f"audit log tampered at event {report.first_bad_seq}: {report.problem}")
     click.echo(
         f"audit log intact: {report.events_checked} events, "
-        f"{report.checkpoints_checked} signed checkpoints verified"
+        f"{report.checkpoints_checked} signed checkpoints verified, "
+        f"{report.unsigned_events} events after the last checkpoint"
     )
 
 

@@ -92,6 +92,8 @@ def _hash_object(name: str) -> hashes.SHA256 | hashes.SHA384:
 class _TokenKey:
     """What both adapters share: the key cannot be exported; a copy names the same token key."""
 
+    _label: str
+
     def private_bytes(
         self,
         encoding: serialization.Encoding,
@@ -108,6 +110,11 @@ class _TokenKey:
     def __deepcopy__(self, memo: dict[int, object]) -> Self:
         return self
 
+    @property
+    def label(self) -> str:
+        """The key's label in the token."""
+        return self._label
+
 
 class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA key in the token: PKCS#1 v1.5, or PSS with MGF1 (same hash) and salt = digest."""
@@ -116,11 +123,6 @@ class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         self._token = token
         self._label = label
         self._public = public
-
-    @property
-    def label(self) -> str:
-        """The key's label in the token."""
-        return self._label
 
     def sign(
         self,
@@ -183,11 +185,6 @@ class HSMECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
         self._token = token
         self._label = label
         self._public = public
-
-    @property
-    def label(self) -> str:
-        """The key's label in the token."""
-        return self._label
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """Sign in the token.

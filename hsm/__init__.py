@@ -2,6 +2,7 @@
 
 from hsm.config import HSMConfig
 from hsm.errors import (
+    DuplicateCertificateLabel,
     DuplicateKeyLabel,
     HSMError,
     HSMUnavailable,
@@ -25,6 +26,7 @@ from hsm.softhsm import (
 from hsm.token import KeyHandle, PublicKey, Token, rescan_tokens
 
 __all__ = [
+    "DuplicateCertificateLabel",
     "DuplicateKeyLabel",
     "HSMConfig",
     "HSMECPrivateKey",

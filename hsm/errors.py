@@ -72,6 +72,16 @@ class DuplicateKeyLabel(HSMError):
         )
 
 
+class DuplicateCertificateLabel(HSMError):
+    """A certificate with this label is already stored; replacing it has to be asked for."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(
+            f"the token already holds a certificate labelled {label!r}: "
+            "replace it explicitly (replace=True, `ca-client import-cert --replace`)"
+        )
+
+
 class SessionLost(HSMError):
     """The session to the token broke, and reopening it once did not help."""
 

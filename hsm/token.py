@@ -38,18 +38,21 @@ from typing import Any, TypeAlias, TypeVar
 
 import pkcs11
 import pkcs11._pkcs11 as pkcs11_native
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import MGF, Attribute, CertificateType, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.types import PublicKey as P11PublicKey
 from pkcs11.types import Session, SignMixin
 from pkcs11.types import Token as SlotToken
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from pkcs11.util.x509 import decode_x509_certificate
 
 from hsm.config import HSMConfig
 from hsm.errors import (
+    DuplicateCertificateLabel,
     DuplicateKeyLabel,
     HSMError,
     HSMUnavailable,
@@ -357,6 +360,18 @@ def _algorithm_of(label: str, key: Any) -> KeyAlgorithm:
     raise HSMError(f"key {label!r} is a {key.key_type.name} key, which this layer does not use")
 
 
+def _certificates_labelled(session: Session, label: str) -> list[Any]:
+    return list(
+        session.get_objects(
+            {
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                Attribute.LABEL: label,
+            }
+        )
+    )
+
+
 def _der_ecdsa(raw: bytes, algorithm: KeyAlgorithm) -> bytes:
     # PKCS#11 returns ECDSA signatures as r || s, each as long as the field; X.509 wants DER.
     half = 48 if algorithm is KeyAlgorithm.EC_P384 else 32
@@ -368,13 +383,14 @@ def _der_ecdsa(raw: bytes, algorithm: KeyAlgorithm) -> bytes:
 
 
 class Token:
-    """Thread-safe access to one token for this process: key generation, lookup and signing."""
+    """Thread-safe access to one token for this process: keys, signing, certificates."""
 
     def __init__(self, config: HSMConfig) -> None:
         self.config = config
         # Nothing touches the module before first use: constructing a Token is free.
         self._cond = threading.Condition()
         self._generate_lock = threading.Lock()
+        self._certificate_lock = threading.Lock()
         self._module: _Module | None = None
         self._generation = -1
         self._slot_token: SlotToken | None = None
@@ -398,6 +414,7 @@ class Token:
         # Locks held by the parent's other threads at fork time would stay held for ever here.
         self._cond = threading.Condition()
         self._generate_lock = threading.Lock()
+        self._certificate_lock = threading.Lock()
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -831,3 +848,74 @@ class Token:
 
         signature = self._run(sign)
         return _der_ecdsa(signature, handle.algorithm) if scheme.is_ecdsa else signature
+
+    # -- certificates ------------------------------------------------------------------------
+
+    def store_certificate(self, label: str, der: bytes, *, replace: bool = False) -> None:
+        """Store an X.509 certificate as a public token object beside the key pair ``label``.
+
+        The certificate gets the key's label and CKA_ID: PKCS#11 middleware (browsers, PDF
+        signers, OpenSC) pairs a certificate with its private key by CKA_ID.
+
+        :raises KeyNotFound: when the token holds no key pair with this label.
+        :raises DuplicateCertificateLabel: when a certificate has this label and not ``replace``.
+        :raises ValueError: when ``der`` is not a DER certificate, or certifies another key.
+        """
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise ValueError("not a DER-encoded X.509 certificate") from None
+        if certificate.public_key() != self.public_key(label):
+            raise ValueError(f"the certificate is for another key than {label!r}")
+        handle = self.find_key(label)
+        # python-pkcs11 takes SUBJECT, ISSUER and SERIAL_NUMBER from the certificate's own
+        # encoding (asn1crypto keeps it), as middleware compares them byte for byte. Not its
+        # extended_set: that puts the key identifiers into CKA_HASH_OF_*_PUBLIC_KEY, which the
+        # standard defines as hashes of the whole public key, so they would be wrong.
+        template = {
+            **decode_x509_certificate(der),
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.LABEL: label,
+            Attribute.ID: handle.key_id,
+        }
+        tried = False  # whether an attempt may have stored it before its session was lost
+
+        def store(pooled: _PooledSession) -> None:
+            nonlocal tried
+            session = pooled.session
+            existing = _certificates_labelled(session, label)
+            # A retry finds the certificate the lost attempt stored, if it got that far.
+            ours = next((c for c in existing if tried and bytes(c[Attribute.VALUE]) == der), None)
+            if ours is None:
+                if existing and not replace:
+                    raise DuplicateCertificateLabel(label)
+                tried = True
+                ours = session.create_object(template)
+                if not replace and len(_certificates_labelled(session, label)) > 1:
+                    # Another process stored one meanwhile; its certificate stays, ours goes.
+                    ours.destroy()
+                    raise DuplicateCertificateLabel(label)
+            # Only now the old ones go, so that the key is never left without a certificate.
+            for old in existing:
+                if old.handle != ours.handle:
+                    old.destroy()
+
+        # One store at a time in this process, so that the check and the creation of two
+        # threads cannot interleave.
+        with self._certificate_lock:
+            self._run(store)
+
+    def certificate(self, label: str) -> bytes | None:
+        """The DER X.509 certificate stored under ``label``, or None when there is none.
+
+        :raises HSMError: when several certificates share the label.
+        """
+
+        def read(pooled: _PooledSession) -> bytes | None:
+            found = _certificates_labelled(pooled.session, label)
+            if len(found) > 1:
+                raise HSMError(f"several certificates are labelled {label!r}: delete all but one")
+            return bytes(found[0][Attribute.VALUE]) if found else None
+
+        return self._run(read)

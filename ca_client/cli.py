@@ -1,0 +1,378 @@
+"""The `ca-client` command line: employer keys on a token or in a file, CSRs, certificates.
+
+Secrets never come from arguments (other local users can read a process's command line): the
+token PIN and the key-file passphrase come from an environment variable or a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca_client import keys
+from ca_client.certificates import import_certificate, load_certificate_file
+from ca_client.errors import ClientError
+from hsm import (
+    HSMConfig,
+    HSMError,
+    KeyAlgorithm,
+    KeyNotFound,
+    PKCS11ModuleNotFound,
+    Token,
+    TokenNotFound,
+    find_softhsm_module,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SUBJECT_NOTE = (
+    "Only for your own records: the CA ignores the CSR subject and puts the organisation "
+    "details it holds on file into the certificate."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Employer client of the certificate authority.
+
+    Create your organisation's key pair on your PKCS#11 token (UKey) or in an encrypted key
+    file, write the certificate signing request (CSR) to hand to the CA, and store the
+    certificate the CA issues on the token beside its key.
+
+    The token PIN is read from $CA_CLIENT_PIN (or --pin-env NAME, or --pin-file FILE) and a
+    key file's passphrase from $CA_CLIENT_PASSPHRASE (or --passphrase-env, --passphrase-file),
+    never from the command line.
+    """
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+def _apply(options: Sequence[Callable[[Any], Any]], func: F) -> F:
+    decorated: Any = func
+    for option in reversed(options):
+        decorated = option(decorated)
+    return cast(F, decorated)
+
+
+def _token_options(*, required: bool) -> Callable[[F], F]:
+    options = [
+        click.option(
+            "--module",
+            metavar="PATH",
+            envvar="CA_CLIENT_MODULE",
+            show_envvar=True,
+            help="Your token's PKCS#11 module (shared library). [default: SoftHSM's module]",
+        ),
+        click.option(
+            "--token-label",
+            metavar="LABEL",
+            required=required,
+            help="Label of the token that holds (or is to hold) the key.",
+        ),
+        click.option(
+            "--key-label",
+            metavar="LABEL",
+            default="employer-key",
+            show_default=True,
+            help="Label of the key pair (and its certificate) on the token.",
+        ),
+        click.option(
+            "--pin-env",
+            metavar="NAME",
+            default="CA_CLIENT_PIN",
+            show_default=True,
+            help="Environment variable holding the token's user PIN.",
+        ),
+        click.option(
+            "--pin-file",
+            metavar="FILE",
+            type=click.Path(dir_okay=False),
+            help="File holding the user PIN; used instead of the environment variable.",
+        ),
+    ]
+    return lambda func: _apply(options, func)
+
+
+def _key_file_options(func: F) -> F:
+    options = [
+        click.option(
+            "--key-file",
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Keep the key in this encrypted PKCS#8 PEM file instead of on a token.",
+        ),
+        click.option(
+            "--passphrase-env",
+            metavar="NAME",
+            default="CA_CLIENT_PASSPHRASE",
+            show_default=True,
+            help="Environment variable holding the key file's passphrase.",
+        ),
+        click.option(
+            "--passphrase-file",
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="File holding the passphrase; used instead of the environment variable.",
+        ),
+    ]
+    return _apply(options, func)
+
+
+def _csr_options(func: F) -> F:
+    options = [
+        click.option("--subject-cn", metavar="TEXT", help=f"Common name. {_SUBJECT_NOTE}"),
+        click.option(
+            "--organization-identifier",
+            metavar="TEXT",
+            help=f"organizationIdentifier, e.g. VATXX-123456789. {_SUBJECT_NOTE}",
+        ),
+        click.option(
+            "--csr",
+            "csr_path",
+            metavar="FILE",
+            default="-",
+            type=click.Path(dir_okay=False, allow_dash=True),
+            help="Where to write the CSR (PEM).  [default: standard output]",
+        ),
+    ]
+    return _apply(options, func)
+
+
+# -- shared steps --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _errors(token_label: str | None = None, key_label: str | None = None) -> Iterator[None]:
+    """Turn what a user can act on into one `Error: ...` line and exit status 1."""
+    try:
+        yield
+    # The layer's own messages for these two point at the CA server's set-up.
+    except TokenNotFound:
+        raise click.ClickException(
+            f"no token labelled {token_label!r}: plug in your token, or check --token-label "
+            "and --module"
+        ) from None
+    except KeyNotFound:
+        raise click.ClickException(
+            f"token {token_label!r} holds no key labelled {key_label!r}: check --key-label, "
+            "or create the key with `ca-client keygen`"
+        ) from None
+    except (HSMError, ClientError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _open_token(
+    module: str | None, token_label: str, pin_env: str, pin_file: str | None
+) -> Iterator[Token]:
+    module_path = module or find_softhsm_module()
+    if module_path is None:
+        raise click.UsageError("SoftHSM is not installed: name your token's module with --module")
+    config = HSMConfig.from_sources(
+        module_path=module_path,
+        token_label=token_label,
+        # A PIN file given on the command line wins over a variable set in the environment.
+        pin_env=None if pin_file else pin_env,
+        pin_file=pin_file,
+        environ=os.environ,
+        pool_size=1,
+    )
+    token = Token(config)
+    try:
+        yield token
+    except PKCS11ModuleNotFound:
+        # The layer's message points at the CA server's setting.
+        raise click.ClickException(
+            f"cannot load the PKCS#11 module {module_path}: check --module (or $CA_CLIENT_MODULE)"
+        ) from None
+    finally:
+        token.close()  # logs out
+
+
+def _passphrase(env_name: str, file: Path | None) -> bytes:
+    if file is not None:
+        try:
+            # Only the line ending goes: spaces may be part of a passphrase.
+            secret = file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from None
+        if not secret:
+            raise click.ClickException(f"the passphrase file {file} is empty")
+        return secret.encode()
+    secret = os.environ.get(env_name, "")
+    if not secret:
+        raise click.ClickException(
+            f"no key-file passphrase: set ${env_name}, or use --passphrase-file"
+        )
+    return secret.encode()
+
+
+def _key_location(token_label: str | None, key_file: Path | None) -> None:
+    if (token_label is None) == (key_file is None):
+        raise click.UsageError("give either --token-label (key on a token) or --key-file")
+
+
+def _write_csr(csr: x509.CertificateSigningRequest, path: str) -> None:
+    pem = csr.public_bytes(Encoding.PEM).decode("ascii")
+    if path == "-":
+        click.echo(pem, nl=False)
+        return
+    try:
+        Path(path).write_text(pem, encoding="ascii")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the CSR to {path}: {exc.strerror or exc} "
+            "(the key is in place: `ca-client csr` writes its CSR again)"
+        ) from None
+    click.echo(f"wrote the CSR to {path}", err=True)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@main.command()
+@_token_options(required=False)
+@_key_file_options
+@click.option(
+    "--algorithm",
+    type=click.Choice([algorithm.value for algorithm in keys.CLIENT_ALGORITHMS]),
+    default=KeyAlgorithm.EC_P256.value,
+    show_default=True,
+    help="Key type. The CSR is signed with SHA-384 for ec-p384 and rsa-3072, else SHA-256.",
+)
+@_csr_options
+def keygen(
+    *,
+    module: str | None,
+    token_label: str | None,
+    key_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    key_file: Path | None,
+    passphrase_env: str,
+    passphrase_file: Path | None,
+    algorithm: str,
+    subject_cn: str | None,
+    organization_identifier: str | None,
+    csr_path: str,
+) -> None:
+    """Generate a key pair and write its CSR.
+
+    On a token (--token-label) the private key is created unextractable: it can sign but
+    never leave the token. In a file (--key-file) it is written as passphrase-encrypted
+    PKCS#8 PEM, readable by you alone; an existing file is never overwritten.
+    """
+    _key_location(token_label, key_file)
+    chosen = KeyAlgorithm(algorithm)
+    subject = keys.subject_name(subject_cn, organization_identifier)
+    with _errors(token_label, key_label):
+        if key_file is not None:
+            passphrase = _passphrase(passphrase_env, passphrase_file)
+            private_key = keys.generate_file_key(key_file, chosen, passphrase)
+            click.echo(f"wrote the encrypted {chosen.value} key to {key_file}", err=True)
+            csr = keys.build_csr(private_key, subject)
+        else:
+            assert token_label is not None  # noqa: S101  (checked by _key_location)
+            with _open_token(module, token_label, pin_env, pin_file) as token:
+                signer = keys.generate_token_key(token, key_label, chosen)
+                click.echo(
+                    f"generated {chosen.value} key {key_label!r} on token {token_label!r}",
+                    err=True,
+                )
+                csr = keys.build_csr(signer, subject)
+    _write_csr(csr, csr_path)
+
+
+@main.command()
+@_token_options(required=False)
+@_key_file_options
+@_csr_options
+def csr(
+    *,
+    module: str | None,
+    token_label: str | None,
+    key_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    key_file: Path | None,
+    passphrase_env: str,
+    passphrase_file: Path | None,
+    subject_cn: str | None,
+    organization_identifier: str | None,
+    csr_path: str,
+) -> None:
+    """Write a CSR for an existing key on a token or in a key file."""
+    _key_location(token_label, key_file)
+    subject = keys.subject_name(subject_cn, organization_identifier)
+    with _errors(token_label, key_label):
+        if key_file is not None:
+            private_key = keys.load_file_key(key_file, _passphrase(passphrase_env, passphrase_file))
+            request = keys.build_csr(private_key, subject)
+        else:
+            assert token_label is not None  # noqa: S101  (checked by _key_location)
+            with _open_token(module, token_label, pin_env, pin_file) as token:
+                request = keys.build_csr(token.private_key(key_label), subject)
+    _write_csr(request, csr_path)
+
+
+@main.command("import-cert")
+@click.argument("certificate_file", type=click.Path(dir_okay=False, path_type=Path))
+@_token_options(required=True)
+@click.option("--replace", is_flag=True, help="Replace a certificate already stored for the key.")
+def import_cert(
+    *,
+    certificate_file: Path,
+    module: str | None,
+    token_label: str,
+    key_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    replace: bool,
+) -> None:
+    """Store a certificate (PEM or DER file) on the token beside its key.
+
+    The certificate gets the key's label and ID, so that signing software pairs the two.
+    """
+    with _errors(token_label, key_label):
+        certificate = load_certificate_file(certificate_file)
+        with _open_token(module, token_label, pin_env, pin_file) as token:
+            try:
+                import_certificate(token, key_label, certificate, replace=replace)
+            except ValueError as exc:  # the certificate is for another key
+                raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"stored certificate {certificate.serial_number:x} ({certificate.subject.rfc4514_string()})"
+        f" on token {token_label!r} beside key {key_label!r}"
+    )
+
+
+@main.command()
+@_token_options(required=True)
+def show(
+    *, module: str | None, token_label: str, key_label: str, pin_env: str, pin_file: str | None
+) -> None:
+    """Show a key on the token and the certificate stored beside it."""
+    with (
+        _errors(token_label, key_label),
+        _open_token(module, token_label, pin_env, pin_file) as token,
+    ):
+        summary = keys.describe_token_key(token, key_label)
+    click.echo(f"key:          {summary.label} on token {token_label}")
+    click.echo(f"algorithm:    {summary.algorithm.value}")
+    click.echo(f"public key:   SHA-256 {summary.fingerprint}")
+    certificate = summary.certificate
+    if certificate is None:
+        click.echo("certificate:  none stored")
+        return
+    click.echo(f"certificate:  {certificate.subject.rfc4514_string()}")
+    click.echo(f"  serial:     {certificate.serial_number:x}")
+    click.echo(f"  issuer:     {certificate.issuer.rfc4514_string()}")
+    click.echo(f"  not after:  {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")

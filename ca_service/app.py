@@ -61,14 +61,25 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     hsm_access.init_app(app, settings)
     csrf.init_app(app)
 
-    from ca_service import audit, auth, authorities, errors_views, revocation, web
+    from ca_service import (
+        audit,
+        auth,
+        authorities,
+        employers,
+        errors_views,
+        issuance,
+        revocation,
+        web,
+    )
 
     errors_views.init_app(app)
     web.init_app(app)
+    employers.init_app(app)  # before auth: its rate limits cover the registration page
     auth.init_app(app)
     audit.init_app(app)
     authorities.init_app(app)
     revocation.init_app(app)
+    issuance.init_app(app)
     return app
 
 

@@ -256,12 +256,16 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 def _register_feature_commands() -> None:
     from ca_service.audit.cli import audit_cli
     from ca_service.auth.cli import user_cli
+    from ca_service.binding.cli import trust_cli
+    from ca_service.outbox.cli import outbox_cli
     from ca_service.revocation.cli import crl_cli, revoke
 
     main.add_command(user_cli, "user")
     main.add_command(audit_cli, "audit")
     main.add_command(crl_cli, "crl")
     main.add_command(revoke, "revoke")
+    main.add_command(outbox_cli, "outbox")
+    main.add_command(trust_cli, "trust")
 
 
 _register_feature_commands()

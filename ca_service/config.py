@@ -105,6 +105,13 @@ SETTINGS: tuple[Setting, ...] = (
         "nextUpdate of OCSP responses, in hours (GET answers are cacheable until then).",
         int,
     ),
+    Setting(
+        "CRL_COALESCE_SECONDS",
+        5,
+        "A revocation publishes a CRL at once only if the newest is older than this; "
+        "otherwise `ca-service crl publish --pending` (or --watch) does.",
+        int,
+    ),
     Setting("LOGIN_MAX_FAILURES", 5, "Failed logins before an account is locked.", int),
     Setting("LOCKOUT_MINUTES", 15, "How long a locked account stays locked.", int),
     Setting(
@@ -130,6 +137,61 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_HOURS", 8, "Idle lifetime of a login session in hours.", int),
     Setting("MAX_UPLOAD_MB", 10, "Largest accepted request body in megabytes.", int),
     Setting("LOG_LEVEL", "INFO", "Python log level."),
+    Setting(
+        "DOCUMENT_DIR",
+        "",
+        "Where uploaded documents are stored by SHA-256 (outside any web root); empty means "
+        "<VAR_DIR>/documents.",
+    ),
+    Setting(
+        "MAX_DOCUMENT_MB", 8, "Largest accepted document (or detached signature) in megabytes.", int
+    ),
+    Setting(
+        "REGISTRATION_NUMBER_SCHEME",
+        "stdnum.cn.uscc",
+        "python-stdnum module that validates employer registration numbers (e.g. stdnum.cn.uscc, "
+        "stdnum.es.cif).",
+    ),
+    Setting(
+        "EMPLOYER_VALIDITY_DAYS",
+        365,
+        "Lifetime of employer certificates in days (never beyond the issuing CA's).",
+        int,
+    ),
+    Setting(
+        "EMPLOYER_NON_REPUDIATION",
+        False,
+        "Also set nonRepudiation (contentCommitment) in employer certificates' key usage.",
+        bool,
+    ),
+    Setting(
+        "DUAL_CONTROL",
+        False,
+        "A second, different RA officer confirms each approval before the certificate is issued.",
+        bool,
+    ),
+    Setting("SMS_CODE_MINUTES", 10, "Lifetime of one-time SMS codes in minutes.", int),
+    Setting(
+        "SMTP_URL",
+        "",
+        "Mail server, smtp://host:port (STARTTLS when offered) or smtps://host:port; empty "
+        "keeps e-mail in the outbox (development: read it with `ca-service outbox list`).",
+    ),
+    Setting("SMTP_USERNAME", "", "Mail server login name; empty means no login."),
+    Setting(
+        "SMTP_PASSWORD_ENV",
+        "CA_SMTP_PASSWORD",
+        "Environment variable that holds the mail server password.",
+    ),
+    Setting("MAIL_FROM", "ca@localhost", "Sender address of notices."),
+    Setting(
+        "SMS_BACKEND",
+        "outbox",
+        "SMS delivery: 'outbox' keeps messages in the outbox for `ca-service outbox list` "
+        "(development); a gateway backend plugs in at ca_service.outbox.senders.",
+    ),
+    Setting("OUTBOX_MAX_ATTEMPTS", 8, "Delivery attempts before a message is marked failed.", int),
+    Setting("API_TOKEN_HOURS", 8, "Lifetime of JSON API bearer tokens in hours.", int),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -189,6 +251,10 @@ class Settings:
         return Path(self.values["SECRET_KEY_FILE"] or self.var_dir / "secret-key")
 
     @property
+    def document_dir(self) -> Path:
+        return Path(self.values["DOCUMENT_DIR"] or self.var_dir / "documents")
+
+    @property
     def public_base_url(self) -> str:
         return str(self.values["PUBLIC_BASE_URL"]).rstrip("/")
 
@@ -237,6 +303,16 @@ def _validate(values: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"{ENV_PREFIX}PUBLIC_BASE_URL must start with http:// or https://")
     if values["HSM_POOL_SIZE"] < 1:
         raise ConfigurationError(f"{ENV_PREFIX}HSM_POOL_SIZE must be at least 1")
+    if values["SMS_BACKEND"] != "outbox":
+        raise ConfigurationError(f"{ENV_PREFIX}SMS_BACKEND must be 'outbox'")
+    smtp = str(values["SMTP_URL"])
+    if smtp and not smtp.startswith(("smtp://", "smtps://")):
+        raise ConfigurationError(f"{ENV_PREFIX}SMTP_URL must start with smtp:// or smtps://")
+    scheme = str(values["REGISTRATION_NUMBER_SCHEME"])
+    if not scheme.startswith("stdnum."):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}REGISTRATION_NUMBER_SCHEME must name a python-stdnum module"
+        )
     if not str(values["TOKEN_LABEL"]).strip():
         raise ConfigurationError(f"{ENV_PREFIX}TOKEN_LABEL must not be empty")
 

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from flask import Flask
@@ -65,6 +65,16 @@ def enum_column(enum_type: type[E], length: int = 32) -> sa.Enum:
         create_constraint=True,
         name=enum_type.__name__.lower(),
     )
+
+
+def rows_changed(statement: sa.Executable) -> int:
+    """Run an UPDATE or DELETE in the request's session; the number of rows it changed.
+
+    Conditional updates (``WHERE status = 'submitted'``) use it to claim a row: of two
+    concurrent requests only one changes it.
+    """
+    result = db.session.execute(statement)
+    return int(cast("sa.CursorResult[Any]", result).rowcount)
 
 
 intpk = Annotated[int, mapped_column(primary_key=True)]

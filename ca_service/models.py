@@ -67,6 +67,8 @@ class Certificate(Base):
     not_after: Mapped[dt.datetime] = mapped_column(index=True)
     # Label of the key in our HSM for certificates whose key we hold (CAs, OCSP responders).
     key_label: Mapped[str | None] = mapped_column(sa.String(64))
+    # The employer an end-entity certificate identifies.
+    employer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("employers.id"), index=True)
     der: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     fingerprint_sha256: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[created_at]

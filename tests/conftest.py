@@ -187,6 +187,12 @@ def _clean(app: Flask, baseline: Baseline) -> None:
 
     keep = {"authorities", "certificates", "alembic_version", "audit_head", "crls"}
     with app.app_context():
+        # Test certificates point at test employers; unhook them before employers go.
+        db.session.execute(
+            sa.update(Certificate)
+            .where(Certificate.id.not_in(baseline.certificate_ids))
+            .values(employer_id=None)
+        )
         for table in reversed(Base.metadata.sorted_tables):
             if table.name not in keep:
                 db.session.execute(table.delete())

@@ -47,6 +47,9 @@ class User(UserMixin, Base):  # type: ignore[misc]  # flask-login ships no type 
     disabled: Mapped[bool] = mapped_column(default=False)
     # Bumped on password change: the session cookie embeds it, so old sessions end.
     session_version: Mapped[int] = mapped_column(default=1)
+    # The employer an administrator acts for; officers may belong to one too, and then never
+    # review its applications.
+    employer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("employers.id"), index=True)
     created_at: Mapped[created_at]
     last_login_at: Mapped[dt.datetime | None]
 
@@ -62,3 +65,37 @@ class User(UserMixin, Base):  # type: ignore[misc]  # flask-login ships no type 
     @property
     def is_active(self) -> bool:
         return not self.disabled
+
+
+class CodePurpose(enum.StrEnum):
+    CONFIRM_MOBILE = "confirm_mobile"
+    LOGIN = "login"
+    PASSWORD_RESET = "password_reset"  # noqa: S105  (a purpose name, not a password)
+
+
+class OneTimeCode(Base):
+    """A short numeric code sent by SMS; stored as an HMAC, used once, tried a few times."""
+
+    __tablename__ = "one_time_codes"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    purpose: Mapped[CodePurpose] = mapped_column(enum_column(CodePurpose))
+    code_hash: Mapped[str] = mapped_column(sa.String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    created_at: Mapped[created_at]
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+    created_at: Mapped[created_at]

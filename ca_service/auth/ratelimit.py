@@ -16,8 +16,16 @@ from flask.typing import RouteCallable
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-# The POST of each step where a guess can be made: password, TOTP code, current password.
-LIMITED_ENDPOINTS = ("auth.login", "auth.totp_code", "auth.change_password")
+# The POST of each step where a guess can be made (password, TOTP or SMS code, current
+# password) or that sends an SMS (registration, a new code).
+LIMITED_ENDPOINTS = (
+    "auth.login",
+    "auth.totp_code",
+    "auth.change_password",
+    "auth.confirm_mobile",
+    "auth.resend_mobile_code",
+    "employers.register",
+)
 MESSAGE = "Too many attempts from your address. Wait a minute, then try again."
 
 

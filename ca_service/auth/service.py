@@ -22,6 +22,7 @@ from ca_service.auth import totp
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.db import db, utcnow
+from ca_service.employers.models import Employer
 from ca_service.errors import (
     AccountLocked,
     AuthenticationFailed,
@@ -74,6 +75,7 @@ class LoginStage(StrEnum):
     """What a user who passed the password must still do before being signed in."""
 
     SET_PASSWORD = "set_password"  # noqa: S105  (a step name, not a password)
+    CONFIRM_MOBILE = "confirm_mobile"  # an employer administrator's reserved mobile number
     TOTP_ENROL = "totp_enrol"
     TOTP = "totp"
 
@@ -366,6 +368,10 @@ def next_login_stage(user: User) -> LoginStage | None:
     """What the user must still do before being signed in (None: nothing)."""
     if user.password_is_temporary:
         return LoginStage.SET_PASSWORD
+    if user.role is Role.EMPLOYER_ADMIN and user.employer_id is not None:
+        employer = db.session.get(Employer, user.employer_id)
+        if employer is not None and employer.mobile_confirmed_at is None:
+            return LoginStage.CONFIRM_MOBILE
     if user.role.needs_totp:
         return LoginStage.TOTP if user.totp_secret_encrypted else LoginStage.TOTP_ENROL
     return None

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
 import time
 
 import pyotp
-import qrcode
-import qrcode.image.svg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,14 +24,6 @@ def new_seed() -> str:
 def provisioning_uri(seed: str, username: str) -> str:
     """The ``otpauth://`` URI an authenticator app reads from the QR code."""
     return str(pyotp.TOTP(seed).provisioning_uri(name=username, issuer_name=ISSUER))
-
-
-def qr_svg_data_uri(uri: str) -> str:
-    """The otpauth URI as an inline SVG QR code (no external request; the CSP allows data:)."""
-    image = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    buffer = io.BytesIO()
-    image.save(buffer)
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def matching_step(seed: str, code: str, now: float | None = None) -> int | None:

@@ -38,7 +38,10 @@ from ca_service.auth.forms import (
 from ca_service.auth.models import User
 from ca_service.auth.service import LoginStage
 from ca_service.db import db
+from ca_service.employers import service as employers_service
+from ca_service.employers.service import CodePolicy, employer_of
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
+from ca_service.qr import qr_svg_data_uri
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -57,7 +60,10 @@ _STAGE_ENDPOINTS = {
     LoginStage.SET_PASSWORD: "auth.set_password",
     LoginStage.TOTP_ENROL: "auth.totp_enrol",
     LoginStage.TOTP: "auth.totp_code",
+    LoginStage.CONFIRM_MOBILE: "auth.confirm_mobile",
 }
+# Endpoints a pending browser may use besides its stage's own page.
+_PENDING_EXTRA = {LoginStage.CONFIRM_MOBILE: ("auth.resend_mobile_code",)}
 
 Page = Response | str | tuple[str, int]
 
@@ -127,13 +133,16 @@ def _hold_pending_browser() -> Response | None:
     if request.endpoint == "auth.login" and request.method == "POST":
         return None  # signing in again (perhaps as someone else) replaces the pending state
     stage = _pending_stage()
-    if stage is None or request.endpoint in (_STAGE_ENDPOINTS[stage], "auth.cancel"):
+    if stage is None:
+        return None
+    if request.endpoint in (_STAGE_ENDPOINTS[stage], "auth.cancel", *_PENDING_EXTRA.get(stage, ())):
         return None
     return redirect(url_for(_STAGE_ENDPOINTS[stage]))
 
 
-def _advance(user: User) -> Response:
-    """Move a pending user to the next step, or sign them in."""
+def advance_login(user: User) -> Response:
+    """Move a user whose password passed (or who just registered) to the next step, or sign
+    them in."""
     stage = service.next_login_stage(user)
     if stage is None:
         return _sign_in(user)
@@ -179,7 +188,7 @@ def login() -> Page:
         session.clear()
         if next_url:
             session[NEXT] = next_url
-        return _advance(user)
+        return advance_login(user)
     return render_template("auth/login.html", form=form)
 
 
@@ -196,7 +205,7 @@ def set_password() -> Page:
             flash(exc.message, "error")
             return _stage_page("auth/set_password.html", form), exc.status_code
         flash("Your password is set.", "success")
-        return _advance(user)
+        return advance_login(user)
     return _stage_page("auth/set_password.html", form)
 
 
@@ -226,9 +235,7 @@ def totp_enrol() -> Page:
         else:
             return _sign_in(user)
     uri = totp.provisioning_uri(seed, user.username)
-    page = _stage_page(
-        "auth/totp_enrol.html", form, seed=seed, qr=totp.qr_svg_data_uri(uri), uri=uri
-    )
+    page = _stage_page("auth/totp_enrol.html", form, seed=seed, qr=qr_svg_data_uri(uri), uri=uri)
     return page, status
 
 
@@ -248,6 +255,44 @@ def totp_code() -> Page:
             return _stage_page("auth/totp.html", form), exc.status_code
         return _sign_in(user)
     return _stage_page("auth/totp.html", form)
+
+
+def _code_policy() -> CodePolicy:
+    minutes = int(settings_of(current_app)["SMS_CODE_MINUTES"])
+    return CodePolicy(secret_key=_secret_key(), lifetime=dt.timedelta(minutes=minutes))
+
+
+@bp.route("/confirm-mobile", methods=["GET", "POST"])
+def confirm_mobile() -> Page:
+    user = _pending_user(LoginStage.CONFIRM_MOBILE)
+    if user is None:
+        return redirect(url_for("auth.login"))
+    employer = employer_of(user)
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            employers_service.confirm_mobile(user, form.code.data or "", _code_policy())
+        except AuthenticationFailed as exc:
+            flash(exc.message, "error")
+            return _stage_page(
+                "auth/confirm_mobile.html", form, mobile=employer.mobile, resend=CancelForm()
+            ), exc.status_code
+        flash("Your mobile number is confirmed.", "success")
+        return advance_login(user)
+    return _stage_page(
+        "auth/confirm_mobile.html", form, mobile=employer.mobile, resend=CancelForm()
+    )
+
+
+@bp.post("/confirm-mobile/resend")
+def resend_mobile_code() -> Response:
+    user = _pending_user(LoginStage.CONFIRM_MOBILE)
+    if user is None:
+        return redirect(url_for("auth.login"))
+    if CancelForm().validate_on_submit():
+        employers_service.send_mobile_code(user, employer_of(user), _code_policy())
+        flash("A new code is on its way. Earlier codes no longer work.", "success")
+    return redirect(url_for("auth.confirm_mobile"))
 
 
 @bp.post("/cancel")

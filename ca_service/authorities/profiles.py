@@ -1,4 +1,4 @@
-"""Certificate profiles of the CA hierarchy (RFC 5280): root, issuing CA, OCSP responder."""
+"""Certificate profiles (RFC 5280): root, issuing CA, OCSP responder, employer."""
 
 from __future__ import annotations
 
@@ -171,4 +171,59 @@ def crl_distribution_points(issuer_slug: str, urls: PublicUrls) -> x509.CRLDistr
                 crl_issuer=None,
             )
         ]
+    )
+
+
+def employer_subject(*, country: str, legal_name: str, registration_number: str) -> x509.Name:
+    """An employer's subject, from its record: the registration number in both
+    organizationIdentifier (2.5.4.97) and serialNumber, as relying parties look in either."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, legal_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, registration_number),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, registration_number),
+            x509.NameAttribute(NameOID.COMMON_NAME, legal_name),
+        ]
+    )
+
+
+def employer_builder(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Certificate,
+    issuer_slug: str,
+    urls: PublicUrls,
+    non_repudiation: bool,
+) -> x509.CertificateBuilder:
+    """Employer (organisation) certificate: digitalSignature (+ nonRepudiation where
+    configured), clientAuth, AIA with OCSP, CRL distribution point."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=non_repudiation,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(issuer.public_key()), critical=False)
+        .add_extension(
+            authority_information_access(issuer_slug, urls, with_ocsp=True), critical=False
+        )
+        .add_extension(crl_distribution_points(issuer_slug, urls), critical=False)
     )

@@ -1,0 +1,1 @@
+"""External trust anchors (seal CA, tax CA) and, next, tax-certificate binding."""

@@ -1,0 +1,165 @@
+"""Registering an employer and its administrator; confirming the reserved mobile number."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ca_service.audit.service import record_event
+from ca_service.auth.codes import check_code, issue_code
+from ca_service.auth.models import CodePurpose, Role, User
+from ca_service.auth.service import actor_of, check_password_policy, find_user, hash_password
+from ca_service.db import db, utcnow
+from ca_service.employers import numbers
+from ca_service.employers.models import Employer
+from ca_service.errors import Conflict, NotFound, ValidationError
+from ca_service.outbox.models import Channel
+from ca_service.outbox.service import enqueue
+
+_MOBILE = re.compile(r"\+?[0-9]{6,15}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the registration form or API gives."""
+
+    registration_number: str
+    legal_name: str
+    administrator_name: str
+    mobile: str
+    email: str
+    password: str
+    legal_representative_id: str = ""
+
+
+@dataclass(frozen=True)
+class CodePolicy:
+    """SMS-code settings, passed in from configuration."""
+
+    secret_key: str
+    lifetime: dt.timedelta
+
+
+def normalise_mobile(value: str) -> str:
+    """Digits with an optional leading +, spaces and dashes removed.
+
+    :raises ValidationError: when it is not a phone number.
+    """
+    compact = re.sub(r"[\s\-().]", "", value)
+    if not _MOBILE.fullmatch(compact):
+        raise ValidationError(f"{value!r} is not a mobile number (6 to 15 digits).")
+    return compact
+
+
+def register_employer(
+    data: Registration, *, scheme: str, codes: CodePolicy
+) -> tuple[Employer, User]:
+    """Create the employer and its administrator (username = registration number), and send an
+    SMS code to confirm the mobile number; flushes.
+
+    :raises ValidationError: for each malformed field, with what is wrong.
+    :raises Conflict: when the registration number is already registered.
+    """
+    number = numbers.registration_number(data.registration_number, scheme)
+    legal_name = " ".join(data.legal_name.split())
+    admin_name = " ".join(data.administrator_name.split())
+    # 64 characters: the upper bound of organizationName and commonName (RFC 5280), where
+    # the legal name goes in the certificate.
+    if not legal_name or len(legal_name) > 64:
+        raise ValidationError("Give the company's legal name (at most 64 characters).")
+    if not admin_name or len(admin_name) > 200:
+        raise ValidationError("Give the administrator's name (at most 200 characters).")
+    email = data.email.strip()
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
+        raise ValidationError(f"{data.email!r} is not an e-mail address.")
+    mobile = normalise_mobile(data.mobile)
+    representative = (
+        numbers.legal_representative_id(data.legal_representative_id)
+        if data.legal_representative_id.strip()
+        else None
+    )
+    check_password_policy(number, data.password)
+    taken = db.session.scalar(sa.select(Employer.id).where(Employer.registration_number == number))
+    if taken is not None or find_user(number) is not None:
+        raise Conflict(
+            f"The registration number {number} is already registered. Sign in, or ask the "
+            "agency if you did not register it."
+        )
+    employer = Employer(
+        registration_number=number,
+        legal_name=legal_name,
+        legal_representative_id=representative,
+        mobile=mobile,
+        email=email,
+    )
+    db.session.add(employer)
+    db.session.flush()
+    user = User(
+        username=number,
+        email=email,
+        full_name=admin_name,
+        role=Role.EMPLOYER_ADMIN,
+        password_hash=hash_password(data.password),
+        password_is_temporary=False,
+        employer_id=employer.id,
+    )
+    db.session.add(user)
+    db.session.flush()
+    record_event(
+        actor_of(user),
+        "employer.registered",
+        number,
+        {"legal_name": legal_name, "administrator": admin_name},
+    )
+    send_mobile_code(user, employer, codes)
+    return employer, user
+
+
+def employer_of(user: User) -> Employer:
+    """The employer an administrator acts for.
+
+    :raises NotFound: when the account belongs to no employer.
+    """
+    employer = db.session.get(Employer, user.employer_id) if user.employer_id else None
+    if employer is None:
+        raise NotFound("This account does not belong to an employer.")
+    return employer
+
+
+def send_mobile_code(user: User, employer: Employer, codes: CodePolicy) -> None:
+    """A fresh confirmation code by SMS to the reserved mobile number."""
+    code, code_id = issue_code(
+        user=user,
+        purpose=CodePurpose.CONFIRM_MOBILE,
+        secret_key=codes.secret_key,
+        lifetime=codes.lifetime,
+    )
+    minutes = int(codes.lifetime.total_seconds() // 60)
+    enqueue(
+        channel=Channel.SMS,
+        recipient=employer.mobile,
+        subject="Mobile confirmation code",
+        body=f"Your confirmation code is {code}. It expires in {minutes} minutes. "
+        "Nobody from the agency will ask you for it.",
+        dedupe_key=f"code:{code_id}",
+        sensitive=True,
+    )
+
+
+def confirm_mobile(user: User, code: str, codes: CodePolicy) -> Employer:
+    """Accept the SMS code and mark the mobile number confirmed.
+
+    :raises AuthenticationFailed: wrong, expired or reused code.
+    """
+    employer = employer_of(user)
+    check_code(
+        user=user, purpose=CodePurpose.CONFIRM_MOBILE, code=code, secret_key=codes.secret_key
+    )
+    employer.mobile_confirmed_at = utcnow()
+    db.session.flush()
+    record_event(actor_of(user), "employer.mobile_confirmed", employer.registration_number, {})
+    return employer

@@ -1,0 +1,13 @@
+"""Applications with sealed documents, officer review, issuance and delivery."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from ca_service.issuance.views import employer_bp, officer_bp, public_bp
+
+    app.register_blueprint(employer_bp)
+    app.register_blueprint(officer_bp)
+    app.register_blueprint(public_bp)

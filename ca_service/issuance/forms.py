@@ -1,0 +1,54 @@
+"""Forms of the employer portal and the officer console (every form carries a CSRF token)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import DateField, RadioField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional
+
+from ca_service.issuance.models import DocumentType, KeySource
+
+
+class ActionForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
+    """A button: submit, approve, attest, retry (only the CSRF token)."""
+
+
+class NewApplicationForm(FlaskForm):  # type: ignore[misc]
+    key_source = RadioField(
+        "Where is the key generated?",
+        choices=[
+            SelectChoice(
+                KeySource.CSR.value, "On our token or computer: I will upload a certificate request"
+            ),
+            SelectChoice(KeySource.COUNTER.value, "At the agency's counter, on our token"),
+        ],
+        default=KeySource.CSR.value,
+        validators=[DataRequired()],
+    )
+
+
+class DocumentForm(FlaskForm):  # type: ignore[misc]
+    doc_type = SelectField(
+        "Document",
+        choices=[SelectChoice(t.value, t.label) for t in DocumentType],
+        validators=[DataRequired()],
+    )
+    file = FileField("File (PDF, PNG or JPEG)", validators=[FileRequired("Choose a file.")])
+    signature = FileField("Detached signature (.p7s), if the seal is in a separate file")
+
+
+class RequestForm(FlaskForm):  # type: ignore[misc]
+    file = FileField("Certificate request file (PEM or DER)")
+    pem = TextAreaField("…or paste the PEM text", validators=[Optional(), Length(max=65536)])
+
+
+class RejectForm(FlaskForm):  # type: ignore[misc]
+    reason = TextAreaField(
+        "Reason (the employer sees it)", validators=[DataRequired(), Length(max=2000)]
+    )
+
+
+class ValidityForm(FlaskForm):  # type: ignore[misc]
+    valid_until = DateField("Valid until", validators=[Optional()])

@@ -1,0 +1,402 @@
+"""Employer portal (applications, documents, delivery), officer console (review), and the
+public certificate status page. Views are thin: parse the form, call one service."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ca_service.app import settings_of
+from ca_service.auth.access import require_role
+from ca_service.auth.models import Role, User
+from ca_service.auth.service import actor_of
+from ca_service.binding.models import TrustPurpose
+from ca_service.binding.service import trusted_certificates
+from ca_service.db import db
+from ca_service.errors import CAError, ValidationError
+from ca_service.hsm_access import app_token
+from ca_service.issuance import service
+from ca_service.issuance.forms import (
+    ActionForm,
+    DocumentForm,
+    NewApplicationForm,
+    RejectForm,
+    RequestForm,
+    ValidityForm,
+)
+from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
+from ca_service.qr import qr_svg_data_uri
+from ca_service.storage import DocumentStore
+from ca_service.web import stateless
+
+employer_bp = Blueprint("issuance_employer", __name__, url_prefix="/applications")
+officer_bp = Blueprint("issuance_officer", __name__, url_prefix="/officer/applications")
+public_bp = Blueprint("issuance_public", __name__)
+
+Page = WerkzeugResponse | str | tuple[str, int]
+
+
+def _user() -> User:
+    user: User = current_user._get_current_object()
+    return user
+
+
+def document_store() -> DocumentStore:
+    return DocumentStore(settings_of(current_app).document_dir)
+
+
+def _read(upload: FileStorage | None, limit: int) -> bytes:
+    """An uploaded file's bytes, reading at most one byte beyond the limit."""
+    if upload is None:
+        return b""
+    return upload.stream.read(limit + 1)
+
+
+def document_response(application: Application, document_id: int) -> Response:
+    """A stored document, with the type sniffed at upload (never the client's)."""
+    document = service.document_of(application, document_id)
+    content = document_store().get(document.sha256)
+    response = Response(content, mimetype=document.media_type)
+    response.headers["Content-Disposition"] = f'inline; filename="{document.filename}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    # Shown inside the review page (same origin only) and never allowed to run anything.
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; img-src 'self'; frame-ancestors 'self'"
+    )
+    return response
+
+
+def issue_now(application: Application) -> None:
+    """Issue (or re-issue after an HSM failure) the approved application's certificate."""
+    service.issue_certificate(
+        application=application,
+        token=app_token(),
+        profile=service.EmployerProfile.from_settings(settings_of(current_app)),
+        commit=db.session.commit,
+        actor=actor_of(_user()),
+    )
+
+
+# -- employer portal ------------------------------------------------------------------------
+
+
+@employer_bp.get("/")
+@require_role(Role.EMPLOYER_ADMIN)
+def index() -> Page:
+    return render_template(
+        "issuance/index.html",
+        applications=service.applications_of(_user()),
+        form=NewApplicationForm(),
+    )
+
+
+@employer_bp.post("/new")
+@require_role(Role.EMPLOYER_ADMIN)
+def create() -> Page:
+    form = NewApplicationForm()
+    if not form.validate_on_submit():
+        flash("Choose where the key is generated.", "error")
+        return redirect(url_for(".index"))
+    application = service.create_application(
+        user=_user(), key_source=KeySource(form.key_source.data)
+    )
+    return redirect(url_for(".detail", application_id=application.id))
+
+
+def _employer_page(application: Application, status: int = 200) -> tuple[str, int]:
+    return (
+        render_template(
+            "issuance/application.html",
+            application=application,
+            document_form=DocumentForm(),
+            request_form=RequestForm(),
+            action=ActionForm(),
+            missing=service.missing_for_submission(application),
+            document_types=list(DocumentType),
+        ),
+        status,
+    )
+
+
+@employer_bp.get("/<int:application_id>")
+@require_role(Role.EMPLOYER_ADMIN)
+def detail(application_id: int) -> Page:
+    return _employer_page(service.employer_application(user=_user(), application_id=application_id))
+
+
+@employer_bp.post("/<int:application_id>/documents")
+@require_role(Role.EMPLOYER_ADMIN)
+def upload(application_id: int) -> Page:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    form = DocumentForm()
+    if not form.validate_on_submit():
+        flash("Choose the document type and a file.", "error")
+        return _employer_page(application, 400)
+    limits = service.UploadLimits.from_settings(settings_of(current_app))
+    try:
+        document = service.upload_document(
+            user=_user(),
+            application=application,
+            doc_type=DocumentType(form.doc_type.data),
+            filename=form.file.data.filename or "",
+            content=_read(form.file.data, limits.max_bytes),
+            detached_signature=_read(form.signature.data, limits.max_bytes) or None,
+            store=document_store(),
+            anchors=trusted_certificates(TrustPurpose.SEAL),
+            limits=limits,
+        )
+    except ValidationError as exc:
+        flash(exc.message, "error")
+        return _employer_page(application, exc.status_code)
+    flash(f"“{document.doc_type.label}” uploaded: {document.verdict_detail}", "success")
+    return redirect(url_for(".detail", application_id=application.id))
+
+
+@employer_bp.post("/<int:application_id>/request")
+@require_role(Role.EMPLOYER_ADMIN)
+def attach_request(application_id: int) -> Page:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    form = RequestForm()
+    if not form.validate_on_submit():
+        flash("Upload or paste a certificate request.", "error")
+        return _employer_page(application, 400)
+    data = _read(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
+    try:
+        checked = service.attach_request(user=_user(), application=application, data=data)
+    except ValidationError as exc:
+        flash(exc.message, "error")
+        return _employer_page(application, exc.status_code)
+    flash(f"Certificate request accepted ({checked.key_description}).", "success")
+    return redirect(url_for(".detail", application_id=application.id))
+
+
+@employer_bp.post("/<int:application_id>/submit")
+@require_role(Role.EMPLOYER_ADMIN)
+def submit(application_id: int) -> Page:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    if not ActionForm().validate_on_submit():
+        return _employer_page(application, 400)
+    try:
+        service.submit_application(user=_user(), application=application)
+    except ValidationError as exc:
+        flash(exc.message, "error")
+        return _employer_page(application, exc.status_code)
+    flash("Submitted. An officer will review your application.", "success")
+    return redirect(url_for(".detail", application_id=application.id))
+
+
+@employer_bp.get("/<int:application_id>/documents/<int:document_id>")
+@require_role(Role.EMPLOYER_ADMIN)
+def employer_document(application_id: int, document_id: int) -> Response:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    return document_response(application, document_id)
+
+
+_DOWNLOADS = {
+    "certificate.pem": ("application/x-pem-file", "pem"),
+    "certificate.cer": ("application/pkix-cert", "der"),
+    "chain.pem": ("application/x-pem-file", "chain"),
+    "certificate.p7b": ("application/pkcs7-mime", "p7b"),
+}
+
+
+@employer_bp.get(
+    "/<int:application_id>/<any('certificate.pem','certificate.cer','chain.pem','certificate.p7b'):name>"
+)
+@require_role(Role.EMPLOYER_ADMIN)
+def download(application_id: int, name: str) -> Response:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    certificate = service.certificate_of(application)
+    mimetype, kind = _DOWNLOADS[name]
+    body = service.delivery_bytes(certificate, kind)
+    response = Response(body, mimetype=mimetype)
+    serial = application.certificate.serial if application.certificate else "certificate"
+    response.headers["Content-Disposition"] = f'attachment; filename="{serial}-{name}"'
+    return response
+
+
+@employer_bp.get("/<int:application_id>/notice")
+@require_role(Role.EMPLOYER_ADMIN)
+def notice(application_id: int) -> Page:
+    application = service.employer_application(user=_user(), application_id=application_id)
+    certificate = service.certificate_of(application)
+    row = service.certificate_row(application)
+    verify_url = settings_of(current_app).public_base_url + url_for(
+        "issuance_public.verify", serial=row.serial
+    )
+    return render_template(
+        "issuance/notice.html",
+        application=application,
+        certificate=certificate,
+        row=row,
+        status=service.public_status(row.serial),
+        verify_url=verify_url,
+        qr=qr_svg_data_uri(verify_url),
+    )
+
+
+# -- officer console ------------------------------------------------------------------------
+
+
+@officer_bp.get("/")
+@require_role(Role.RA_OFFICER)
+def queue() -> Page:
+    raw_status = request.args.get("status", "submitted")
+    status = (
+        ApplicationStatus(raw_status)
+        if raw_status in {s.value for s in ApplicationStatus if s is not ApplicationStatus.DRAFT}
+        else None
+    )
+    search = request.args.get("q", "")[:100]
+    return render_template(
+        "issuance/queue.html",
+        applications=service.review_queue(officer=_user(), status=status, search=search),
+        status=status,
+        search=search,
+        statuses=[s for s in ApplicationStatus if s is not ApplicationStatus.DRAFT],
+    )
+
+
+def _officer_page(application: Application, status: int = 200) -> tuple[str, int]:
+    return (
+        render_template(
+            "issuance/review.html",
+            application=application,
+            action=ActionForm(),
+            reject_form=RejectForm(),
+            validity_form=ValidityForm(),
+            blockers=service.approval_blockers(application),
+            dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
+        ),
+        status,
+    )
+
+
+@officer_bp.get("/<int:application_id>")
+@require_role(Role.RA_OFFICER)
+def review(application_id: int) -> Page:
+    return _officer_page(
+        service.officer_application(officer=_user(), application_id=application_id)
+    )
+
+
+@officer_bp.get("/<int:application_id>/documents/<int:document_id>")
+@require_role(Role.RA_OFFICER)
+def officer_document(application_id: int, document_id: int) -> Response:
+    application = service.officer_application(officer=_user(), application_id=application_id)
+    return document_response(application, document_id)
+
+
+def _officer_action(application_id: int, form_ok: bool) -> Application:
+    application = service.officer_application(officer=_user(), application_id=application_id)
+    if not form_ok:
+        raise ValidationError("The form expired or is incomplete; reload the page and try again.")
+    return application
+
+
+@officer_bp.post("/<int:application_id>/documents/<int:document_id>/attest")
+@require_role(Role.RA_OFFICER)
+def attest(application_id: int, document_id: int) -> Page:
+    application = _officer_action(application_id, ActionForm().validate_on_submit())
+    document = service.attest_paper_seal(
+        officer=_user(), application=application, document_id=document_id
+    )
+    flash(f"Paper seal on “{document.doc_type.label}” attested.", "success")
+    return redirect(url_for(".review", application_id=application_id))
+
+
+@officer_bp.post("/<int:application_id>/documents/<int:document_id>/validity")
+@require_role(Role.RA_OFFICER)
+def validity(application_id: int, document_id: int) -> Page:
+    form = ValidityForm()
+    application = _officer_action(application_id, form.validate_on_submit())
+    valid_until: dt.date | None = form.valid_until.data
+    service.set_document_validity(
+        officer=_user(), application=application, document_id=document_id, valid_until=valid_until
+    )
+    flash("Validity recorded.", "success")
+    return redirect(url_for(".review", application_id=application_id))
+
+
+@officer_bp.post("/<int:application_id>/approve")
+@require_role(Role.RA_OFFICER)
+def approve(application_id: int) -> Page:
+    application = _officer_action(application_id, ActionForm().validate_on_submit())
+    try:
+        service.approve_application(
+            officer=_user(),
+            application=application,
+            dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
+        )
+    except ValidationError as exc:
+        flash(exc.message, "error")
+        return _officer_page(application, exc.status_code)
+    return _after_approval(application)
+
+
+def _after_approval(application: Application) -> Page:
+    if application.status is ApplicationStatus.AWAITING_CONFIRMATION:
+        flash(
+            "Approved. A second officer must confirm before the certificate is issued.", "success"
+        )
+    elif application.key_source is KeySource.COUNTER:
+        flash(
+            "Approved. Provision the employer's token at the counter with "
+            f"`ca-service token provision --application {application.id}`.",
+            "success",
+        )
+    else:
+        issue_now(application)
+        flash("Approved and issued.", "success")
+    return redirect(url_for(".review", application_id=application.id))
+
+
+@officer_bp.post("/<int:application_id>/issue")
+@require_role(Role.RA_OFFICER)
+def issue(application_id: int) -> Page:
+    application = _officer_action(application_id, ActionForm().validate_on_submit())
+    issue_now(application)
+    flash("Certificate issued.", "success")
+    return redirect(url_for(".review", application_id=application_id))
+
+
+@officer_bp.post("/<int:application_id>/reject")
+@require_role(Role.RA_OFFICER)
+def reject(application_id: int) -> Page:
+    form = RejectForm()
+    application = service.officer_application(officer=_user(), application_id=application_id)
+    if not form.validate_on_submit():
+        flash("Give the employer a reason for the rejection.", "error")
+        return _officer_page(application, 400)
+    service.reject_application(
+        officer=_user(), application=application, reason=form.reason.data or ""
+    )
+    flash("Rejected; the employer is notified.", "success")
+    return redirect(url_for(".review", application_id=application_id))
+
+
+# -- public ---------------------------------------------------------------------------------
+
+
+@public_bp.get("/verify/<serial>")
+@stateless
+def verify(serial: str) -> Page:
+    try:
+        status = service.public_status(serial)
+    except CAError as exc:
+        return render_template("issuance/verify.html", status=None, error=exc.message), 404
+    return render_template("issuance/verify.html", status=status, error=None)

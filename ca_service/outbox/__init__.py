@@ -1,0 +1,1 @@
+"""Durable e-mail and SMS notifications (the outbox pattern)."""

@@ -1,0 +1,147 @@
+"""Queue notifications in the caller's transaction; deliver them after it committed.
+
+A notification is a row written in the same transaction as the event it reports, so it is
+never lost (the mail server being down only delays it) and never sent for an event that rolled
+back. ``deliver_due`` runs from `ca-service outbox deliver` (a worker or cron job).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ca_service.db import db, utcnow
+from ca_service.employers.models import Employer
+from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
+from ca_service.outbox.senders import DeliveryFailed, Sender
+
+BLANKED = "(delivered; the body held a one-time code and was removed)"
+
+
+def enqueue(
+    *,
+    channel: Channel,
+    recipient: str,
+    subject: str,
+    body: str,
+    dedupe_key: str,
+    sensitive: bool = False,
+) -> OutboxMessage:
+    """Add a message unless one with ``dedupe_key`` exists (then return that one); flushes."""
+    existing = db.session.scalar(
+        sa.select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key)
+    )
+    if existing is not None:
+        return existing
+    message = OutboxMessage(
+        channel=channel,
+        recipient=recipient,
+        subject=subject,
+        body=body,
+        dedupe_key=dedupe_key,
+        sensitive=sensitive,
+        status=MessageStatus.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    db.session.add(message)
+    db.session.flush()
+    return message
+
+
+def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: str) -> None:
+    """E-mail and SMS to the employer's administrator."""
+    enqueue(
+        channel=Channel.EMAIL,
+        recipient=employer.email,
+        subject=subject,
+        body=body,
+        dedupe_key=f"{dedupe_key}:email",
+    )
+    enqueue(
+        channel=Channel.SMS,
+        recipient=employer.mobile,
+        subject=subject,
+        body=f"{subject}. {body.splitlines()[0] if body else ''}".strip(),
+        dedupe_key=f"{dedupe_key}:sms",
+    )
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """1, 2, 4 … minutes, at most 6 hours."""
+    return dt.timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    retried: int
+    failed: int
+
+
+def deliver_due(
+    senders: Mapping[Channel, Sender], *, max_attempts: int, limit: int = 100
+) -> DeliveryReport:
+    """Try each due message once; flushes (the command commits).
+
+    Rows are claimed with SKIP LOCKED where the database has it, so several workers can run.
+    """
+    now = utcnow()
+    query = (
+        sa.select(OutboxMessage)
+        .where(OutboxMessage.status == MessageStatus.PENDING, OutboxMessage.next_attempt_at <= now)
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    sent = retried = failed = 0
+    for message in db.session.scalars(query).all():
+        message.attempts += 1
+        sender = senders[message.channel]
+        try:
+            sender.send(message)
+        except DeliveryFailed as exc:
+            message.last_error = str(exc)[:500]
+            if message.attempts >= max_attempts:
+                message.status = MessageStatus.FAILED
+                failed += 1
+            else:
+                message.next_attempt_at = now + backoff(message.attempts)
+                retried += 1
+            continue
+        message.status = MessageStatus.SENT
+        message.sent_at = now
+        message.last_error = None
+        if message.sensitive and sender.external:
+            message.body = BLANKED
+        sent += 1
+    db.session.flush()
+    return DeliveryReport(sent=sent, retried=retried, failed=failed)
+
+
+def list_messages(
+    *, recipient: str | None = None, status: MessageStatus | None = None, limit: int = 50
+) -> list[OutboxMessage]:
+    """Newest first."""
+    query = sa.select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    if recipient:
+        query = query.where(OutboxMessage.recipient == recipient)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    return list(db.session.scalars(query))
+
+
+def retry_failed(message_id: int) -> OutboxMessage | None:
+    """Put a failed message back in the queue."""
+    message = db.session.get(OutboxMessage, message_id)
+    if message is None or message.status is not MessageStatus.FAILED:
+        return None
+    message.status = MessageStatus.PENDING
+    message.attempts = 0
+    message.next_attempt_at = utcnow()
+    db.session.flush()
+    return message

@@ -1,0 +1,136 @@
+"""`ca-service token provision`: counter provisioning of an employer's token."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import click
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from flask import current_app
+
+from ca_client.keys import build_csr, generate_token_key, subject_name
+from ca_service.app import settings_of
+from ca_service.cli_support import app_command, fail
+from ca_service.db import db
+from ca_service.hsm_access import app_token
+from ca_service.issuance import service
+from ca_service.issuance.csr import check_request
+from ca_service.issuance.models import Application
+from hsm import HSMConfig, KeyAlgorithm, Token, find_softhsm_module
+
+ACTOR = "cli:counter"
+ALGORITHMS = [
+    a.value
+    for a in (
+        KeyAlgorithm.EC_P256,
+        KeyAlgorithm.EC_P384,
+        KeyAlgorithm.RSA_2048,
+        KeyAlgorithm.RSA_3072,
+    )
+]
+
+
+@click.group("token")
+def token_cli() -> None:
+    """Employer tokens handled at the counter."""
+
+
+@token_cli.command("provision")
+@click.option(
+    "--application",
+    "application_id",
+    type=int,
+    required=True,
+    help="An approved application whose key is generated at the counter.",
+)
+@click.option(
+    "--module", default=None, help="The employer token's PKCS#11 module [default: SoftHSM's]."
+)
+@click.option("--token-label", required=True, help="Label of the employer's token.")
+@click.option(
+    "--pin-env",
+    default="CA_EMPLOYER_TOKEN_PIN",
+    show_default=True,
+    help="Environment variable holding the token's user PIN.",
+)
+@click.option("--pin-file", default=None, help="File holding the PIN (instead of --pin-env).")
+@click.option("--key-label", default="employer-key", show_default=True)
+@click.option("--algorithm", type=click.Choice(ALGORITHMS), default="ec-p256", show_default=True)
+@app_command
+def provision(
+    *,
+    application_id: int,
+    module: str | None,
+    token_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    key_label: str,
+    algorithm: str,
+) -> None:
+    """Generate the key on the employer's token, issue its certificate and write it there.
+
+    Re-running after a failure picks up where it stopped: an existing key with the label is
+    reused when the application has no key yet, or must match the key it has.
+    """
+    application = db.session.get(Application, application_id)
+    if application is None:
+        fail(f"there is no application {application_id}")
+        return
+    module_path = module or find_softhsm_module()
+    if not module_path:
+        fail("SoftHSM is not installed: name the token's module with --module")
+        return
+    config = HSMConfig.from_sources(
+        module_path=module_path,
+        token_label=token_label,
+        pin_env=None if pin_file else pin_env,
+        pin_file=pin_file,
+        environ=os.environ,
+        pool_size=1,
+    )
+    employer_token = Token(config)
+    try:
+        _provision(application, employer_token, key_label, KeyAlgorithm(algorithm))
+    finally:
+        employer_token.close()
+
+
+def _provision(
+    application: Application, employer_token: Token, key_label: str, algorithm: KeyAlgorithm
+) -> None:
+    if application.csr_der is None:
+        if employer_token.has_key(key_label):
+            click.echo(f"reusing the key {key_label!r} already on the token")
+            signer = employer_token.private_key(key_label)
+        else:
+            signer = generate_token_key(employer_token, key_label, algorithm)
+            click.echo(f"generated {algorithm.value} key {key_label!r} on the token")
+        csr = build_csr(signer, subject_name(application.employer.legal_name))
+        checked = check_request(csr.public_bytes(Encoding.DER))
+        service.provision_request(application=application, checked=checked, actor=ACTOR)
+    elif not _token_key_matches(application, employer_token, key_label):
+        fail(
+            f"application {application.id} already has a key from the counter, and the key "
+            f"{key_label!r} on this token is not it"
+        )
+    settings = settings_of(current_app)
+    row = service.issue_certificate(
+        application=application,
+        token=app_token(),
+        profile=service.EmployerProfile.from_settings(settings),
+        commit=db.session.commit,
+        actor=ACTOR,
+    )
+    employer_token.store_certificate(key_label, row.der or b"", replace=True)
+    click.echo(f"issued certificate {row.serial} (valid until {row.not_after:%Y-%m-%d})")
+    click.echo(f"wrote it to the token next to the key {key_label!r}")
+
+
+def _token_key_matches(application: Application, employer_token: Token, key_label: str) -> bool:
+    if not employer_token.has_key(key_label):
+        return False
+    spki = employer_token.public_key(key_label).public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest() == application.public_key_sha256

@@ -62,6 +62,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from ca_service import (
+        api,
         audit,
         auth,
         authorities,
@@ -80,6 +81,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     authorities.init_app(app)
     revocation.init_app(app)
     issuance.init_app(app)
+    api.init_app(app)
     return app
 
 

@@ -1,0 +1,43 @@
+"""JSON API v1 under ``/api/v1``, described by ``/api/v1/openapi.json``.
+
+A thin layer over the same services as the web UI: handlers parse JSON, check the bearer
+token's role and call one service. Errors are JSON (``ca_service.errors_views`` answers JSON for
+every path under ``/api/``).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import Flask
+from flask.typing import RouteCallable
+from flask_limiter import Limiter
+
+# The calls where a password or code can be guessed, or that send an SMS: rate-limited per
+# client address like the web's sign-in steps.
+LIMITED_ENDPOINTS = (
+    "api.create_token",
+    "api.register",
+    "api.confirm_employer_mobile",
+    "api.resend_mobile_code",
+)
+
+
+def init_app(app: Flask) -> None:
+    """Register the API blueprint (exempt from CSRF: no cookie authenticates it) and its rate
+    limits. Call after ``auth.init_app``, whose limiter it shares."""
+    from ca_service.api import applications, auth, employers, public, review  # noqa: F401  (routes)
+    from ca_service.api.http import bp
+    from ca_service.app import csrf, settings_of
+    from ca_service.auth.ratelimit import MESSAGE
+
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
+    # The auth package's limiter wraps its own views when it is set up, before this blueprint
+    # exists; these views get the same limiter and rate here.
+    limiter: Limiter = app.extensions["auth_limiter"]
+    limit = limiter.limit(
+        str(settings_of(app)["LOGIN_RATE_LIMIT"]), methods=["POST"], error_message=MESSAGE
+    )
+    for endpoint in LIMITED_ENDPOINTS:
+        app.view_functions[endpoint] = cast(RouteCallable, limit(app.view_functions[endpoint]))

@@ -1,0 +1,138 @@
+"""The employer administrator's applications: draft, documents, CSR, submission, delivery."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, make_response, request, url_for
+from werkzeug.datastructures import FileStorage
+
+from ca_service.api.auth import bearer_user
+from ca_service.api.http import (
+    JSON,
+    bp,
+    choice,
+    created,
+    json_body,
+    require_mimetype,
+    text_field,
+)
+from ca_service.api.serialise import application_json, document_json
+from ca_service.app import settings_of
+from ca_service.auth.models import Role, User
+from ca_service.binding.models import TrustPurpose
+from ca_service.binding.service import trusted_certificates
+from ca_service.errors import ValidationError
+from ca_service.issuance import service
+from ca_service.issuance.csr import MAX_CSR_BYTES
+from ca_service.issuance.models import Application, DocumentType, KeySource
+from ca_service.issuance.views import document_store
+
+PKCS10 = "application/pkcs10"
+# format -> (media type, file name suffix), as the web portal's downloads.
+DOWNLOADS = {
+    "pem": ("application/x-pem-file", "certificate.pem"),
+    "der": ("application/pkix-cert", "certificate.cer"),
+    "chain": ("application/x-pem-file", "chain.pem"),
+    "p7b": ("application/pkcs7-mime", "certificate.p7b"),
+}
+
+
+def _employer() -> User:
+    return bearer_user(Role.EMPLOYER_ADMIN)
+
+
+def _own(user: User, application_id: int) -> Application:
+    return service.employer_application(user=user, application_id=application_id)
+
+
+def _read(upload: FileStorage | None, limit: int) -> bytes:
+    """An uploaded file's bytes, at most one byte beyond the limit (the service says why)."""
+    return upload.stream.read(limit + 1) if upload is not None else b""
+
+
+@bp.get("/applications")
+def list_applications() -> Response:
+    user = _employer()
+    return jsonify(
+        applications=[application_json(a, detail=False) for a in service.applications_of(user)]
+    )
+
+
+@bp.post("/applications")
+def create_application() -> Response:
+    user = _employer()
+    data = json_body(("key_source",))
+    key_source = choice(text_field(data, "key_source"), "key_source", (k.value for k in KeySource))
+    application = service.create_application(user=user, key_source=KeySource(key_source))
+    return created(
+        application_json(application),
+        url_for(".get_application", application_id=application.id),
+    )
+
+
+@bp.get("/applications/<int:application_id>")
+def get_application(application_id: int) -> JSON:
+    return application_json(_own(_employer(), application_id))
+
+
+@bp.put("/applications/<int:application_id>/csr")
+def put_csr(application_id: int) -> JSON:
+    user = _employer()
+    application = _own(user, application_id)
+    if require_mimetype(PKCS10, "application/json") == PKCS10:
+        data = request.get_data(cache=False)
+    else:
+        data = text_field(json_body(("csr_pem",)), "csr_pem").encode()
+    if len(data) > MAX_CSR_BYTES:
+        raise ValidationError("The certificate request is too large (64 KiB at most).")
+    service.attach_request(user=user, application=application, data=data)
+    return application_json(application)
+
+
+@bp.post("/applications/<int:application_id>/documents")
+def upload_document(application_id: int) -> Response:
+    user = _employer()
+    application = _own(user, application_id)
+    require_mimetype("multipart/form-data")
+    unknown = sorted(
+        (set(request.form) - {"doc_type"}) | (set(request.files) - {"file", "signature"})
+    )
+    if unknown:
+        raise ValidationError(f"Unknown form field(s): {', '.join(unknown)}.")
+    doc_type = choice(request.form.get("doc_type", ""), "doc_type", (t.value for t in DocumentType))
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationError("The form field 'file' (the document) is required.")
+    signature = request.files.get("signature")
+    limits = service.UploadLimits.from_settings(settings_of(current_app))
+    document = service.upload_document(
+        user=user,
+        application=application,
+        doc_type=DocumentType(doc_type),
+        filename=upload.filename or "",
+        content=_read(upload, limits.max_bytes),
+        detached_signature=_read(signature, limits.max_bytes) or None,
+        store=document_store(),
+        anchors=trusted_certificates(TrustPurpose.SEAL),
+        limits=limits,
+    )
+    return make_response(document_json(document), 201)
+
+
+@bp.post("/applications/<int:application_id>/submit")
+def submit_application(application_id: int) -> JSON:
+    user = _employer()
+    application = _own(user, application_id)
+    service.submit_application(user=user, application=application)
+    return application_json(application)
+
+
+@bp.get("/applications/<int:application_id>/certificate")
+def download_certificate(application_id: int) -> Response:
+    application = _own(_employer(), application_id)
+    kind = choice(request.args.get("format", "pem"), "format", DOWNLOADS)
+    certificate = service.certificate_of(application)
+    mimetype, name = DOWNLOADS[kind]
+    response = Response(service.delivery_bytes(certificate, kind), mimetype=mimetype)
+    serial = service.certificate_row(application).serial
+    response.headers["Content-Disposition"] = f'attachment; filename="{serial}-{name}"'
+    return response

@@ -1,0 +1,170 @@
+"""Bearer tokens: issued for username + password (+ TOTP for agency staff), revoked by their
+holder, and read from ``Authorization: Bearer`` on every other authenticated call.
+
+Only the SHA-256 of a token is stored. The session cookie never authenticates an API call
+(nothing here reads ``current_user`` or calls ``login_user``), which is why the blueprint is
+exempt from CSRF: a forged cross-site request carries no bearer token.
+
+What ends a token: its expiry (``API_TOKEN_HOURS``), ``DELETE /api/v1/auth/token``, and the
+account being disabled (checked on every call). A password change or reset does *not* end the
+account's tokens yet: ``api_tokens`` records no session version, and adding one needs a
+migration; until then tokens are short-lived and revocable, and the account can be disabled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+import sqlalchemy as sa
+from flask import Response, current_app, make_response, request
+
+from ca_service.api.http import InvalidToken, TotpRequired, bp, json_body, text_field
+from ca_service.api.serialise import timestamp
+from ca_service.app import settings_of
+from ca_service.audit.service import record_event
+from ca_service.auth import service as auth_service
+from ca_service.auth.access import ensure_role
+from ca_service.auth.models import ApiToken, Role, User
+from ca_service.auth.service import LoginPolicy, LoginStage, actor_of
+from ca_service.db import db, utcnow
+from ca_service.errors import Forbidden
+
+_STAGE_REFUSALS = {
+    LoginStage.SET_PASSWORD: (
+        "This account still has its one-time password. Sign in to the web UI (/auth/login) and "
+        "set your own password first."
+    ),
+    LoginStage.CONFIRM_MOBILE: (
+        "Confirm your mobile number first: POST /api/v1/employers/confirm-mobile with the code "
+        "sent by SMS (POST /api/v1/employers/resend-code sends a new one)."
+    ),
+    LoginStage.TOTP_ENROL: (
+        "Enrol an authenticator first: sign in to the web UI (/auth/login) and scan the QR code."
+    ),
+}
+
+
+def login_policy() -> LoginPolicy:
+    settings = settings_of(current_app)
+    return LoginPolicy(
+        max_failures=int(settings["LOGIN_MAX_FAILURES"]),
+        lockout=dt.timedelta(minutes=int(settings["LOCKOUT_MINUTES"])),
+    )
+
+
+def token_digest(token: str) -> str:
+    """What ``api_tokens.token_hash`` holds for a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _presented_token() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken(
+            "Authenticate with 'Authorization: Bearer <token>' (POST /api/v1/auth/token gives one)."
+        )
+    return token.strip()
+
+
+def _token_row(token: str) -> ApiToken:
+    row = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
+    if row is None or row.revoked_at is not None:
+        raise InvalidToken("This token is unknown or was revoked; request a new one.")
+    if row.expires_at <= utcnow():
+        raise InvalidToken("This token has expired; request a new one.")
+    return row
+
+
+def _authenticated() -> tuple[ApiToken, User]:
+    row = _token_row(_presented_token())
+    user = db.session.get(User, row.user_id)
+    if user is None or user.disabled:
+        raise InvalidToken("This token's account is disabled.")
+    return row, user
+
+
+def bearer_user(*roles: Role) -> User:
+    """The account the request's bearer token belongs to, holding one of ``roles``.
+
+    :raises InvalidToken: no usable token (401).
+    :raises Forbidden: the account holds none of ``roles`` (403).
+    """
+    _, user = _authenticated()
+    if roles:
+        ensure_role(user, *roles)
+    return user
+
+
+def password_user(username: str, password: str) -> User:
+    """First factor only, for the calls made before a token can exist (mobile confirmation).
+
+    :raises AuthenticationFailed: wrong credentials (the attempt counts towards lockout).
+    :raises AccountLocked: the account is locked.
+    """
+    return auth_service.check_password(username=username, password=password, policy=login_policy())
+
+
+@bp.post("/auth/token")
+def create_token() -> Response:
+    data = json_body(("username", "password", "totp_code"))
+    username = text_field(data, "username")
+    password = text_field(data, "password")
+    totp_code = text_field(data, "totp_code", required=False)
+    user = password_user(username, password)
+    stage = auth_service.next_login_stage(user)
+    refusal = _STAGE_REFUSALS.get(stage) if stage is not None else None
+    if refusal is not None:
+        raise Forbidden(refusal)
+    if stage is LoginStage.TOTP:
+        if not totp_code:
+            raise TotpRequired(
+                "This account also needs the current code from its authenticator: send 'totp_code'."
+            )
+        auth_service.check_totp(
+            user=user,
+            code=totp_code,
+            secret_key=str(current_app.config["SECRET_KEY"]),
+            policy=login_policy(),
+        )
+    auth_service.complete_login(user)
+    token = secrets.token_urlsafe(32)
+    hours = int(settings_of(current_app)["API_TOKEN_HOURS"])
+    row = ApiToken(
+        user_id=user.id,
+        token_hash=token_digest(token),
+        expires_at=utcnow() + dt.timedelta(hours=hours),
+    )
+    db.session.add(row)
+    db.session.flush()
+    record_event(
+        actor_of(user),
+        "api.token_created",
+        user.username,
+        {"api_credential_id": row.id, "expires_at": row.expires_at},
+    )
+    body = {
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": timestamp(row.expires_at),
+        "username": user.username,
+        "role": user.role.value,
+    }
+    return make_response(body, 201)
+
+
+@bp.delete("/auth/token")
+def revoke_token() -> tuple[str, int]:
+    # A disabled account may still revoke its token: _authenticated would refuse it.
+    row = _token_row(_presented_token())
+    user = db.session.get(User, row.user_id)
+    row.revoked_at = utcnow()
+    db.session.flush()
+    record_event(
+        actor_of(user) if user is not None else f"user-id:{row.user_id}",
+        "api.token_revoked",
+        user.username if user is not None else str(row.user_id),
+        {"api_credential_id": row.id},
+    )
+    return "", 204

@@ -1,0 +1,87 @@
+"""Employer registration and mobile confirmation, before the administrator has a token."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, make_response
+
+from ca_service.api.auth import password_user
+from ca_service.api.http import bp, json_body, text_field
+from ca_service.api.serialise import employer_json
+from ca_service.app import settings_of
+from ca_service.auth.access import ensure_role
+from ca_service.auth.models import Role, User
+from ca_service.employers.models import Employer
+from ca_service.employers.service import (
+    Registration,
+    confirm_mobile,
+    employer_of,
+    register_employer,
+    send_mobile_code,
+)
+from ca_service.employers.views import code_policy
+from ca_service.errors import Conflict
+
+_REGISTRATION_FIELDS = (
+    "registration_number",
+    "legal_name",
+    "administrator_name",
+    "mobile",
+    "email",
+    "password",
+    "legal_representative_id",
+)
+
+
+@bp.post("/employers")
+def register() -> Response:
+    data = json_body(_REGISTRATION_FIELDS)
+    registration = Registration(
+        registration_number=text_field(data, "registration_number"),
+        legal_name=text_field(data, "legal_name"),
+        administrator_name=text_field(data, "administrator_name"),
+        mobile=text_field(data, "mobile"),
+        email=text_field(data, "email"),
+        password=text_field(data, "password"),
+        legal_representative_id=text_field(data, "legal_representative_id", required=False),
+    )
+    employer, user = register_employer(
+        registration,
+        scheme=str(settings_of(current_app)["REGISTRATION_NUMBER_SCHEME"]),
+        codes=code_policy(),
+    )
+    body = {
+        "employer": employer_json(employer),
+        "username": user.username,
+        "next": "confirm the SMS code at POST /api/v1/employers/confirm-mobile",
+    }
+    return make_response(body, 201)
+
+
+def _unconfirmed_employer(user: User) -> Employer:
+    ensure_role(user, Role.EMPLOYER_ADMIN)
+    employer = employer_of(user)
+    if employer.active:
+        raise Conflict("This mobile number is already confirmed; request a token instead.")
+    return employer
+
+
+@bp.post("/employers/confirm-mobile")
+def confirm_employer_mobile() -> Response:
+    data = json_body(("username", "password", "code"))
+    code = text_field(data, "code")
+    user = password_user(text_field(data, "username"), text_field(data, "password"))
+    _unconfirmed_employer(user)
+    employer = confirm_mobile(user, code, code_policy())
+    return jsonify(
+        employer=employer_json(employer),
+        next="request a token at POST /api/v1/auth/token",
+    )
+
+
+@bp.post("/employers/resend-code")
+def resend_mobile_code() -> tuple[Response, int]:
+    data = json_body(("username", "password"))
+    user = password_user(text_field(data, "username"), text_field(data, "password"))
+    employer = _unconfirmed_employer(user)
+    send_mobile_code(user, employer, code_policy())
+    return jsonify(message="A new code is on its way. Earlier codes no longer work."), 202

@@ -1,0 +1,123 @@
+"""The RA officer's review: queue, application with its blockers, attestation, validity,
+approval (issuing at once, as the console does), rejection and the issuance retry."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+
+from ca_service.api.auth import bearer_user
+from ca_service.api.http import JSON, bp, choice, date_field, json_body, text_field
+from ca_service.api.serialise import application_json, document_json
+from ca_service.app import settings_of
+from ca_service.auth.models import Role, User
+from ca_service.auth.service import actor_of
+from ca_service.db import db
+from ca_service.hsm_access import app_token
+from ca_service.issuance import service
+from ca_service.issuance.models import Application, ApplicationStatus, KeySource
+
+REVIEW_STATUSES = tuple(s.value for s in ApplicationStatus if s is not ApplicationStatus.DRAFT)
+
+
+def _officer() -> User:
+    return bearer_user(Role.RA_OFFICER)
+
+
+def _application(officer: User, application_id: int) -> Application:
+    return service.officer_application(officer=officer, application_id=application_id)
+
+
+def _review_json(application: Application) -> JSON:
+    return {
+        **application_json(application),
+        "approval_blockers": service.approval_blockers(application)
+        if application.status
+        in (ApplicationStatus.SUBMITTED, ApplicationStatus.AWAITING_CONFIRMATION)
+        else [],
+        "dual_control": bool(settings_of(current_app)["DUAL_CONTROL"]),
+    }
+
+
+def _issue(officer: User, application: Application) -> None:
+    # The same call as the console's issue_now, with the API's acting officer.
+    service.issue_certificate(
+        application=application,
+        token=app_token(),
+        profile=service.EmployerProfile.from_settings(settings_of(current_app)),
+        commit=db.session.commit,
+        actor=actor_of(officer),
+    )
+
+
+@bp.get("/review")
+def review_queue() -> JSON:
+    officer = _officer()
+    raw_status = request.args.get("status", "")
+    status = (
+        ApplicationStatus(choice(raw_status, "status", REVIEW_STATUSES)) if raw_status else None
+    )
+    search = request.args.get("q", "")[:100]
+    applications = service.review_queue(officer=officer, status=status, search=search)
+    return {"applications": [application_json(a, detail=False) for a in applications]}
+
+
+@bp.get("/review/<int:application_id>")
+def review_application(application_id: int) -> JSON:
+    return _review_json(_application(_officer(), application_id))
+
+
+@bp.post("/review/<int:application_id>/documents/<int:document_id>/attest")
+def attest_document(application_id: int, document_id: int) -> JSON:
+    officer = _officer()
+    application = _application(officer, application_id)
+    document = service.attest_paper_seal(
+        officer=officer, application=application, document_id=document_id
+    )
+    return document_json(document)
+
+
+@bp.put("/review/<int:application_id>/documents/<int:document_id>/validity")
+def set_document_validity(application_id: int, document_id: int) -> JSON:
+    officer = _officer()
+    application = _application(officer, application_id)
+    valid_until = date_field(json_body(("valid_until",)), "valid_until")
+    document = service.set_document_validity(
+        officer=officer,
+        application=application,
+        document_id=document_id,
+        valid_until=valid_until,
+    )
+    return document_json(document)
+
+
+@bp.post("/review/<int:application_id>/approve")
+def approve_application(application_id: int) -> JSON:
+    officer = _officer()
+    application = _application(officer, application_id)
+    service.approve_application(
+        officer=officer,
+        application=application,
+        dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
+    )
+    # As the console: a confirmed approval of a CSR application issues at once; dual control
+    # waits for the second officer; a counter application waits for `ca-service token provision`.
+    if application.status is ApplicationStatus.APPROVED and application.key_source is KeySource.CSR:
+        _issue(officer, application)
+    return _review_json(application)
+
+
+@bp.post("/review/<int:application_id>/reject")
+def reject_application(application_id: int) -> JSON:
+    officer = _officer()
+    application = _application(officer, application_id)
+    reason = text_field(json_body(("reason",)), "reason")
+    service.reject_application(officer=officer, application=application, reason=reason)
+    return _review_json(application)
+
+
+@bp.post("/review/<int:application_id>/issue")
+def issue_application(application_id: int) -> JSON:
+    officer = _officer()
+    application = _application(officer, application_id)
+    _issue(officer, application)
+    return _review_json(application)

@@ -257,15 +257,18 @@ def _register_feature_commands() -> None:
     from ca_service.audit.cli import audit_cli
     from ca_service.auth.cli import user_cli
     from ca_service.binding.cli import trust_cli
+    from ca_service.issuance.cli import token_cli
     from ca_service.outbox.cli import outbox_cli
-    from ca_service.revocation.cli import crl_cli, revoke
+    from ca_service.revocation.cli import crl_cli, ocsp_refresh, revoke
 
     main.add_command(user_cli, "user")
     main.add_command(audit_cli, "audit")
     main.add_command(crl_cli, "crl")
     main.add_command(revoke, "revoke")
+    ocsp_group.add_command(ocsp_refresh, "refresh")
     main.add_command(outbox_cli, "outbox")
     main.add_command(trust_cli, "trust")
+    main.add_command(token_cli, "token")
 
 
 _register_feature_commands()

@@ -1,10 +1,11 @@
-"""CRLs served from storage: the web process never signs to answer."""
+"""CRLs and OCSP answers served from storage: the web process signs only OCSP answers that
+need it (a nonce, an unknown serial, a certificate without a fresh stored response)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
+import hashlib
 from urllib.parse import unquote
 
 from flask import Blueprint, Response, current_app, request
@@ -13,7 +14,12 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 from ca_service.app import csrf, settings_of
 from ca_service.db import utcnow
 from ca_service.hsm_access import app_token
-from ca_service.revocation.ocsp import MAX_REQUEST_BYTES, OCSPAnswer, answer_ocsp_request
+from ca_service.revocation.ocsp import (
+    MAX_REQUEST_BYTES,
+    OCSPAnswer,
+    answer_ocsp_request,
+    response_lifetime,
+)
 from ca_service.revocation.service import latest_crl
 from ca_service.web import stateless
 
@@ -39,8 +45,8 @@ def crl(slug: str) -> Response:
 
 
 def _answer(data: bytes) -> OCSPAnswer:
-    hours = int(settings_of(current_app)["OCSP_RESPONSE_HOURS"])
-    return answer_ocsp_request(data, token=app_token(), lifetime=dt.timedelta(hours=hours))
+    lifetime = response_lifetime(settings_of(current_app))
+    return answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
 
 
 @bp.post("/ocsp")
@@ -71,9 +77,16 @@ def ocsp_get(encoded: str) -> Response:
     answer = _answer(data)
     response = Response(answer.der, mimetype=OCSP_RESPONSE)
     if answer.next_update is not None:
-        # RFC 5019 §6: GET answers may be cached until nextUpdate.
+        # RFC 5019 §6: GET answers may be cached until nextUpdate; the ETag is the response's
+        # digest, the same from every worker, and changes when it is re-signed.
         remaining = max(0, int((answer.next_update - utcnow()).total_seconds()))
         response.cache_control.public = True
+        response.cache_control.no_transform = True
+        response.cache_control.must_revalidate = True
         response.cache_control.max_age = remaining
         response.expires = answer.next_update
+        if answer.this_update is not None:
+            response.last_modified = answer.this_update
+        response.set_etag(hashlib.sha256(answer.der).hexdigest()[:32])
+        response.make_conditional(request)
     return response

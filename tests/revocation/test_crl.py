@@ -20,12 +20,15 @@ from ca_service.authorities.service import (
     get_authority,
     load_certificate,
 )
+from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.hsm_access import app_token
-from ca_service.revocation.models import PublishedCRL
-from ca_service.revocation.service import crl_lifetime, publish_crl
+from ca_service.models import Certificate
+from ca_service.revocation.models import PendingCRL, PublishedCRL
+from ca_service.revocation.service import crl_lifetime, publish_crl, revoke_certificate
 from tests.conftest import CliInvoke
 from tests.pki_tools import errors_only, openssl_verify, pkilint_findings
+from tests.revocation.conftest import MakeCertificate
 
 
 def _ca(app: Flask, slug: str) -> x509.Certificate:
@@ -179,3 +182,108 @@ def test_concurrent_publishers_never_share_a_number(app: Flask) -> None:
         )
     assert len(numbers) == len(set(numbers))
     assert len(numbers) >= 5  # the baseline CRL and four more
+
+
+def _coalescing(app: Flask, seconds: int) -> Settings:
+    settings = settings_of(app)
+    return Settings(values={**settings.values, "CRL_COALESCE_SECONDS": seconds})
+
+
+def _crl_count(issuer_id: int) -> int:
+    return int(
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(PublishedCRL)
+            .where(PublishedCRL.issuer_id == issuer_id)
+        )
+        or 0
+    )
+
+
+def test_burst_of_revocations_coalesces_crls(
+    app: Flask, cli: CliInvoke, client: FlaskClient, make_certificate: MakeCertificate
+) -> None:
+    issued = [make_certificate(presign=False) for _ in range(50)]
+    with app.app_context():
+        settings = _coalescing(app, 60)
+        issuer_id = get_authority(ISSUING_SLUG).id
+        before = _crl_count(issuer_id)
+        published = 0
+        for one in issued:  # one transaction each, as 50 separate requests would be
+            certificate = db.session.get(Certificate, one.id)
+            assert certificate is not None
+            change = revoke_certificate(
+                token=app_token(),
+                settings=settings,
+                certificate=certificate,
+                reason="keyCompromise",
+                invalidity_date=None,
+                actor="tests",
+            )
+            published += change.crl is not None
+            db.session.commit()
+        assert _crl_count(issuer_id) - before == published
+        assert published <= 1  # at most the first, when the newest CRL was old enough
+        assert db.session.get(PendingCRL, issuer_id) is not None
+
+    result = cli("crl", "publish", "--pending")
+    assert result.exit_code == 0, result.output
+    crl = _fetch(client, ISSUING_SLUG)
+    listed = {entry.serial_number for entry in crl}
+    assert {one.certificate.serial_number for one in issued} <= listed
+    with app.app_context():
+        assert db.session.get(PendingCRL, issuer_id) is None
+    nothing = cli("crl", "publish", "--pending")
+    assert nothing.exit_code == 0
+    assert nothing.output == ""
+
+
+def test_revocation_after_the_interval_publishes_at_once(
+    app: Flask, make_certificate: MakeCertificate
+) -> None:
+    first, second = make_certificate(presign=False), make_certificate(presign=False)
+    with app.app_context():
+        changes = []
+        for one in (first, second):
+            certificate = db.session.get(Certificate, one.id)
+            assert certificate is not None
+            changes.append(
+                revoke_certificate(
+                    token=app_token(),
+                    settings=_coalescing(app, 0),
+                    certificate=certificate,
+                    reason="superseded",
+                    invalidity_date=None,
+                    actor="tests",
+                )
+            )
+            db.session.commit()
+        assert all(change.crl is not None for change in changes)
+        assert db.session.get(PendingCRL, get_authority(ISSUING_SLUG).id) is None
+
+
+def test_watch_worker_publishes_pending(
+    app: Flask, cli: CliInvoke, client: FlaskClient, make_certificate: MakeCertificate
+) -> None:
+    issued = make_certificate(presign=False)
+    with app.app_context():
+        certificate = db.session.get(Certificate, issued.id)
+        assert certificate is not None
+        issuer = get_authority(ISSUING_SLUG)
+        revoke_certificate(
+            token=app_token(),
+            settings=_coalescing(app, 3600),
+            certificate=certificate,
+            reason="affiliationChanged",
+            invalidity_date=None,
+            actor="tests",
+        )
+        db.session.commit()
+        # A CRL published within the hour (the session's first): the revocation waits.
+        assert db.session.get(PendingCRL, issuer.id) is not None
+
+    result = cli("crl", "publish", "--watch", "1", "--rounds", "2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("CRL #") == 1  # the second round finds nothing pending
+    crl = _fetch(client, ISSUING_SLUG)
+    assert crl.get_revoked_certificate_by_serial_number(issued.certificate.serial_number)

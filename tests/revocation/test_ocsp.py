@@ -4,54 +4,24 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.authorities.service import (
-    ISSUING_SLUG,
-    ROOT_SLUG,
-    current_ocsp_responder,
-    get_authority,
-    load_certificate,
-)
 from tests.conftest import CliInvoke
-from tests.pki_tools import errors_only, pkilint_findings, write_pem
-
-OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
-
-
-def _certs(app: Flask) -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:
-    with app.app_context():
-        root = get_authority(ROOT_SLUG).certificate
-        issuing = get_authority(ISSUING_SLUG).certificate
-        responder = current_ocsp_responder(get_authority(ISSUING_SLUG))
-        assert root is not None
-        assert issuing is not None
-        assert responder is not None
-        return load_certificate(root), load_certificate(issuing), load_certificate(responder)
-
-
-def _request(
-    cert: x509.Certificate,
-    issuer: x509.Certificate,
-    algorithm: hashes.HashAlgorithm | None = None,
-    nonce: bytes | None = None,
-) -> bytes:
-    # SHA-1 CertIDs are what RFC 5019 clients send; they identify, they do not protect.
-    default = hashes.SHA1()  # noqa: S303
-    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or default)
-    if nonce is not None:
-        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    return builder.build().public_bytes(Encoding.DER)
+from tests.pki_tools import errors_only, pkilint_findings
+from tests.revocation.ocsp_tools import (
+    OCSP_REQUEST,
+    ca_certificates,
+    ocsp_request,
+    openssl_ocsp,
+)
 
 
 def _post(client: FlaskClient, body: bytes) -> ocsp.OCSPResponse:
@@ -65,8 +35,8 @@ def _post(client: FlaskClient, body: bytes) -> ocsp.OCSPResponse:
 def test_good_answer_matches_certid_and_verifies(
     app: Flask, client: FlaskClient, algorithm: hashes.HashAlgorithm
 ) -> None:
-    _, issuing, responder = _certs(app)
-    answer = _post(client, _request(responder, issuing, algorithm, nonce=b"n" * 16))
+    _, issuing, responder = ca_certificates(app)
+    answer = _post(client, ocsp_request(responder, issuing, algorithm, nonce=b"n" * 16))
     assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
     assert answer.serial_number == responder.serial_number
@@ -84,8 +54,8 @@ def test_good_answer_matches_certid_and_verifies(
 
 
 def test_get_is_cacheable(app: Flask, client: FlaskClient) -> None:
-    _, issuing, responder = _certs(app)
-    encoded = base64.b64encode(_request(responder, issuing)).decode()
+    _, issuing, responder = ca_certificates(app)
+    encoded = base64.b64encode(ocsp_request(responder, issuing)).decode()
     response = client.get(f"/ocsp/{encoded}")
     assert response.status_code == 200
     assert response.cache_control.max_age is not None
@@ -100,8 +70,8 @@ def test_malformed_requests(client: FlaskClient, body: bytes) -> None:
 
 
 def test_truncated_request(app: Flask, client: FlaskClient) -> None:
-    _, issuing, responder = _certs(app)
-    body = _request(responder, issuing)[:-5]
+    _, issuing, responder = ca_certificates(app)
+    body = ocsp_request(responder, issuing)[:-5]
     assert _post(client, body).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     garbage = client.get("/ocsp/%%%not-base64")
     assert garbage.status_code == 200
@@ -116,15 +86,15 @@ def test_oversize_and_wrong_content_type(client: FlaskClient) -> None:
 
 
 def test_ca_we_do_not_serve_is_unauthorized(app: Flask, client: FlaskClient) -> None:
-    root, issuing, _ = _certs(app)
+    root, issuing, _ = ca_certificates(app)
     # The issuing CA's own status: its issuer (the root) has no delegated responder here.
-    answer = _post(client, _request(issuing, root))
+    answer = _post(client, ocsp_request(issuing, root))
     assert answer.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
 def test_response_passes_pkilint(app: Flask, client: FlaskClient, tmp_path: Path) -> None:
-    _, issuing, responder = _certs(app)
-    response = client.post("/ocsp", data=_request(responder, issuing), headers=OCSP_REQUEST)
+    _, issuing, responder = ca_certificates(app)
+    response = client.post("/ocsp", data=ocsp_request(responder, issuing), headers=OCSP_REQUEST)
     findings = pkilint_findings("lint_ocsp_response", response.data, tmp_path)
     assert errors_only(findings) == [], findings
 
@@ -145,43 +115,14 @@ def _impostor(issuing: x509.Certificate) -> x509.Certificate:
     )
 
 
-def _openssl_ocsp(
-    url: str, tmp: Path, cert: x509.Certificate, issuing: x509.Certificate, root: x509.Certificate
-) -> str:
-    proc = subprocess.run(
-        [
-            "openssl",
-            "ocsp",
-            "-issuer",
-            str(write_pem(tmp / "issuer.pem", [issuing])),
-            "-cert",
-            str(write_pem(tmp / "cert.pem", [cert])),
-            "-CAfile",
-            str(write_pem(tmp / "root.pem", [root])),
-            "-verify_other",
-            str(write_pem(tmp / "other.pem", [issuing])),
-            "-url",
-            f"{url}/ocsp",
-            "-resp_text",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Response verify OK" in proc.stderr + proc.stdout
-    return proc.stdout
-
-
 def test_openssl_client_good_revoked_unknown(
     app: Flask, served: str, cli: CliInvoke, tmp_path: Path
 ) -> None:
-    root, issuing, responder = _certs(app)
-    assert f"{tmp_path / 'cert.pem'}: good" in _openssl_ocsp(
+    root, issuing, responder = ca_certificates(app)
+    assert f"{tmp_path / 'cert.pem'}: good" in openssl_ocsp(
         served, tmp_path, responder, issuing, root
     )
-    assert f"{tmp_path / 'cert.pem'}: unknown" in _openssl_ocsp(
+    assert f"{tmp_path / 'cert.pem'}: unknown" in openssl_ocsp(
         served, tmp_path, _impostor(issuing), issuing, root
     )
 
@@ -190,6 +131,6 @@ def test_openssl_client_good_revoked_unknown(
     revoked = cli("revoke", format(responder.serial_number, "x"), "--reason", "keyCompromise")
     assert revoked.exit_code == 0, revoked.output
     assert cli("ocsp", "rotate").exit_code == 0
-    output = _openssl_ocsp(served, tmp_path, responder, issuing, root)
+    output = openssl_ocsp(served, tmp_path, responder, issuing, root)
     assert f"{tmp_path / 'cert.pem'}: revoked" in output
     assert "Reason: keyCompromise" in output

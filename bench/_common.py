@@ -1,0 +1,132 @@
+"""What the benchmarks share: a throw-away SoftHSM token and database with the CA hierarchy,
+made with the project's own code (as tests/conftest.py does), and peak-RSS helpers."""
+
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as `.venv/bin/python bench/x.py` from a checkout
+
+PIN_ENV = "CA_BENCH_HSM_PIN"
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """A SoftHSM token under ``var_dir`` and the settings overrides of an app using it."""
+
+    var_dir: Path
+    conf: Path
+    overrides: dict[str, Any]
+
+    def environ(self) -> dict[str, str]:
+        """The environment of a child process (`ca-service serve`, a measured case)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
+        env.update({f"CA_{k}": str(v) for k, v in self.overrides.items()})
+        env[PIN_ENV] = os.environ[PIN_ENV]
+        env["SOFTHSM2_CONF"] = str(self.conf)
+        return env
+
+
+def make_token(var_dir: Path) -> tuple[Path, str]:
+    """A fresh SoftHSM token; returns (softhsm2.conf, token label). Sets the PIN variable."""
+    from hsm import init_softhsm_token, write_softhsm_config
+
+    conf = write_softhsm_config(var_dir / "softhsm")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    label, pin = f"bench-{secrets.token_hex(4)}", secrets.token_hex(8)
+    os.environ.setdefault(PIN_ENV, pin)
+    init_softhsm_token(conf, label, secrets.token_hex(8), os.environ[PIN_ENV])
+    return conf, label
+
+
+def reset_postgres(url: str) -> None:
+    """Empty the database's public schema (the benchmark's database only!)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def prepare(var_dir: Path, conf: Path, label: str, database_url: str) -> BenchEnv:
+    """Migrate the database and create the CA hierarchy and first CRLs in the token."""
+    from ca_service.app import create_app, settings_of
+    from ca_service.authorities.service import PkiParameters, initialise_pki
+    from ca_service.db import db, upgrade_database
+    from ca_service.hsm_access import app_token
+    from ca_service.revocation.service import publish_all_crls
+
+    if database_url.startswith("postgresql"):
+        reset_postgres(database_url)
+    upgrade_database(database_url)
+    overrides: dict[str, Any] = {
+        "VAR_DIR": str(var_dir),
+        "DATABASE_URL": database_url,
+        "TOKEN_LABEL": label,
+        "PIN_ENV": PIN_ENV,
+        "SOFTHSM": True,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "PUBLIC_BASE_URL": "http://ca.bench",
+        "LOG_LEVEL": "WARNING",
+    }
+    app = create_app(overrides)
+    with app.app_context():
+        initialise_pki(
+            token=app_token(),
+            params=PkiParameters.from_settings(settings_of(app)),
+            commit=db.session.commit,
+            actor="bench",
+        )
+        publish_all_crls(token=app_token(), settings=settings_of(app), actor="bench")
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return BenchEnv(var_dir=var_dir, conf=conf, overrides=overrides)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def app_context(env: BenchEnv) -> Iterator[Any]:
+    """An app context on the benchmark's database and token."""
+    from ca_service.app import create_app
+    from ca_service.db import db
+
+    app = create_app(env.overrides)
+    with app.app_context():
+        try:
+            yield app
+        finally:
+            db.session.rollback()
+            db.session.remove()
+            db.engine.dispose()
+
+
+def table(rows: list[dict[str, str]], columns: list[str]) -> str:
+    """A Markdown table (pasted into the README)."""
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    lines = [
+        "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
+        "| " + " | ".join("-" * widths[c] for c in columns) + " |",
+    ]
+    lines += ["| " + " | ".join(r[c].ljust(widths[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

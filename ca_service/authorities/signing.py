@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import secrets
 
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -60,17 +59,9 @@ def reserve_certificate(
     key_label: str | None = None,
 ) -> Certificate:
     """Add a PENDING certificate row with a new unique serial; flushes, never commits."""
-    # A collision among 2**159 values is practically impossible; the unique constraint
-    # (issuer_id, serial) is what guarantees it, and a retry costs nothing.
-    for _ in range(3):
-        serial = serial_hex(new_serial())
-        taken = db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Certificate)
-            .where(Certificate.issuer_id == issuer.id, Certificate.serial == serial)
-        )
-        if not taken:
-            break
+    # No look-up first: a collision among 2**159 random values does not happen in practice,
+    # and the unique constraint (issuer_id, serial) makes the flush fail if it ever did.
+    serial = serial_hex(new_serial())
     row = Certificate(
         issuer_id=issuer.id,
         serial=serial,

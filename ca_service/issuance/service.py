@@ -614,7 +614,8 @@ def issue_certificate(
     )
     if claimed != 1:
         raise Conflict(f"Application {application.id} is being issued by another request.")
-    record_event(actor, "certificate.reserved", row.serial, {"application": application.id})
+    # The reservation is not audited on its own: the issued (or signing_failed) event names
+    # the serial, and `reconcile` audits what a crash left pending.
     csr = x509.load_der_x509_csr(application.csr_der)
     # Early commit: the serial and the pending row must exist before the HSM signs.
     commit()
@@ -654,7 +655,7 @@ def issue_certificate(
             "The HSM could not sign the certificate. The application stays approved; retry "
             "the issuance in a moment."
         ) from exc
-    db.session.refresh(application)
+    application.certificate_id = row.id  # set by the UPDATE above; the session did not see it
     _mark_issued(application, row, actor)
     commit()
     return row

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
@@ -19,6 +21,38 @@ from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
 from ca_service.outbox.senders import DeliveryFailed, Sender
 
 BLANKED = "(delivered; the body held a one-time code and was removed)"
+
+
+def _message(
+    *, channel: Channel, recipient: str, subject: str, body: str, dedupe_key: str, sensitive: bool
+) -> dict[str, object]:
+    now = utcnow()
+    return {
+        "channel": channel,
+        "recipient": recipient,
+        "subject": subject,
+        "body": body,
+        "dedupe_key": dedupe_key,
+        "sensitive": sensitive,
+        "status": MessageStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+@cache
+def _insert_statement(dialect: str) -> sa.Insert:
+    # INSERT … ON CONFLICT (dedupe_key) DO NOTHING on both backends: a duplicate (a retried
+    # request, a concurrent one) is skipped, not an error. Built once: compiling it costs more
+    # than running it.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(OutboxMessage).on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+
+def _insert(messages: list[dict[str, object]]) -> None:
+    dialect = db.session.get_bind().dialect.name
+    db.session.execute(_insert_statement(dialect), messages)
 
 
 def enqueue(
@@ -29,44 +63,44 @@ def enqueue(
     body: str,
     dedupe_key: str,
     sensitive: bool = False,
-) -> OutboxMessage:
-    """Add a message unless one with ``dedupe_key`` exists (then return that one); flushes."""
-    existing = db.session.scalar(
-        sa.select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key)
+) -> None:
+    """Add a message unless one with ``dedupe_key`` exists."""
+    _insert(
+        [
+            _message(
+                channel=channel,
+                recipient=recipient,
+                subject=subject,
+                body=body,
+                dedupe_key=dedupe_key,
+                sensitive=sensitive,
+            )
+        ]
     )
-    if existing is not None:
-        return existing
-    message = OutboxMessage(
-        channel=channel,
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        dedupe_key=dedupe_key,
-        sensitive=sensitive,
-        status=MessageStatus.PENDING,
-        attempts=0,
-        next_attempt_at=utcnow(),
-    )
-    db.session.add(message)
-    db.session.flush()
-    return message
 
 
 def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: str) -> None:
     """E-mail and SMS to the employer's administrator."""
-    enqueue(
-        channel=Channel.EMAIL,
-        recipient=employer.email,
-        subject=subject,
-        body=body,
-        dedupe_key=f"{dedupe_key}:email",
-    )
-    enqueue(
-        channel=Channel.SMS,
-        recipient=employer.mobile,
-        subject=subject,
-        body=f"{subject}. {body.splitlines()[0] if body else ''}".strip(),
-        dedupe_key=f"{dedupe_key}:sms",
+    sms = f"{subject}. {body.splitlines()[0] if body else ''}".strip()
+    _insert(
+        [
+            _message(
+                channel=Channel.EMAIL,
+                recipient=employer.email,
+                subject=subject,
+                body=body,
+                dedupe_key=f"{dedupe_key}:email",
+                sensitive=False,
+            ),
+            _message(
+                channel=Channel.SMS,
+                recipient=employer.mobile,
+                subject=subject,
+                body=sms,
+                dedupe_key=f"{dedupe_key}:sms",
+                sensitive=False,
+            ),
+        ]
     )
 
 

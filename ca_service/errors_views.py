@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ca_service.db import db
@@ -72,12 +72,19 @@ def init_app(app: Flask) -> None:
         )
 
     @app.errorhandler(HTTPException)
-    def handle_http_error(exc: HTTPException) -> tuple[Response | str, int] | HTTPException:
+    def handle_http_error(exc: HTTPException) -> Response | HTTPException:
         if exc.code is None or exc.code < 400:
             return exc
         db.session.rollback()
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code, code, exc.description or _TITLES.get(exc.code, "Error"))
+        response = make_response(
+            error_response(exc.code, code, exc.description or _TITLES.get(exc.code, "Error"))
+        )
+        # Keep what the exception says about itself (Allow on a 405, Retry-After on a 429).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> tuple[Response | str, int]:

@@ -5,10 +5,9 @@ Only the SHA-256 of a token is stored. The session cookie never authenticates an
 (nothing here reads ``current_user`` or calls ``login_user``), which is why the blueprint is
 exempt from CSRF: a forged cross-site request carries no bearer token.
 
-What ends a token: its expiry (``API_TOKEN_HOURS``), ``DELETE /api/v1/auth/token``, and the
-account being disabled (checked on every call). A password change or reset does *not* end the
-account's tokens yet: ``api_tokens`` records no session version, and adding one needs a
-migration; until then tokens are short-lived and revocable, and the account can be disabled.
+What ends a token: its expiry (``API_TOKEN_HOURS``), ``DELETE /api/v1/auth/token``, the
+account being disabled (checked on every call), and a password change or reset (the auth
+service revokes the account's tokens, as it ends its web sessions).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ca_service.audit.service import record_event
 from ca_service.auth import totp
 from ca_service.auth.access import ensure_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import ApiToken, Role, User
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import (
@@ -178,9 +178,20 @@ def reset_password(
     user.session_version += 1
     if remove_totp:
         user.totp_secret_encrypted = user.totp_enabled_at = user.totp_last_step = None
+    _revoke_api_tokens(user)
     db.session.flush()
     record_event(actor, "user.password_reset", username, {"authenticator_removed": remove_totp})
     return one_time_password
+
+
+def _revoke_api_tokens(user: User) -> None:
+    """End the user's API bearer tokens (as a bumped session_version ends web sessions)."""
+    db.session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
@@ -191,6 +202,7 @@ def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
     user = _get_user(username)
     user.disabled = disabled
     user.session_version += 1
+    _revoke_api_tokens(user)
     db.session.flush()
     record_event(actor, "user.disabled" if disabled else "user.enabled", username, {})
     return user
@@ -324,6 +336,7 @@ def _store_new_password(user: User, new_password: str) -> None:
     user.password_is_temporary = False
     user.temporary_password_expires_at = None
     user.session_version += 1  # every existing session of this user ends
+    _revoke_api_tokens(user)
     db.session.flush()
     record_event(actor_of(user), "auth.password_changed", user.username, {})
 

@@ -130,6 +130,8 @@ def _hold_pending_browser() -> Response | None:
     comes before anything else)."""
     if PENDING_STAGE not in session or request.endpoint is None:
         return None
+    if request.path.startswith("/api/"):
+        return None  # the API authenticates by bearer token, never by this browser state
     if request.endpoint == "auth.login" and request.method == "POST":
         return None  # signing in again (perhaps as someone else) replaces the pending state
     stage = _pending_stage()

@@ -158,7 +158,10 @@ def _sign_in(user: User) -> Response:
     """Every factor passed: a fresh session (no fixation), then Flask-Login's."""
     target = _safe_next(session.get(NEXT))
     previous = user.last_login_at
+    flashes = session.get("_flashes")  # "Your password is set." and the like survive
     session.clear()
+    if flashes:
+        session["_flashes"] = flashes
     session.permanent = True  # expires after SESSION_HOURS (PERMANENT_SESSION_LIFETIME)
     service.complete_login(user)
     login_user(user)

@@ -17,12 +17,18 @@ import secrets
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
 
 from ca_service.db import db, utcnow
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from hsm import KeyAlgorithm, Token
 
 SERIAL_BITS = 159
+# Names for attributes RFC 4514 has no short name for, as pages and logs show them.
+READABLE_NAMES = {
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+}
 
 
 def new_serial() -> int:
@@ -67,7 +73,7 @@ def reserve_certificate(
         serial=serial,
         kind=kind,
         status=CertificateStatus.PENDING,
-        subject=subject.rfc4514_string(),
+        subject=subject.rfc4514_string(READABLE_NAMES),
         not_before=not_before,
         not_after=not_after,
         key_label=key_label,

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,26 +86,36 @@ def _backends() -> list[Any]:
     return params
 
 
-def _reset_postgres(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+@contextmanager
+def _scratch_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``server_url`` for this run only, dropped at
+    the end: two test runs at once (a developer's and CI's) never see each other's rows."""
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"ca_test_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=_backends())
-def database_url(request: pytest.FixtureRequest, hsm_env: HsmEnv) -> str:
+def database_url(request: pytest.FixtureRequest, hsm_env: HsmEnv) -> Iterator[str]:
     """A freshly migrated database of each backend (the migrated schema, not create_all)."""
     from ca_service.db import upgrade_database
 
     if request.param == "sqlite":
         url = f"sqlite:///{hsm_env.var_dir / 'test.db'}"
-    else:
-        url = os.environ[PG_ENV].replace("postgresql://", "postgresql+psycopg://", 1)
-        _reset_postgres(url)
-    upgrade_database(url)
-    return url
+        upgrade_database(url)
+        yield url
+        return
+    server = os.environ[PG_ENV].replace("postgresql://", "postgresql+psycopg://", 1)
+    with _scratch_postgres_database(server) as url:
+        upgrade_database(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

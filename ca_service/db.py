@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -121,10 +122,37 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
+# Set while a public read path (OCSP, CRL, status page) runs: its SQLite transaction begins
+# DEFERRED, a snapshot read that never waits for the write lock, so answers from storage do
+# not queue behind writers (or each other). A context variable: per thread and request.
+_read_first: ContextVar[bool] = ContextVar("sqlite_read_first", default=False)
+
+
 @event.listens_for(Engine, "begin")
 def _sqlite_begin(conn: sa.Connection) -> None:
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if _read_first.get() else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_first() -> Iterator[None]:
+    """Run a read path whose transaction need not lock out writers (SQLite; a no-op for
+    PostgreSQL, whose reads never block). Call ``about_to_write`` before it writes."""
+    token = _read_first.set(True)
+    try:
+        yield
+    finally:
+        _read_first.reset(token)
+
+
+def about_to_write() -> None:
+    """Leave read-first mode: end the read snapshot so the next statement begins an IMMEDIATE
+    transaction (a deferred SQLite transaction that read and then writes fails at once, without
+    waiting, if another connection committed meanwhile). Only call it before anything was
+    changed in this transaction: the snapshot is rolled back."""
+    if _read_first.get():
+        _read_first.set(False)
+        db.session.rollback()
 
 
 def engine_options(url: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
-from ca_service.db import db
+from ca_service.db import db, read_first
 from ca_service.errors import CAError, ValidationError
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
@@ -396,7 +396,8 @@ def reject(application_id: int) -> Page:
 @stateless
 def verify(serial: str) -> Page:
     try:
-        status = service.public_status(serial)
+        with read_first():
+            status = service.public_status(serial)
     except CAError as exc:
         return render_template("issuance/verify.html", status=None, error=exc.message), 404
     return render_template("issuance/verify.html", status=status, error=None)

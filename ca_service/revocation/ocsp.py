@@ -39,7 +39,7 @@ from ca_service.authorities.service import (
     load_certificate,
 )
 from ca_service.config import Settings
-from ca_service.db import db, utcnow
+from ca_service.db import about_to_write, db, utcnow
 from ca_service.models import Authority, Certificate, CertificateStatus
 from ca_service.revocation.models import OCSPCertStatus, StoredOCSPResponse
 from hsm import HSMPrivateKey, Token
@@ -293,6 +293,8 @@ def answer_ocsp_request(
         )
         if stored is not None:
             return stored
+    # Signing (and storing) from here: leave the read-only snapshot the view may have begun.
+    about_to_write()
     issuer = db.session.get(Authority, issuer_id)
     signer = None if issuer is None else _signer_for(token, issuer, moment)
     if signer is None:

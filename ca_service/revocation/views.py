@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from ca_service.app import csrf, settings_of
-from ca_service.db import utcnow
+from ca_service.db import read_first, utcnow
 from ca_service.hsm_access import app_token
 from ca_service.revocation.ocsp import (
     MAX_REQUEST_BYTES,
@@ -31,7 +31,8 @@ OCSP_RESPONSE = "application/ocsp-response"
 @bp.get("/pki/crl/<slug>.crl")
 @stateless
 def crl(slug: str) -> Response:
-    row = latest_crl(slug)
+    with read_first():
+        row = latest_crl(slug)
     response = Response(row.der, mimetype="application/pkix-crl")
     response.headers["Content-Disposition"] = f'inline; filename="{slug}.crl"'
     response.set_etag(f"{slug}-{row.number}")
@@ -46,7 +47,8 @@ def crl(slug: str) -> Response:
 
 def _answer(data: bytes) -> OCSPAnswer:
     lifetime = response_lifetime(settings_of(current_app))
-    return answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
+    with read_first():  # stored answers are read without queueing for SQLite's write lock
+        return answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
 
 
 @bp.post("/ocsp")

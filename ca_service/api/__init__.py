@@ -20,13 +20,21 @@ LIMITED_ENDPOINTS = (
     "api.register",
     "api.confirm_employer_mobile",
     "api.resend_mobile_code",
+    "api.revoke_own_certificate",  # re-authenticates with the password
 )
 
 
 def init_app(app: Flask) -> None:
     """Register the API blueprint (exempt from CSRF: no cookie authenticates it) and its rate
     limits. Call after ``auth.init_app``, whose limiter it shares."""
-    from ca_service.api import applications, auth, employers, public, review  # noqa: F401  (routes)
+    from ca_service.api import (  # noqa: F401  (routes)
+        applications,
+        auth,
+        employers,
+        public,
+        review,
+        revocation,
+    )
     from ca_service.api.http import bp
     from ca_service.app import csrf, settings_of
     from ca_service.auth.ratelimit import MESSAGE

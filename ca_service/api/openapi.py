@@ -384,6 +384,67 @@ SCHEMAS: JSON = {
         "additionalProperties": False,
         "properties": {"reason": {"type": "string", "maxLength": 2000}},
     },
+    "OfficerRevocation": {
+        "type": "object",
+        "required": ["reason"],
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "type": "string",
+                "enum": [
+                    "unspecified",
+                    "keyCompromise",
+                    "cACompromise",
+                    "affiliationChanged",
+                    "superseded",
+                    "cessationOfOperation",
+                    "certificateHold",
+                    "privilegeWithdrawn",
+                    "aACompromise",
+                    "removeFromCRL",
+                ],
+                "description": "RFC 5280 reason; certificateHold suspends the certificate, "
+                "removeFromCRL releases the hold.",
+            },
+            "invalidity_date": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When the key is known or suspected to have been compromised "
+                "(UTC when no offset is given); not in the future.",
+            },
+        },
+    },
+    "EmployerRevocation": {
+        "type": "object",
+        "required": ["reason", "password"],
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "type": "string",
+                "enum": ["keyCompromise", "superseded", "cessationOfOperation"],
+            },
+            "password": {
+                "type": "string",
+                "format": "password",
+                "description": "The administrator's current password; a wrong one counts as a "
+                "failed sign-in.",
+            },
+        },
+    },
+    "StatusChange": {
+        "type": "object",
+        "required": ["certificate"],
+        "properties": {
+            "certificate": _ref("Certificate"),
+            "crl_number": {
+                "type": ["integer", "null"],
+                "description": "The CRL published with the change; null when it is coalesced "
+                "with other revocations and published within seconds (OCSP shows the change "
+                "at once either way).",
+            },
+            "crl_published_at": _NULLABLE_TIME,
+        },
+    },
     "PublicStatus": {
         "type": "object",
         "properties": {
@@ -665,6 +726,30 @@ def _paths() -> JSON:
                 review,
                 errors=(401, 403, 404, 409, 503),
                 parameters=application,
+            )
+        },
+        "/applications/{application_id}/revoke": {
+            "post": _operation(
+                "revoke_own_certificate",
+                "Revoke the application's certificate (the password again; the employer is "
+                "notified)",
+                _EMPLOYER,
+                {"200": _json(_ref("StatusChange"), "Revoked; OCSP answers say so now.")},
+                errors=(400, 401, 403, 404, 409, 415, 423, 429, 503),
+                parameters=application,
+                body=_body(_ref("EmployerRevocation")),
+            )
+        },
+        "/review/certificates/{serial}/revoke": {
+            "post": _operation(
+                "revoke_certificate",
+                "Revoke, hold or release an employer certificate (RA officers and CA "
+                "administrators; the employer is notified)",
+                _OFFICER,
+                {"200": _json(_ref("StatusChange"), "The certificate's new status.")},
+                errors=(400, 401, 403, 404, 409, 415, 503),
+                parameters=_path("serial"),
+                body=_body(_ref("OfficerRevocation")),
             )
         },
         "/certificates/{serial}/status": {

@@ -117,7 +117,7 @@ def create() -> Page:
     return redirect(url_for(".detail", application_id=application.id))
 
 
-def _employer_page(application: Application, status: int = 200) -> tuple[str, int]:
+def employer_page(application: Application, status: int = 200) -> tuple[str, int]:
     return (
         render_template(
             "issuance/application.html",
@@ -135,7 +135,7 @@ def _employer_page(application: Application, status: int = 200) -> tuple[str, in
 @employer_bp.get("/<int:application_id>")
 @require_role(Role.EMPLOYER_ADMIN)
 def detail(application_id: int) -> Page:
-    return _employer_page(service.employer_application(user=_user(), application_id=application_id))
+    return employer_page(service.employer_application(user=_user(), application_id=application_id))
 
 
 @employer_bp.post("/<int:application_id>/documents")
@@ -145,7 +145,7 @@ def upload(application_id: int) -> Page:
     form = DocumentForm()
     if not form.validate_on_submit():
         flash("Choose the document type and a file.", "error")
-        return _employer_page(application, 400)
+        return employer_page(application, 400)
     limits = service.UploadLimits.from_settings(settings_of(current_app))
     try:
         document = service.upload_document(
@@ -161,7 +161,7 @@ def upload(application_id: int) -> Page:
         )
     except ValidationError as exc:
         flash(exc.message, "error")
-        return _employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code)
     flash(f"“{document.doc_type.label}” uploaded: {document.verdict_detail}", "success")
     return redirect(url_for(".detail", application_id=application.id))
 
@@ -173,13 +173,13 @@ def attach_request(application_id: int) -> Page:
     form = RequestForm()
     if not form.validate_on_submit():
         flash("Upload or paste a certificate request.", "error")
-        return _employer_page(application, 400)
+        return employer_page(application, 400)
     data = _read(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     try:
         checked = service.attach_request(user=_user(), application=application, data=data)
     except ValidationError as exc:
         flash(exc.message, "error")
-        return _employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code)
     flash(f"Certificate request accepted ({checked.key_description}).", "success")
     return redirect(url_for(".detail", application_id=application.id))
 
@@ -189,12 +189,12 @@ def attach_request(application_id: int) -> Page:
 def submit(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     if not ActionForm().validate_on_submit():
-        return _employer_page(application, 400)
+        return employer_page(application, 400)
     try:
         service.submit_application(user=_user(), application=application)
     except ValidationError as exc:
         flash(exc.message, "error")
-        return _employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code)
     flash("Submitted. An officer will review your application.", "success")
     return redirect(url_for(".detail", application_id=application.id))
 
@@ -271,7 +271,7 @@ def queue() -> Page:
     )
 
 
-def _officer_page(application: Application, status: int = 200) -> tuple[str, int]:
+def officer_page(application: Application, status: int = 200) -> tuple[str, int]:
     return (
         render_template(
             "issuance/review.html",
@@ -289,9 +289,7 @@ def _officer_page(application: Application, status: int = 200) -> tuple[str, int
 @officer_bp.get("/<int:application_id>")
 @require_role(Role.RA_OFFICER)
 def review(application_id: int) -> Page:
-    return _officer_page(
-        service.officer_application(officer=_user(), application_id=application_id)
-    )
+    return officer_page(service.officer_application(officer=_user(), application_id=application_id))
 
 
 @officer_bp.get("/<int:application_id>/documents/<int:document_id>")
@@ -344,7 +342,7 @@ def approve(application_id: int) -> Page:
         )
     except ValidationError as exc:
         flash(exc.message, "error")
-        return _officer_page(application, exc.status_code)
+        return officer_page(application, exc.status_code)
     return _after_approval(application)
 
 
@@ -381,7 +379,7 @@ def reject(application_id: int) -> Page:
     application = service.officer_application(officer=_user(), application_id=application_id)
     if not form.validate_on_submit():
         flash("Give the employer a reason for the rejection.", "error")
-        return _officer_page(application, 400)
+        return officer_page(application, 400)
     service.reject_application(
         officer=_user(), application=application, reason=form.reason.data or ""
     )

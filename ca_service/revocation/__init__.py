@@ -1,11 +1,39 @@
-"""Revocation, CRL publication (and, next, the OCSP responder)."""
+"""Revocation, CRL publication and the OCSP responder; revocation by officers and employers
+from the web (``portal_views``) and the JSON API (``ca_service.api.revocation``)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Flask
+from flask.typing import RouteCallable
+from flask_limiter import Limiter
+
+# A POST where a password can be guessed: rate-limited per client address like sign-in.
+LIMITED_ENDPOINTS = ("revocation_portal.employer_revoke",)
 
 
 def init_app(app: Flask) -> None:
+    """Register the CRL/OCSP and the revocation pages' blueprints. Call after
+    ``auth.init_app``, whose limiter the employer's revocation (a password check) shares."""
+    from ca_service.app import settings_of
+    from ca_service.auth.ratelimit import MESSAGE
+    from ca_service.revocation import portal
+    from ca_service.revocation.portal_views import bp as portal_bp
     from ca_service.revocation.views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(portal_bp)
+    # The issuance pages include the revocation forms (templates/revocation/), whose reason
+    # lists come from the service, not from each view's context.
+    app.jinja_env.globals["revocation_reasons"] = {
+        "officer": portal.OFFICER_REASONS,
+        "employer": portal.EMPLOYER_REASONS,
+        "labels": portal.REASON_LABELS,
+    }
+    limiter: Limiter = app.extensions["auth_limiter"]
+    limit = limiter.limit(
+        str(settings_of(app)["LOGIN_RATE_LIMIT"]), methods=["POST"], error_message=MESSAGE
+    )
+    for endpoint in LIMITED_ENDPOINTS:
+        app.view_functions[endpoint] = cast(RouteCallable, limit(app.view_functions[endpoint]))

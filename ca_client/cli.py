@@ -20,7 +20,6 @@ from ca_client import keys
 from ca_client.certificates import import_certificate, load_certificate_file
 from ca_client.errors import ClientError
 from hsm import (
-    HSMConfig,
     HSMError,
     KeyAlgorithm,
     KeyNotFound,
@@ -176,16 +175,11 @@ def _open_token(
     module_path = module or find_softhsm_module()
     if module_path is None:
         raise click.UsageError("SoftHSM is not installed: name your token's module with --module")
-    config = HSMConfig.from_sources(
-        module_path=module_path,
-        token_label=token_label,
-        # A PIN file given on the command line wins over a variable set in the environment.
-        pin_env=None if pin_file else pin_env,
-        pin_file=pin_file,
-        environ=os.environ,
-        pool_size=1,
+    token = Token(
+        keys.token_config(
+            module_path=module_path, token_label=token_label, pin_env=pin_env, pin_file=pin_file
+        )
     )
-    token = Token(config)
     try:
         yield token
     except PKCS11ModuleNotFound:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ca_client.errors import KeyFileExists, KeyFileUnreadable
-from hsm import HSMPrivateKey, KeyAlgorithm, PublicKey, Token
+from hsm import HSMConfig, HSMPrivateKey, KeyAlgorithm, PublicKey, Token
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -60,6 +60,24 @@ def build_csr(private_key: PrivateKey, subject: x509.Name) -> x509.CertificateSi
     """
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     return builder.sign(private_key, csr_hash(private_key.public_key()))
+
+
+def token_config(
+    *, module_path: str, token_label: str, pin_env: str, pin_file: str | None
+) -> HSMConfig:
+    """One session's worth of configuration for a person's token: a PIN file given on the
+    command line wins over a variable set in the environment.
+
+    :raises hsm.PinUnavailable: when neither gives a PIN.
+    """
+    return HSMConfig.from_sources(
+        module_path=module_path,
+        token_label=token_label,
+        pin_env=None if pin_file else pin_env,
+        pin_file=pin_file,
+        environ=os.environ,
+        pool_size=1,
+    )
 
 
 def generate_token_key(token: Token, label: str, algorithm: KeyAlgorithm) -> HSMPrivateKey:

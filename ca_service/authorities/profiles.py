@@ -56,6 +56,41 @@ def _aki(issuer_public_key: CertificatePublicKeyTypes) -> x509.AuthorityKeyIdent
     )
 
 
+def _signing_leaf(
+    *,
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: x509.Certificate,
+    usage: x509.ObjectIdentifier,
+    non_repudiation: bool,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate whose key only signs, for one extended key usage."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=non_repudiation,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(issuer.public_key()), critical=False)
+    )
+
+
 def root_ca_builder(
     subject: x509.Name, public_key: CertificatePublicKeyTypes
 ) -> x509.CertificateBuilder:
@@ -111,29 +146,14 @@ def ocsp_responder_builder(
     kept short (OCSP_VALIDITY_DAYS) and it carries no CRL distribution point.
     """
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+        _signing_leaf(
+            subject=subject,
+            public_key=public_key,
+            issuer=issuer,
+            usage=ExtendedKeyUsageOID.OCSP_SIGNING,
+            non_repudiation=False,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer.public_key()), critical=False)
         .add_extension(
             authority_information_access(issuer_slug, urls, with_ocsp=False), critical=False
         )
@@ -200,28 +220,13 @@ def employer_builder(
     """Employer (organisation) certificate: digitalSignature (+ nonRepudiation where
     configured), clientAuth, AIA with OCSP, CRL distribution point."""
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=non_repudiation,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+        _signing_leaf(
+            subject=subject,
+            public_key=public_key,
+            issuer=issuer,
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            non_repudiation=non_repudiation,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer.public_key()), critical=False)
         .add_extension(
             authority_information_access(issuer_slug, urls, with_ocsp=True), critical=False
         )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import click
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import current_app
 
-from ca_client.keys import build_csr, generate_token_key, subject_name
+from ca_client.keys import build_csr, generate_token_key, subject_name, token_config
 from ca_service.app import settings_of
 from ca_service.cli_support import app_command, fail
 from ca_service.db import db
@@ -17,7 +16,7 @@ from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.csr import check_request
 from ca_service.issuance.models import Application
-from hsm import HSMConfig, KeyAlgorithm, Token, find_softhsm_module
+from hsm import KeyAlgorithm, Token, find_softhsm_module
 
 ACTOR = "cli:counter"
 ALGORITHMS = [
@@ -81,15 +80,11 @@ def provision(
     if not module_path:
         fail("SoftHSM is not installed: name the token's module with --module")
         return
-    config = HSMConfig.from_sources(
-        module_path=module_path,
-        token_label=token_label,
-        pin_env=None if pin_file else pin_env,
-        pin_file=pin_file,
-        environ=os.environ,
-        pool_size=1,
+    employer_token = Token(
+        token_config(
+            module_path=module_path, token_label=token_label, pin_env=pin_env, pin_file=pin_file
+        )
     )
-    employer_token = Token(config)
     try:
         _provision(application, employer_token, key_label, KeyAlgorithm(algorithm))
     finally:

@@ -4,6 +4,7 @@ public certificate status page. Views are thin: parse the form, call one service
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -65,12 +66,19 @@ def _read(upload: FileStorage | None, limit: int) -> bytes:
     return upload.stream.read(limit + 1)
 
 
+def content_disposition(kind: str, filename: str) -> str:
+    """A Content-Disposition header for any file name: an ASCII fallback and the UTF-8 name
+    (RFC 6266 / RFC 8187), since WSGI servers only send Latin-1 header values."""
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def document_response(application: Application, document_id: int) -> Response:
     """A stored document, with the type sniffed at upload (never the client's)."""
     document = service.document_of(application, document_id)
     content = document_store().get(document.sha256)
     response = Response(content, mimetype=document.media_type)
-    response.headers["Content-Disposition"] = f'inline; filename="{document.filename}"'
+    response.headers["Content-Disposition"] = content_disposition("inline", document.filename)
     response.headers["Cache-Control"] = "private, no-store"
     # Shown inside the review page (same origin only) and never allowed to run anything.
     response.headers["X-Frame-Options"] = "SAMEORIGIN"

@@ -170,6 +170,22 @@ def test_documents_are_served_with_the_sniffed_type_and_no_active_content(
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_a_chinese_file_name_is_served_with_a_latin1_safe_header(
+    draft: tuple[FlaskClient, int, EmployerAccount],
+) -> None:
+    client, application_id, _ = draft
+    status, _ = upload(client, application_id, LICENCE, minimal_png(), filename="营业执照.png")
+    assert status == 302
+    with client.application.app_context():
+        application = db.session.get(Application, application_id)
+        assert application is not None
+        document_id = application.documents[0].id
+    response = client.get(f"/applications/{application_id}/documents/{document_id}")
+    header = response.headers["Content-Disposition"]
+    header.encode("latin-1")  # what a WSGI server can send
+    assert "filename*=UTF-8''%E8%90%A5%E4%B8%9A%E6%89%A7%E7%85%A7.png" in header
+
+
 def _rsa_csr(bits: int) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")])

@@ -25,6 +25,7 @@ which the standard calls an application. Three consequences shape this module:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -279,9 +280,17 @@ def _load(path: str, real_path: str) -> tuple[Library, str]:
     return lib, how
 
 
+@functools.lru_cache(maxsize=32)
+def _resolved(path: str) -> str:
+    # Every session checkout asks for its module: resolving the path on the file system each
+    # time was a large share of a signature's Python time. A module file that moves while the
+    # process runs is not a case worth a system call per signature.
+    return os.path.realpath(path)
+
+
 def _module_for(path: str) -> _Module:
     """This process's state of the module at ``path``, loading or re-initialising it as needed."""
-    real_path = os.path.realpath(path)
+    real_path = _resolved(path)
     pid = os.getpid()
     with _registry_lock:
         module = _modules.get(real_path)

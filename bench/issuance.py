@@ -176,11 +176,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-issuance-") as tmp:
         # SoftHSM reads its configuration once per process: one configuration, a new token
         # (and database) per case.
-        conf, _ = _common.make_token(Path(tmp))
+        conf, first_label = _common.make_token(Path(tmp))
         cases = [(a, g, d, u) for a, g in GOALS.items() for d, u in databases]
         for number, (algorithm, goal, db_name, url) in enumerate(cases):
             var_dir = Path(tmp)
-            label = _add_token(conf)
+            label = first_label if number == 0 else _add_token(conf)
             os.environ["CA_ISSUING_KEY_ALGORITHM"] = algorithm
             database_url = (
                 _common.sqlalchemy_url(url) if url else f"sqlite:///{var_dir / f'case-{number}.db'}"

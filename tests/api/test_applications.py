@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask.testing import FlaskClient
 
-from ca_service.issuance import service as issuance_service
-from hsm import HSMUnavailable
+from hsm import HSMConfig, Token, find_softhsm_module
 from tests.api.conftest import (
     API,
     ApiEmployer,
@@ -24,6 +22,7 @@ from tests.api.conftest import (
     submitted_application,
     upload,
 )
+from tests.conftest import HsmEnv
 from tests.issuance.conftest import software_csr
 from tests.issuance.seal_factory import Authority, minimal_pdf
 
@@ -187,19 +186,26 @@ def test_hsm_failure_on_approval_is_503_and_issue_retries(
     api_employer: Callable[[], ApiEmployer],
     officer_token: Callable[[], str],
     trusted_seal_ca: Authority,
-    monkeypatch: pytest.MonkeyPatch,
+    hsm_env: HsmEnv,
 ) -> None:
     employer = api_employer()
     application_id = submitted_application(client, employer, trusted_seal_ca)
     officer = bearer(officer_token())
     path = f"{API}/review/{application_id}"
 
-    def hsm_down(*args: object, **kwargs: object) -> None:
-        raise HSMUnavailable("token did not answer")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(issuance_service, "sign_reserved", hsm_down)
+    # A real token that lacks the issuing CA's key: the HSM refuses to sign.
+    label, pin = hsm_env.new_token("empty")
+    module = find_softhsm_module()
+    assert module
+    app = client.application
+    real = app.extensions["hsm_token"]
+    empty = Token(HSMConfig(module_path=module, token_label=label, pin=pin, pool_size=1))
+    app.extensions["hsm_token"] = empty
+    try:
         response = client.post(f"{path}/approve", headers=officer)
+    finally:
+        app.extensions["hsm_token"] = real
+        empty.close()
     assert response.status_code == 503
     assert error_of(response)["code"] == "service_unavailable"
     # The approval stands; issuance is retried with a new serial.

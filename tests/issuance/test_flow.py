@@ -4,6 +4,7 @@ with sealed PDFs, officer approves, certificate issued, verified by openssl and 
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from flask import Flask
 from flask.testing import FlaskClient
 
+from ca_service.audit.models import AuditEvent
 from ca_service.db import db
-from ca_service.issuance.models import Application, ApplicationStatus, DocumentType
+from ca_service.issuance.models import Application, ApplicationStatus, Document, DocumentType
 from ca_service.outbox.models import OutboxMessage
 from tests.auth.flows import csrf_token, location, post_form
 from tests.conftest import CliInvoke
@@ -164,6 +166,19 @@ def test_whole_flow_in_the_browser_pages(
             sa.select(OutboxMessage.channel).where(OutboxMessage.dedupe_key.like("certificate:%"))
         ).all()
     assert sorted(c.value for c in notices) == ["email", "sms"]
+    # The decision's audit event names every document it relied on by SHA-256.
+    with app.app_context():
+        approved = db.session.scalar(
+            sa.select(AuditEvent.details).where(AuditEvent.action == "application.approved")
+        )
+        hashes = set(
+            db.session.scalars(
+                sa.select(Document.sha256).where(Document.application_id == application_id)
+            )
+        )
+    assert approved is not None
+    assert set(json.loads(approved)["documents"].values()) == hashes
+    assert len(hashes) == len(DocumentType)
 
     # Delivery: PEM, DER, chain, PKCS#7, all the same certificate.
     pem = client.get(f"/applications/{application_id}/certificate.pem")

@@ -298,7 +298,7 @@ def make_user(app: Flask) -> MakeUser:
     return make
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -307,7 +307,7 @@ def _free_port() -> int:
 @pytest.fixture
 def served(app: Flask, app_overrides: dict[str, Any], tmp_path: Path) -> Iterator[str]:
     """`ca-service serve` with two gunicorn workers on the test database and token."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
     env.update({f"CA_{k}": str(v) for k, v in app_overrides.items()})
     env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]

@@ -28,12 +28,6 @@ from ca_service.issuance.views import document_store
 
 PKCS10 = "application/pkcs10"
 # format -> (media type, file name suffix), as the web portal's downloads.
-DOWNLOADS = {
-    "pem": ("application/x-pem-file", "certificate.pem"),
-    "der": ("application/pkix-cert", "certificate.cer"),
-    "chain": ("application/x-pem-file", "chain.pem"),
-    "p7b": ("application/pkcs7-mime", "certificate.p7b"),
-}
 
 
 def _employer() -> User:
@@ -129,10 +123,8 @@ def submit_application(application_id: int) -> JSON:
 @bp.get("/applications/<int:application_id>/certificate")
 def download_certificate(application_id: int) -> Response:
     application = _own(_employer(), application_id)
-    kind = choice(request.args.get("format", "pem"), "format", DOWNLOADS)
-    certificate = service.certificate_of(application)
-    mimetype, name = DOWNLOADS[kind]
-    response = Response(service.delivery_bytes(certificate, kind), mimetype=mimetype)
-    serial = service.certificate_row(application).serial
-    response.headers["Content-Disposition"] = f'attachment; filename="{serial}-{name}"'
+    kind = choice(request.args.get("format", "pem"), "format", service.DOWNLOAD_FORMATS)
+    download = service.certificate_download(application, kind)
+    response = Response(download.body, mimetype=download.mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{download.filename}"'
     return response

@@ -46,11 +46,7 @@ _STAGE_REFUSALS = {
 
 
 def login_policy() -> LoginPolicy:
-    settings = settings_of(current_app)
-    return LoginPolicy(
-        max_failures=int(settings["LOGIN_MAX_FAILURES"]),
-        lockout=dt.timedelta(minutes=int(settings["LOCKOUT_MINUTES"])),
-    )
+    return LoginPolicy.from_settings(settings_of(current_app))
 
 
 def token_digest(token: str) -> str:

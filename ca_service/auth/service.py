@@ -21,6 +21,7 @@ from ca_service.audit.service import record_event
 from ca_service.auth import totp
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import ApiToken, Role, User
+from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import (
@@ -69,6 +70,13 @@ class LoginPolicy:
 
     max_failures: int
     lockout: dt.timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginPolicy:
+        return cls(
+            max_failures=int(settings["LOGIN_MAX_FAILURES"]),
+            lockout=dt.timedelta(minutes=int(settings["LOCKOUT_MINUTES"])),
+        )
 
 
 class LoginStage(StrEnum):

@@ -69,11 +69,7 @@ Page = Response | str | tuple[str, int]
 
 
 def _policy() -> service.LoginPolicy:
-    settings = settings_of(current_app)
-    return service.LoginPolicy(
-        max_failures=int(settings["LOGIN_MAX_FAILURES"]),
-        lockout=dt.timedelta(minutes=int(settings["LOCKOUT_MINUTES"])),
-    )
+    return service.LoginPolicy.from_settings(settings_of(current_app))
 
 
 def _secret_key() -> str:
@@ -263,8 +259,7 @@ def totp_code() -> Page:
 
 
 def _code_policy() -> CodePolicy:
-    minutes = int(settings_of(current_app)["SMS_CODE_MINUTES"])
-    return CodePolicy(secret_key=_secret_key(), lifetime=dt.timedelta(minutes=minutes))
+    return CodePolicy.from_settings(settings_of(current_app), _secret_key())
 
 
 @bp.route("/confirm-mobile", methods=["GET", "POST"])

@@ -44,6 +44,12 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
+def normalise_serial(serial: str) -> str:
+    """A serial as typed by a person or tool (``0x``, leading zeros, upper case) in the stored
+    form: lowercase hex without leading zeros."""
+    return serial.strip().lower().removeprefix("0x").lstrip("0")
+
+
 def hash_for(algorithm: KeyAlgorithm) -> hashes.SHA256 | hashes.SHA384:
     """The signature hash that matches a key's strength."""
     if algorithm in (KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_3072, KeyAlgorithm.RSA_4096):

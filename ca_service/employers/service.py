@@ -12,6 +12,7 @@ from ca_service.audit.service import record_event
 from ca_service.auth.codes import check_code, issue_code
 from ca_service.auth.models import CodePurpose, Role, User
 from ca_service.auth.service import actor_of, check_password_policy, find_user, hash_password
+from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers import numbers
 from ca_service.employers.models import Employer
@@ -42,6 +43,13 @@ class CodePolicy:
 
     secret_key: str
     lifetime: dt.timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings, secret_key: str) -> CodePolicy:
+        return cls(
+            secret_key=secret_key,
+            lifetime=dt.timedelta(minutes=int(settings["SMS_CODE_MINUTES"])),
+        )
 
 
 def normalise_mobile(value: str) -> str:

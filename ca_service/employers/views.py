@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, current_app, flash, redirect, render_template, session, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
@@ -18,11 +16,7 @@ bp = Blueprint("employers", __name__, url_prefix="/employers")
 
 
 def code_policy() -> CodePolicy:
-    settings = settings_of(current_app)
-    return CodePolicy(
-        secret_key=str(current_app.config["SECRET_KEY"]),
-        lifetime=dt.timedelta(minutes=int(settings["SMS_CODE_MINUTES"])),
-    )
+    return CodePolicy.from_settings(settings_of(current_app), str(current_app.config["SECRET_KEY"]))
 
 
 @bp.route("/register", methods=["GET", "POST"])

@@ -29,7 +29,7 @@ from ca_service.authorities.service import (
     get_authority,
     load_certificate,
 )
-from ca_service.authorities.signing import reserve_certificate, sign_reserved
+from ca_service.authorities.signing import normalise_serial, reserve_certificate, sign_reserved
 from ca_service.config import Settings
 from ca_service.db import db, rows_changed, utcnow
 from ca_service.employers.models import Employer
@@ -763,6 +763,22 @@ def pkcs7_bundle(certificate: x509.Certificate) -> bytes:
     return pkcs7.serialize_certificates(chain_of(certificate), Encoding.DER)
 
 
+# Download format -> (file name after the serial, media type); the web and the API offer these.
+DOWNLOAD_FORMATS = {
+    "pem": ("certificate.pem", "application/x-pem-file"),
+    "der": ("certificate.cer", "application/pkix-cert"),
+    "chain": ("chain.pem", "application/x-pem-file"),
+    "p7b": ("certificate.p7b", "application/pkcs7-mime"),
+}
+
+
+@dataclass(frozen=True)
+class Download:
+    body: bytes
+    mimetype: str
+    filename: str
+
+
 def delivery_bytes(certificate: x509.Certificate, kind: str) -> bytes:
     """The certificate as 'pem', 'der', 'chain' (PEM) or 'p7b'."""
     if kind == "pem":
@@ -774,6 +790,19 @@ def delivery_bytes(certificate: x509.Certificate, kind: str) -> bytes:
     if kind == "p7b":
         return pkcs7_bundle(certificate)
     raise NotFound(f"No download {kind!r}.")
+
+
+def certificate_download(application: Application, kind: str) -> Download:
+    """The issued certificate in one of DOWNLOAD_FORMATS, with its file name.
+
+    :raises NotFound: before issuance, or for an unknown format.
+    """
+    certificate = certificate_of(application)
+    if kind not in DOWNLOAD_FORMATS:
+        raise NotFound(f"No download {kind!r}.")
+    name, mimetype = DOWNLOAD_FORMATS[kind]
+    serial = certificate_row(application).serial
+    return Download(delivery_bytes(certificate, kind), mimetype, f"{serial}-{name}")
 
 
 @dataclass(frozen=True)
@@ -796,7 +825,7 @@ def public_status(serial: str, now: dt.datetime | None = None) -> PublicStatus:
 
     :raises NotFound: when the issuing CA never issued that serial.
     """
-    normalised = serial.strip().lower().removeprefix("0x").lstrip("0")
+    normalised = normalise_serial(serial)
     if not re.fullmatch(r"[0-9a-f]{1,40}", normalised):
         raise NotFound("That is not a certificate serial number.")
     issuer = get_authority(ISSUING_SLUG)

@@ -214,12 +214,7 @@ def employer_document(application_id: int, document_id: int) -> Response:
     return document_response(application, document_id)
 
 
-_DOWNLOADS = {
-    "certificate.pem": ("application/x-pem-file", "pem"),
-    "certificate.cer": ("application/pkix-cert", "der"),
-    "chain.pem": ("application/x-pem-file", "chain"),
-    "certificate.p7b": ("application/pkcs7-mime", "p7b"),
-}
+_FORMAT_OF = {name: kind for kind, (name, _) in service.DOWNLOAD_FORMATS.items()}
 
 
 @employer_bp.get(
@@ -228,12 +223,9 @@ _DOWNLOADS = {
 @require_role(Role.EMPLOYER_ADMIN)
 def download(application_id: int, name: str) -> Response:
     application = service.employer_application(user=_user(), application_id=application_id)
-    certificate = service.certificate_of(application)
-    mimetype, kind = _DOWNLOADS[name]
-    body = service.delivery_bytes(certificate, kind)
-    response = Response(body, mimetype=mimetype)
-    serial = application.certificate.serial if application.certificate else "certificate"
-    response.headers["Content-Disposition"] = f'attachment; filename="{serial}-{name}"'
+    download = service.certificate_download(application, _FORMAT_OF[name])
+    response = Response(download.body, mimetype=download.mimetype)
+    response.headers["Content-Disposition"] = content_disposition("attachment", download.filename)
     return response
 
 

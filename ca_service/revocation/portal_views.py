@@ -77,11 +77,7 @@ def _user() -> User:
 
 def _login_policy() -> LoginPolicy:
     # The sign-in page's lockout settings: a wrong password here counts as a failed sign-in.
-    settings = settings_of(current_app)
-    return LoginPolicy(
-        max_failures=int(settings["LOGIN_MAX_FAILURES"]),
-        lockout=dt.timedelta(minutes=int(settings["LOCKOUT_MINUTES"])),
-    )
+    return LoginPolicy.from_settings(settings_of(current_app))
 
 
 def _revoked_message(change: StatusChange) -> str:

@@ -29,7 +29,7 @@ from ca_service.authorities.service import (
     get_authority,
     load_certificate,
 )
-from ca_service.authorities.signing import hash_for
+from ca_service.authorities.signing import hash_for, normalise_serial
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.errors import Conflict, NotFound, ValidationError
@@ -58,7 +58,7 @@ def find_certificate(issuer: Authority, serial: str) -> Certificate:
 
     :raises NotFound: when this issuer never issued it.
     """
-    normalised = serial.strip().lower().removeprefix("0x").lstrip("0")
+    normalised = normalise_serial(serial)
     row = db.session.scalar(
         sa.select(Certificate).where(
             Certificate.issuer_id == issuer.id,

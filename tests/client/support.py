@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from click.testing import Result
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from hsm import PublicKey
+from tests.hsm.support import issue_certificate
 
-
-def issue_certificate(public_key: PublicKey, common_name: str = "Employer Ltd") -> x509.Certificate:
-    """A certificate for ``public_key`` signed by a CA key made for this one call."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Throwaway CA")]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(ca_key, hashes.SHA256())
-    )
+__all__ = ["issue_certificate"]
 
 
 def read_csr(path: Path) -> x509.CertificateSigningRequest:

@@ -12,6 +12,7 @@ import pkcs11
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pkcs11.types import Session
@@ -138,3 +139,21 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 def write_pem(path: Path, obj: x509.Certificate | x509.CertificateRevocationList) -> str:
     path.write_bytes(obj.public_bytes(Encoding.PEM))
     return str(path)
+
+
+def issue_certificate(
+    public_key: CertificatePublicKeyTypes, common_name: str = "Employer Ltd"
+) -> x509.Certificate:
+    """A certificate for ``public_key`` signed by a CA key made for this one call."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Throwaway CA")]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(ca_key, hashes.SHA256())
+    )

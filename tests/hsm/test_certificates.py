@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import secrets
@@ -10,37 +9,18 @@ import subprocess
 import sys
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, CertificateType, ObjectClass
 
 from hsm import (
     DuplicateCertificateLabel,
     KeyAlgorithm,
     KeyNotFound,
-    PublicKey,
     Token,
 )
 from tests.hsm.support import SoftHSMSetup, raw_session
-
-
-def issue(public_key: PublicKey, common_name: str = "Employer Ltd") -> x509.Certificate:
-    """A certificate for ``public_key`` from a throwaway CA key."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Throwaway CA")]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(ca_key, hashes.SHA256())
-    )
+from tests.hsm.support import issue_certificate as issue
 
 
 def der_integer(value: int) -> bytes:

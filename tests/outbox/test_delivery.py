@@ -3,7 +3,6 @@ the server is down, never sends twice, and blanks one-time codes once they left.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -19,6 +18,7 @@ from ca_service.cli import main
 from ca_service.db import db
 from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
 from ca_service.outbox.service import BLANKED, enqueue
+from tests.conftest import free_port
 
 
 class Inbox:
@@ -31,16 +31,10 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -108,7 +102,7 @@ def test_a_mail_server_outage_is_retried_with_backoff_then_marked_failed(
     _queue(app, "notice-2")
     overrides = {
         **app_overrides,
-        "SMTP_URL": f"smtp://127.0.0.1:{_free_port()}",  # nothing listens there
+        "SMTP_URL": f"smtp://127.0.0.1:{free_port()}",  # nothing listens there
         "OUTBOX_MAX_ATTEMPTS": 2,
     }
     first = run_cli(overrides, "outbox", "deliver")

@@ -7,7 +7,9 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +194,43 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("OUTBOX_MAX_ATTEMPTS", 8, "Delivery attempts before a message is marked failed.", int),
     Setting("API_TOKEN_HOURS", 8, "Lifetime of JSON API bearer tokens in hours.", int),
+    Setting(
+        "CHALLENGE_SECONDS",
+        120,
+        "Lifetime of a certificate-login (or binding) challenge nonce in seconds.",
+        int,
+    ),
+    Setting(
+        "TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or networks of TLS-terminating proxies whose client-"
+        "certificate header is believed; empty means none (the header is always ignored).",
+    ),
+    Setting(
+        "CLIENT_CERT_HEADER",
+        "X-SSL-Client-Cert",
+        "Header in which a trusted proxy passes the client certificate "
+        "(nginx: proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert).",
+    ),
+    Setting(
+        "TAX_NUMBER_ATTRIBUTE",
+        "organizationIdentifier",
+        "Subject attribute of tax-bureau certificates that carries the registration number: "
+        "organizationIdentifier (2.5.4.97), serialNumber (2.5.4.5) or a dotted OID.",
+    ),
+    Setting(
+        "TAX_CRL_GRACE_HOURS",
+        0,
+        "How long past its nextUpdate a tax CA's CRL is still used when no newer one can be "
+        "fetched; after that, tax-certificate logins and bindings fail closed.",
+        int,
+    ),
+    Setting(
+        "TAX_CRL_FETCH_SECONDS",
+        5,
+        "Timeout of one download of a tax CA's CRL from its distribution point.",
+        int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -315,6 +354,35 @@ def _validate(values: Mapping[str, Any]) -> None:
         )
     if not str(values["TOKEN_LABEL"]).strip():
         raise ConfigurationError(f"{ENV_PREFIX}TOKEN_LABEL must not be empty")
+    try:
+        trusted_proxy_networks(str(values["TRUSTED_PROXIES"]))
+    except ValueError as exc:
+        raise ConfigurationError(f"{ENV_PREFIX}TRUSTED_PROXIES: {exc}") from None
+    attribute = str(values["TAX_NUMBER_ATTRIBUTE"])
+    if attribute not in ("organizationIdentifier", "serialNumber") and not re.fullmatch(
+        r"[0-2](\.[0-9]+)+", attribute
+    ):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}TAX_NUMBER_ATTRIBUTE must be organizationIdentifier, serialNumber or a "
+            "dotted OID such as 2.5.4.97"
+        )
+    if values["CHALLENGE_SECONDS"] < 10:
+        raise ConfigurationError(f"{ENV_PREFIX}CHALLENGE_SECONDS must be at least 10")
+
+
+def trusted_proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of ``TRUSTED_PROXIES`` (``"10.0.0.5, 192.168.1.0/24"``).
+
+    :raises ValueError: for an entry that is not an address or network.
+    """
+    networks = []
+    for entry in value.split(","):
+        if entry.strip():
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{entry.strip()!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def describe_settings() -> list[dict[str, str]]:
@@ -329,4 +397,11 @@ def describe_settings() -> list[dict[str, str]]:
     ]
 
 
-__all__ = ["SETTINGS", "Setting", "Settings", "describe_settings", "load_settings"]
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "describe_settings",
+    "load_settings",
+    "trusted_proxy_networks",
+]

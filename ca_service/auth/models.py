@@ -99,3 +99,36 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
     created_at: Mapped[created_at]
+
+
+class ChallengePurpose(enum.StrEnum):
+    LOGIN = "login"
+    BIND = "bind"  # proof of possession of a tax certificate being bound
+
+
+class LoginChallenge(Base):
+    """A one-time nonce a certificate's key signs: short-lived, single use.
+
+    A browser-started challenge is tied to that browser by ``browser_hash`` (SHA-256 of a
+    secret kept only in its session cookie): whoever signs the nonce (``ca-client`` on another
+    device, a mobile signer) completes the sign-in of that browser alone. A challenge made
+    through the API has no browser and is answered with a bearer token. Only the SHA-256 of
+    the nonce is stored.
+    """
+
+    __tablename__ = "login_challenges"
+
+    id: Mapped[intpk]
+    nonce_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    purpose: Mapped[ChallengePurpose] = mapped_column(enum_column(ChallengePurpose))
+    browser_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    # For a binding challenge: the signed-in administrator who asked for it.
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    expires_at: Mapped[dt.datetime]
+    # Set by the single conditional UPDATE that accepts the signature.
+    used_at: Mapped[dt.datetime | None]
+    # Whom the signature signed in (picked up once by the browser that started it).
+    result_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    result_method: Mapped[str | None] = mapped_column(sa.String(32))
+    picked_up_at: Mapped[dt.datetime | None]
+    created_at: Mapped[created_at]

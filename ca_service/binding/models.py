@@ -36,3 +36,62 @@ class TrustAnchor(Base):
     __table_args__ = (
         sa.UniqueConstraint("purpose", "fingerprint_sha256", name="uq_trust_anchors_purpose_fp"),
     )
+
+
+class TaxCrl(Base):
+    """The newest CRL issued by a tax-CA anchor, fetched from its distribution point or
+    uploaded by a CA administrator; its signature was checked against the anchor on arrival."""
+
+    __tablename__ = "tax_crls"
+
+    id: Mapped[intpk]
+    anchor_id: Mapped[int] = mapped_column(sa.ForeignKey("trust_anchors.id"), unique=True)
+    der: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # cRLNumber as lowercase hex (it may exceed BIGINT); a CRL never replaces a newer one.
+    crl_number: Mapped[str | None] = mapped_column(sa.String(42))
+    this_update: Mapped[dt.datetime]
+    next_update: Mapped[dt.datetime]
+    fetched_at: Mapped[dt.datetime]
+    # "upload:<actor>" or the URL it came from.
+    source: Mapped[str] = mapped_column(sa.String(500))
+    # Last failed fetch (shown to administrators; the cached CRL stays until it is stale).
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+
+    __table_args__ = (sa.CheckConstraint("this_update < next_update", name="update_ordered"),)
+
+
+class CertificateBinding(Base):
+    """A tax-bureau certificate bound to an employer's account after proof of possession.
+
+    At most one live binding per certificate (partial unique index on the fingerprint), so a
+    certificate bound to one employer cannot be bound to another; unbinding keeps the row.
+    """
+
+    __tablename__ = "certificate_bindings"
+
+    id: Mapped[intpk]
+    employer_id: Mapped[int] = mapped_column(sa.ForeignKey("employers.id"), index=True)
+    issuer: Mapped[str] = mapped_column(sa.String(1000))
+    # Serial as lowercase hex without leading zeros (the tax CA's serials, not ours).
+    serial: Mapped[str] = mapped_column(sa.String(42))
+    fingerprint_sha256: Mapped[str] = mapped_column(sa.String(64))
+    # SHA-256 of the SubjectPublicKeyInfo (DER).
+    spki_sha256: Mapped[str] = mapped_column(sa.String(64))
+    subject: Mapped[str] = mapped_column(sa.String(1000))
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime]
+    der: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    bound_by: Mapped[str] = mapped_column(sa.String(100))
+    created_at: Mapped[created_at]
+    unbound_at: Mapped[dt.datetime | None]
+    unbound_by: Mapped[str | None] = mapped_column(sa.String(100))
+
+    __table_args__ = (
+        sa.Index(
+            "uq_certificate_bindings_live_fingerprint",
+            "fingerprint_sha256",
+            unique=True,
+            sqlite_where=sa.text("unbound_at IS NULL"),
+            postgresql_where=sa.text("unbound_at IS NULL"),
+        ),
+    )

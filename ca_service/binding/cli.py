@@ -1,14 +1,19 @@
-"""`ca-service trust add|list|disable|enable`."""
+"""`ca-service trust add|list|disable|enable|crl-url` and `ca-service trust crl upload|refresh`."""
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
 from pathlib import Path
 
 import click
+from flask import current_app
 
-from ca_service.binding import service
-from ca_service.binding.models import TrustPurpose
+from ca_service.app import settings_of
+from ca_service.binding import crls, service
+from ca_service.binding.models import TaxCrl, TrustPurpose
 from ca_service.cli_support import app_command, echo_table
+from ca_service.db import utcnow
 
 ACTOR = "cli"
 
@@ -20,7 +25,12 @@ def trust_cli() -> None:
 
 @trust_cli.command("add")
 @click.option("--purpose", required=True, type=click.Choice([p.value for p in TrustPurpose]))
-@click.option("--crl-url", default=None, help="Where the CA publishes its CRL (default: its CDP).")
+@click.option(
+    "--crl-url",
+    default=None,
+    help="Where this CA publishes the CRL it signs (tax anchors; not the certificate's own "
+    "CRL distribution point, which is where its parent publishes).",
+)
 @click.argument("certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @app_command
 def add(purpose: str, crl_url: str | None, certificate: Path) -> None:
@@ -30,28 +40,61 @@ def add(purpose: str, crl_url: str | None, certificate: Path) -> None:
     )
     click.echo(f"trust anchor {anchor.id} ({purpose}): {anchor.subject}")
     click.echo(f"  SHA-256 {anchor.fingerprint_sha256}")
+    if anchor.crl_url:
+        click.echo(f"  CRL URL {anchor.crl_url}")
+    elif anchor.purpose is TrustPurpose.TAX:
+        click.echo(
+            "  no CRL URL: set one (`trust crl-url`) or upload its CRLs (`trust crl upload`); "
+            "until then its certificates are refused"
+        )
+
+
+def _when(value: dt.datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else ""
 
 
 @trust_cli.command("list")
 @click.option("--purpose", type=click.Choice([p.value for p in TrustPurpose]), default=None)
 @app_command
 def list_(purpose: str | None) -> None:
-    """Trust anchors with their state."""
-    anchors = service.list_anchors(TrustPurpose(purpose) if purpose else None)
+    """Trust anchors with their state and, for tax anchors, their CRL's."""
+    states = [
+        s
+        for s in crls.crl_states(now=utcnow())
+        if purpose is None or s.anchor.purpose.value == purpose
+    ]
     echo_table(
         [
             {
-                "id": a.id,
-                "purpose": a.purpose.value,
-                "enabled": "yes" if a.enabled else "no",
-                "not_after": f"{a.not_after:%Y-%m-%d}",
-                "subject": a.subject,
-                "sha256": a.fingerprint_sha256[:16] + "…",
+                "id": s.anchor.id,
+                "purpose": s.anchor.purpose.value,
+                "enabled": "yes" if s.anchor.enabled else "no",
+                "not_after": f"{s.anchor.not_after:%Y-%m-%d}",
+                "crl": s.status,
+                "this_update": _when(s.crl.this_update if s.crl else None),
+                "next_update": _when(s.crl.next_update if s.crl else None),
+                "subject": s.anchor.subject,
+                "sha256": s.anchor.fingerprint_sha256[:16] + "…",
             }
-            for a in anchors
+            for s in states
         ],
-        ["id", "purpose", "enabled", "not_after", "subject", "sha256"],
+        [
+            "id",
+            "purpose",
+            "enabled",
+            "not_after",
+            "crl",
+            "this_update",
+            "next_update",
+            "subject",
+            "sha256",
+        ],
     )
+    for s in states:
+        if s.anchor.crl_url:
+            click.echo(f"anchor {s.anchor.id} CRL URL: {s.anchor.crl_url}")
+        if s.crl is not None and s.crl.last_error:
+            click.echo(f"anchor {s.anchor.id} last CRL fetch failed: {s.crl.last_error}")
 
 
 @trust_cli.command("disable")
@@ -70,3 +113,74 @@ def enable(anchor_id: int) -> None:
     """Trust a disabled anchor again."""
     anchor = service.set_anchor_enabled(actor=ACTOR, anchor_id=anchor_id, enabled=True)
     click.echo(f"enabled trust anchor {anchor.id}: {anchor.subject}")
+
+
+@trust_cli.command("crl-url")
+@click.argument("anchor_id", type=int)
+@click.argument("url", required=False)
+@click.option("--clear", is_flag=True, help="Remove the CRL URL (its CRLs are then uploaded).")
+@app_command
+def crl_url(anchor_id: int, url: str | None, clear: bool) -> None:
+    """Set URL as where anchor ANCHOR_ID's CA publishes the CRL it signs."""
+    if (url is None) == (not clear):
+        raise click.UsageError("give either a URL or --clear")
+    anchor = service.set_crl_url(actor=ACTOR, anchor_id=anchor_id, url=None if clear else url)
+    click.echo(f"trust anchor {anchor.id} CRL URL: {anchor.crl_url or '(none)'}")
+
+
+@trust_cli.group("crl")
+def crl_cli() -> None:
+    """The CRLs of tax anchors: upload one, or fetch them all (cron)."""
+
+
+@crl_cli.command("upload")
+@click.argument("anchor_id", type=int)
+@click.argument("crl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@app_command
+def upload(anchor_id: int, crl_file: Path) -> None:
+    """Store the CRL in CRL_FILE (PEM or DER) for anchor ANCHOR_ID, after checking it."""
+    if crl_file.stat().st_size > crls.MAX_CRL_BYTES:
+        raise click.UsageError(f"{crl_file} is larger than {crls.MAX_CRL_BYTES // 2**20} MB")
+    now = utcnow()
+    crl = crls.upload_crl(actor=ACTOR, anchor_id=anchor_id, data=crl_file.read_bytes(), now=now)
+    click.echo(_crl_line(anchor_id, crl, now))
+
+
+def _crl_line(anchor_id: int, crl: TaxCrl, now: dt.datetime) -> str:
+    stale = " (already out of date)" if now > crl.next_update else ""
+    number = f" number {int(crl.crl_number, 16)}" if crl.crl_number else ""
+    return (
+        f"anchor {anchor_id}: CRL{number} thisUpdate {_when(crl.this_update)}, "
+        f"nextUpdate {_when(crl.next_update)}{stale}"
+    )
+
+
+@app_command
+def _refresh() -> int:
+    # A plain function with its own app context and commit: failures noted on the anchors'
+    # CRLs (last_error) are committed before the command exits non-zero.
+    now = utcnow()
+    results = crls.refresh_all(actor=ACTOR, settings=settings_of(current_app), now=now)
+    for result in results:
+        if result.crl is not None:
+            click.echo(f"ok      {_crl_line(result.anchor_id, result.crl, now)}")
+        elif result.error is not None:
+            click.echo(f"FAILED  anchor {result.anchor_id}: {result.error}")
+        else:
+            click.echo(
+                f"skipped anchor {result.anchor_id}: no CRL URL ({result.subject}); upload "
+                "its CRLs with `trust crl upload`"
+            )
+    if not results:
+        click.echo("no enabled tax trust anchors")
+    return sum(1 for r in results if r.outcome == "failed")
+
+
+@crl_cli.command("refresh")
+def refresh() -> None:
+    """Fetch the CRL of every enabled tax anchor from its CRL URL (run it from cron).
+
+    Exits 1 when any fetch failed; the anchors' stored CRLs stay in use until out of date.
+    """
+    if _refresh():
+        sys.exit(1)

@@ -1,0 +1,623 @@
+"""The one verification core behind every certificate-based decision: certificate login (both
+transports), tax-certificate binding, and login with a bound tax certificate.
+
+Path building and signature checks are cryptography's ``x509.verification`` (a maintained
+WebPKI-style validator; we only adapt its end-entity policy: organisation certificates carry no
+subjectAltName). Before it runs, the leaf is checked for the failures a person can act on —
+validity, key usage, extended key usage — so each gets its own message; after it, revocation
+(ours from the database, the tax CA's from its CRL, failing closed) and the account mapping.
+
+Trust is per source: our root for our certificates; the enabled tax-CA anchors for tax
+certificates (self-signed anchors are the store; the others only help build paths — a chain
+through a CA that is not an enabled anchor is untrusted, so every tax CA on a path has a
+configured CRL source).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import itertools
+import re
+import threading
+import time
+from collections.abc import Sequence
+from typing import cast
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from flask import current_app
+
+from ca_service.auth.models import Role, User
+from ca_service.binding.models import CertificateBinding, TrustAnchor, TrustPurpose
+from ca_service.config import Settings
+from ca_service.db import db
+from ca_service.employers.models import Employer
+from ca_service.errors import Forbidden
+from ca_service.models import Certificate, CertificateKind, CertificateStatus
+
+__all__ = [
+    "CertificateRefused",
+    "Refusal",
+    "Source",
+    "VerifiedCertificate",
+    "account_for",
+    "certificate_number",
+    "invalidate_trust_cache",
+    "parse_chain",
+    "spki_sha256",
+    "verify_certificate",
+]
+
+# Trust material (our CA certificates, the tax anchors) is re-read at most this often per
+# process: disabling an anchor takes effect everywhere within this many seconds.
+TRUST_CACHE_SECONDS = 5.0
+_SHA256 = hashes.SHA256()
+_ETSI_PREFIX = re.compile(r"^[A-Z]{3}[A-Z]{2}-")  # ETSI EN 319 412-1: "NTRCN-<number>"
+_WAYS_BACK_IN = (
+    "To get back in, sign in with your password and an SMS code to your reserved mobile "
+    "(/auth/login), or with a tax-bureau certificate bound to your account, then renew "
+    "your certificate."
+)
+
+
+class Refusal(enum.StrEnum):
+    """Why a certificate was refused: each has its own message."""
+
+    UNREADABLE = "unreadable"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_KEY_USAGE = "wrong_key_usage"
+    UNTRUSTED = "untrusted_issuer"
+    REVOKED = "revoked"
+    REVOCATION_UNKNOWN = "revocation_unknown"
+    NOT_BOUND = "not_bound"
+    OTHER_ORGANISATION = "other_organisation"
+    NO_ACCOUNT = "no_account"
+    BAD_SIGNATURE = "bad_signature"
+    CHALLENGE_UNUSABLE = "challenge_unusable"  # unknown, expired or already used (replay)
+
+
+class CertificateRefused(Forbidden):
+    """A certificate-based decision said no; ``refusal`` says which check failed."""
+
+    def __init__(self, refusal: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal
+        self.code = refusal.value  # API clients can tell the refusals apart
+
+
+class Source(enum.StrEnum):
+    AGENCY = "agency"  # issued by one of our CAs
+    TAX = "tax"  # issued by a tax-bureau CA configured as a trust anchor
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedCertificate:
+    """A certificate that passed path validation, usage and revocation checks."""
+
+    source: Source
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    fingerprint_sha256: str
+    spki_sha256: str
+    # The registration number the certificate carries (normalised), or None when it has none.
+    registration_number: str | None
+    # Ours only: the employer our records say the certificate was issued to, and its
+    # administrator, read in the same query as the certificate's status (for account_for).
+    employer_id: int | None = None
+    administrator: User | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def subject(self) -> str:
+        return self.certificate.subject.rfc4514_string()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    """What never changes about a certificate validated under one trust context."""
+
+    path: tuple[x509.Certificate, ...]
+    spki_sha256: str
+    # Tax only: each certificate below the root, the anchor whose CRL lists it, and the
+    # certificate's own CRL distribution points (where to fetch when the anchor names none).
+    crl_checks: tuple[tuple[x509.Certificate, TrustAnchor, tuple[str, ...]], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrustContext:
+    store: verification.Store
+    intermediates: tuple[x509.Certificate, ...]
+    issuer_names: frozenset[bytes]  # DER subjects of the CAs that issue end entities
+    # Tax only: CA fingerprint -> its anchor (detached, read-only copies).
+    anchors_by_fingerprint: dict[str, TrustAnchor]
+    # Leaf fingerprint -> what was validated. Signatures and extensions do not change, so a
+    # path validated once is reused while this context lives (TRUST_CACHE_SECONDS); only the
+    # validity periods are checked again, against each login's time. Revocation and the
+    # account mapping are checked on every login.
+    paths: dict[str, _Known] = dataclasses.field(default_factory=dict)
+    # Tax CA certificates (fingerprints) found unrevoked by their parent's CRL while this
+    # context lives: a CA's revocation takes effect within TRUST_CACHE_SECONDS, like disabling
+    # its anchor; a taxpayer's certificate is checked on every login.
+    good_cas: set[str] = dataclasses.field(default_factory=set)
+
+
+_CACHE_KEY = "ca_trust_contexts"
+
+
+@dataclasses.dataclass
+class _TrustCache:
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    entries: dict[Source, tuple[float, _TrustContext | None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+def _trust_cache() -> _TrustCache:
+    # One per app, which is one per worker process in production (and one per test app).
+    cache = current_app.extensions.get(_CACHE_KEY)
+    if cache is None:
+        cache = current_app.extensions.setdefault(_CACHE_KEY, _TrustCache())
+    return cast("_TrustCache", cache)
+
+
+def invalidate_trust_cache() -> None:
+    """Forget this process's cached trust material (after an anchor changes here; other
+    processes notice within TRUST_CACHE_SECONDS)."""
+    cache = _trust_cache()
+    with cache.lock:
+        cache.entries.clear()
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    return certificate.issuer == certificate.subject
+
+
+def _build_context(source: Source) -> _TrustContext | None:
+    if source is Source.AGENCY:
+        # A revoked CA certificate of ours builds no path (takes effect within the cache's
+        # lifetime, like disabling an anchor).
+        ders = db.session.scalars(
+            sa.select(Certificate.der).where(
+                Certificate.kind.in_((CertificateKind.ROOT_CA, CertificateKind.ISSUING_CA)),
+                Certificate.status == CertificateStatus.ISSUED,
+                Certificate.revoked_at.is_(None),
+            )
+        )
+        certificates = [x509.load_der_x509_certificate(der) for der in ders if der]
+        anchors: dict[str, TrustAnchor] = {}
+    else:
+        rows = list(
+            db.session.scalars(
+                sa.select(TrustAnchor).where(
+                    TrustAnchor.purpose == TrustPurpose.TAX, TrustAnchor.enabled.is_(True)
+                )
+            )
+        )
+        for row in rows:
+            db.session.expunge(row)  # kept beyond this session, read only
+        certificates = [x509.load_der_x509_certificate(row.der) for row in rows]
+        anchors = {
+            certificate.fingerprint(_SHA256).hex(): row
+            for certificate, row in zip(certificates, rows, strict=True)
+        }
+    roots = [c for c in certificates if _self_signed(c)]
+    if not roots:
+        return None
+    others = tuple(c for c in certificates if not _self_signed(c))
+    return _TrustContext(
+        store=verification.Store(roots),
+        intermediates=others,
+        issuer_names=frozenset(c.subject.public_bytes() for c in certificates),
+        anchors_by_fingerprint=anchors,
+    )
+
+
+def _context(source: Source) -> _TrustContext | None:
+    now = time.monotonic()
+    cache = _trust_cache()
+    with cache.lock:
+        cached = cache.entries.get(source)
+        if cached is not None and now - cached[0] < TRUST_CACHE_SECONDS:
+            return cached[1]
+    context = _build_context(source)
+    with cache.lock:
+        cache.entries[source] = (now, context)
+    return context
+
+
+# Organisation certificates have no subjectAltName; everything else stays WebPKI's default
+# (basicConstraints not CA, EKU present, key usage well-formed, AKI present ...).
+_EE_POLICY = verification.ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None
+)
+_CA_POLICY = verification.ExtensionPolicy.webpki_defaults_ca()
+
+
+def parse_chain(data: bytes | str) -> list[x509.Certificate]:
+    """Certificates from PEM (leaf first, then any intermediates) or one DER certificate.
+
+    :raises CertificateRefused: (unreadable) when there is no certificate in ``data``.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if b"-----BEGIN" in raw:
+            chain = x509.load_pem_x509_certificates(raw)
+        else:
+            chain = [x509.load_der_x509_certificate(raw)]
+    except ValueError:
+        chain = []
+    if not chain:
+        raise CertificateRefused(
+            Refusal.UNREADABLE, "This is not a readable X.509 certificate (PEM or DER)."
+        )
+    return chain
+
+
+def spki_sha256(certificate: x509.Certificate) -> str:
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _number_oid(attribute: str) -> ObjectIdentifier:
+    if attribute == "organizationIdentifier":
+        return NameOID.ORGANIZATION_IDENTIFIER
+    if attribute == "serialNumber":
+        return NameOID.SERIAL_NUMBER
+    return ObjectIdentifier(attribute)
+
+
+def certificate_number(certificate: x509.Certificate, attribute: str) -> str | None:
+    """The registration number in the subject attribute ``attribute`` (compact, upper case;
+    an ETSI ``NTRCN-`` style prefix removed), or None."""
+    values = certificate.subject.get_attributes_for_oid(_number_oid(attribute))
+    if not values:
+        return None
+    value = "".join(str(values[0].value).split()).upper()
+    return _ETSI_PREFIX.sub("", value) or None
+
+
+def _check_times(leaf: x509.Certificate, now: dt.datetime) -> None:
+    if now < leaf.not_valid_before_utc:
+        raise CertificateRefused(
+            Refusal.NOT_YET_VALID,
+            f"This certificate is not valid yet: it becomes valid on "
+            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC.",
+        )
+    if now > leaf.not_valid_after_utc:
+        raise CertificateRefused(
+            Refusal.EXPIRED,
+            f"This certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC. "
+            + _WAYS_BACK_IN,
+        )
+
+
+def _check_usage(leaf: x509.Certificate) -> None:
+    try:
+        key_usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        signs = key_usage.digital_signature
+    except x509.ExtensionNotFound:
+        signs = False
+    if not signs:
+        raise CertificateRefused(
+            Refusal.WRONG_KEY_USAGE,
+            "This certificate may not be used to sign in: its key usage lacks digitalSignature.",
+        )
+    try:
+        purposes = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        client_auth = ExtendedKeyUsageOID.CLIENT_AUTH in purposes
+    except x509.ExtensionNotFound:
+        client_auth = False
+    if not client_auth:
+        raise CertificateRefused(
+            Refusal.WRONG_KEY_USAGE,
+            "This certificate may not be used to sign in: its extended key usage lacks "
+            "clientAuth (TLS client authentication).",
+        )
+
+
+def _source_of(leaf: x509.Certificate) -> tuple[Source, _TrustContext] | None:
+    issuer = leaf.issuer.public_bytes()
+    for source in (Source.AGENCY, Source.TAX):
+        context = _context(source)
+        if context is not None and issuer in context.issuer_names:
+            return source, context
+    return None
+
+
+def _untrusted(leaf: x509.Certificate, detail: str = "") -> CertificateRefused:
+    return CertificateRefused(
+        Refusal.UNTRUSTED,
+        f"This certificate's issuer ({leaf.issuer.rfc4514_string()}) is not a certificate "
+        "authority trusted for signing in: neither this agency's CA nor a configured "
+        f"tax-bureau CA{detail}.",
+    )
+
+
+def verify_certificate(
+    chain: Sequence[x509.Certificate], *, settings: Settings, now: dt.datetime
+) -> VerifiedCertificate:
+    """Validate ``chain`` (leaf first; more certificates are only path hints) for signing in
+    at ``now``.
+
+    :raises CertificateRefused: with the refusal and a message for the person.
+    """
+    if not chain:
+        raise CertificateRefused(Refusal.UNREADABLE, "No certificate was presented.")
+    leaf = chain[0]
+    fingerprint = leaf.fingerprint(_SHA256).hex()
+    source, context, known = _remembered(fingerprint)
+    if known is None or context is None:
+        found = _source_of(leaf)
+        if found is None:
+            raise _untrusted(leaf)
+        source, context = found
+    _check_times(leaf, now)
+    if known is None or not _still_valid(known.path, now):
+        _check_usage(leaf)
+        known = _validate(leaf, fingerprint, context, now)
+    assert context is not None  # noqa: S101  (set with known)
+    # Ours carry the number where our profile puts it; the tax CA's where configured.
+    number = certificate_number(
+        leaf,
+        "organizationIdentifier"
+        if source is Source.AGENCY
+        else str(settings["TAX_NUMBER_ATTRIBUTE"]),
+    )
+    administrator = None
+    if source is Source.AGENCY:
+        employer_id, administrator = _check_agency_revocation(fingerprint, number or "")
+    else:
+        employer_id = None
+        _check_tax_revocation(known, context, settings=settings, now=now)
+    return VerifiedCertificate(
+        source=source,
+        certificate=leaf,
+        chain=known.path,
+        fingerprint_sha256=fingerprint,
+        spki_sha256=known.spki_sha256,
+        registration_number=number,
+        employer_id=employer_id,
+        administrator=administrator,
+    )
+
+
+def _remembered(fingerprint: str) -> tuple[Source, _TrustContext | None, _Known | None]:
+    """A certificate validated before under the current trust material, and its source."""
+    for source in (Source.AGENCY, Source.TAX):
+        context = _context(source)
+        known = context.paths.get(fingerprint) if context is not None else None
+        if known is not None:
+            return source, context, known
+    return Source.AGENCY, None, None
+
+
+def _still_valid(path: tuple[x509.Certificate, ...], now: dt.datetime) -> bool:
+    return all(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in path)
+
+
+_MAX_REMEMBERED_PATHS = 50_000
+
+
+def _validate(
+    leaf: x509.Certificate, fingerprint: str, context: _TrustContext, now: dt.datetime
+) -> _Known:
+    verifier = (
+        verification.PolicyBuilder()
+        .store(context.store)
+        .time(now)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+    # Only configured CAs build paths: a presented intermediate cannot add a CA we never
+    # agreed to trust (nor one whose CRL we do not know).
+    try:
+        verified = verifier.verify(leaf, list(context.intermediates))
+    except verification.VerificationError as exc:
+        raise _untrusted(leaf, f" ({_validator_reason(exc)})") from None
+    path = tuple(verified.chain)
+    checks = []
+    for certificate, issuer in itertools.pairwise(path):
+        anchor = context.anchors_by_fingerprint.get(issuer.fingerprint(_SHA256).hex())
+        if anchor is not None:  # always, for tax paths (only anchors build them)
+            checks.append((certificate, anchor, tuple(_crl_urls(certificate))))
+    known = _Known(path=path, spki_sha256=spki_sha256(leaf), crl_checks=tuple(checks))
+    if len(context.paths) >= _MAX_REMEMBERED_PATHS:
+        context.paths.clear()
+    context.paths[fingerprint] = known
+    return known
+
+
+def _validator_reason(exc: verification.VerificationError) -> str:
+    # "validation failed: <reason> (encountered processing <Certificate(...)>)"
+    text = str(exc).removeprefix("validation failed: ")
+    return text.split(" (encountered processing", 1)[0]
+
+
+def _revoked_message(kind: str, at: dt.datetime, reason: str | None) -> str:
+    because = f" (reason: {reason})" if reason else ""
+    return (
+        f"This {kind} was revoked on {at:%Y-%m-%d %H:%M} UTC{because}; it can no longer be "
+        "used to sign in."
+    )
+
+
+# The certificate's status and, in the same round trip, the administrator it would sign in
+# (an employer whose number is still the one in the certificate).
+_LEAF_STATUS = (
+    sa.select(Certificate.employer_id, Certificate.revoked_at, Certificate.revocation_reason, User)
+    .outerjoin(
+        Employer,
+        sa.and_(
+            Employer.id == Certificate.employer_id,
+            Employer.registration_number == sa.bindparam("number"),
+        ),
+    )
+    .outerjoin(
+        User,
+        sa.and_(
+            User.employer_id == Employer.id,
+            User.role == Role.EMPLOYER_ADMIN,
+            User.disabled.is_(False),
+        ),
+    )
+    .where(Certificate.fingerprint_sha256 == sa.bindparam("fingerprint"))
+    .order_by(User.id)
+    .limit(1)
+)
+
+
+def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int | None, User | None]:
+    """Our certificate's status straight from the database (the state OCSP and CRLs are made
+    from), so a revocation takes effect on the very next login; and the account it maps to.
+    (Our CA certificates: a revoked one builds no path, see ``_build_context``.)"""
+    row = db.session.execute(
+        _LEAF_STATUS, {"fingerprint": fingerprint, "number": number}
+    ).one_or_none()
+    if row is None:
+        raise CertificateRefused(
+            Refusal.UNTRUSTED,
+            "This certificate carries our CA's signature but is not in our records; "
+            "it cannot be used to sign in. Contact the agency.",
+        )
+    if row.revoked_at is not None:
+        raise CertificateRefused(
+            Refusal.REVOKED,
+            _revoked_message("certificate", _utc(row.revoked_at), row.revocation_reason),
+        )
+    return (int(row.employer_id) if row.employer_id is not None else None), row.User
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # Core queries bypass the ORM column type: SQLite gives naive UTC datetimes.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _crl_urls(certificate: x509.Certificate) -> list[str]:
+    try:
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        str(name.value)
+        for point in points
+        for name in point.full_name or []
+        if isinstance(name, x509.UniformResourceIdentifier)
+        and str(name.value).startswith(("http://", "https://"))
+    ]
+
+
+def _check_tax_revocation(
+    known: _Known, context: _TrustContext, *, settings: Settings, now: dt.datetime
+) -> None:
+    """Each certificate below the root against the CRL its issuer (an anchor) publishes."""
+    from ca_service.binding.crls import CrlUnavailable, revocation_of
+
+    for index, (certificate, anchor, urls) in enumerate(known.crl_checks):
+        fingerprint = "" if index == 0 else certificate.fingerprint(_SHA256).hex()
+        if fingerprint in context.good_cas:
+            continue
+        try:
+            entry = revocation_of(
+                anchor=anchor,
+                serial=certificate.serial_number,
+                hint_urls=urls,
+                settings=settings,
+                now=now,
+            )
+        except CrlUnavailable as exc:
+            raise CertificateRefused(Refusal.REVOCATION_UNKNOWN, exc.message) from None
+        if entry is not None:
+            kind = "tax certificate" if index == 0 else "tax certificate's issuing CA"
+            raise CertificateRefused(
+                Refusal.REVOKED, _revoked_message(kind, entry.revoked_at, entry.reason)
+            )
+        if fingerprint:
+            context.good_cas.add(fingerprint)
+
+
+_ADMINISTRATOR = (
+    sa.select(User)
+    .join(Employer, User.employer_id == Employer.id)
+    .where(
+        User.role == Role.EMPLOYER_ADMIN,
+        User.disabled.is_(False),
+        Employer.registration_number == sa.bindparam("number"),
+    )
+    .order_by(User.id)
+    .limit(1)
+)
+_BOUND_ACCOUNT = (
+    _ADMINISTRATOR.add_columns(CertificateBinding.id)
+    .join(CertificateBinding, CertificateBinding.employer_id == Employer.id)
+    .where(
+        CertificateBinding.fingerprint_sha256 == sa.bindparam("fingerprint"),
+        CertificateBinding.unbound_at.is_(None),
+    )
+)
+
+
+def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
+    """The account a verified certificate signs in: (the employer's administrator, the binding
+    id for a tax certificate).
+
+    Ours map through our issuance records; tax certificates through a live binding; either
+    way the number the certificate carries must be the employer's. One query when it signs
+    in; the reason is looked up only when it does not.
+
+    :raises CertificateRefused: not bound, another organisation, no account.
+    """
+    number = verified.registration_number or ""
+    if verified.source is Source.AGENCY:
+        if verified.employer_id is None:
+            raise CertificateRefused(
+                Refusal.NO_ACCOUNT, "This certificate was not issued to an employer."
+            )
+        if verified.administrator is not None:
+            return verified.administrator, None
+        employer_id: int | None = verified.employer_id
+    else:
+        found = db.session.execute(
+            _BOUND_ACCOUNT, {"number": number, "fingerprint": verified.fingerprint_sha256}
+        ).first()
+        if found is not None:
+            return found[0], int(found[1])
+        employer_id = db.session.scalar(
+            sa.select(CertificateBinding.employer_id).where(
+                CertificateBinding.fingerprint_sha256 == verified.fingerprint_sha256,
+                CertificateBinding.unbound_at.is_(None),
+            )
+        )
+        if employer_id is None:
+            raise CertificateRefused(
+                Refusal.NOT_BOUND,
+                "This tax-bureau certificate is not bound to any employer account. Sign in "
+                "another way (password and SMS code) and bind it from your account page first.",
+            )
+    employer = db.session.get(Employer, employer_id)
+    if employer is not None and employer.registration_number != number:
+        raise CertificateRefused(
+            Refusal.OTHER_ORGANISATION,
+            "This certificate identifies another organisation "
+            f"({verified.registration_number or 'no registration number'}) than the account "
+            f"it would sign in to ({employer.registration_number}).",
+        )
+    raise CertificateRefused(
+        Refusal.NO_ACCOUNT,
+        "The employer this certificate identifies has no active administrator account.",
+    )
+
+
+def _live_binding(fingerprint: str) -> int | None:
+    return db.session.scalar(
+        sa.select(CertificateBinding.id).where(
+            CertificateBinding.fingerprint_sha256 == fingerprint,
+            CertificateBinding.unbound_at.is_(None),
+        )
+    )

@@ -1,0 +1,821 @@
+"""The CRLs of the tax bureau's CAs: checked against their anchor on arrival, fetched from where
+each CA publishes them (or uploaded by a CA administrator), and consulted for every tax
+certificate that signs in or is bound (``revocation_of``).
+
+``revocation_of`` is on the sign-in path, so a lookup costs one small SELECT (which CRL is
+stored) and a dict lookup in a per-process cache of that CRL's revoked serials; a CRL's DER is
+parsed once per process. When the stored CRL is missing or past its nextUpdate the CA's CRL is
+fetched on the spot; if that fails, the stale CRL is still used for TAX_CRL_GRACE_HOURS, and
+after that the CA's certificates are refused (fail closed) until a current CRL arrives.
+
+A CRL only replaces the stored one when it is newer, so a lookup never goes back in time. CRLs
+reissued before their nextUpdate (a fresh revocation) are seen once they are stored, so
+`ca-service trust crl refresh` should run from cron (hourly, say).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
+from flask import current_app
+from sqlalchemy.orm import defer
+
+from ca_service.audit.service import record_event
+from ca_service.binding.models import TaxCrl, TrustAnchor, TrustPurpose
+from ca_service.binding.service import Actor, acting, get_anchor
+from ca_service.config import Settings
+from ca_service.db import db
+from ca_service.errors import CAError, Conflict, Forbidden, ValidationError
+
+MAX_CRL_BYTES = 50 * 1024 * 1024
+# A CRL's thisUpdate may be this far ahead of our clock (the CA's clock may run fast).
+CLOCK_SKEW = dt.timedelta(minutes=5)
+# After a failed fetch, this process does not try the same CA again for this long: a dead
+# distribution point must not make every sign-in wait for the fetch timeout.
+RETRY_AFTER = dt.timedelta(seconds=60)
+# The audit actor of fetches that sign-ins make on their own.
+FETCH_ACTOR = "crl-fetch"
+_ERROR_LENGTH = 500  # TaxCrl.last_error
+_CACHE_KEY = "tax_crl_cache"
+# Critical CRL extensions we act on; any other critical one makes the CRL unusable (RFC 5280).
+_UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.ISSUING_DISTRIBUTION_POINT})
+_CRL_SIGNER_KEYS = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    dsa.DSAPublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+)
+
+
+class CrlUnavailable(Forbidden):
+    """A tax CA has no current CRL: its certificates are refused until it has one."""
+
+    code = "crl_unavailable"
+
+
+class CrlFetchFailed(CAError):
+    """A CRL could not be downloaded, or what came back is not an acceptable CRL."""
+
+    status_code = 502
+    code = "crl_fetch_failed"
+
+    def __init__(self, message: str, *, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    """A certificate listed on its CA's CRL."""
+
+    serial: int
+    revoked_at: dt.datetime
+    # The RFC 5280 reason name ("keyCompromise", "certificateHold" …); None when not given.
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What ``refresh_all`` did for one anchor: fetched, failed (``error``) or skipped
+    (no CRL URL set: its CRLs are uploaded by hand)."""
+
+    anchor_id: int
+    subject: str
+    url: str | None
+    crl: TaxCrl | None
+    error: str | None
+
+    @property
+    def outcome(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "skipped" if self.url is None else "fetched"
+
+
+@dataclass(frozen=True)
+class CrlState:
+    """A trust anchor with its stored CRL, as administrators see it."""
+
+    anchor: TrustAnchor
+    crl: TaxCrl | None
+    now: dt.datetime
+
+    @property
+    def status(self) -> str:
+        """One of current, stale (past nextUpdate), missing, or n/a (not a tax anchor)."""
+        if self.anchor.purpose is not TrustPurpose.TAX:
+            return "n/a"
+        if self.crl is None:
+            return "missing"
+        return "stale" if self.now > self.crl.next_update else "current"
+
+
+# -- checking a CRL -------------------------------------------------------------------------
+
+
+def _load_crl(data: bytes) -> x509.CertificateRevocationList:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError:
+        raise ValidationError(
+            "This is not a certificate revocation list (CRL) in PEM or DER form."
+        ) from None
+
+
+def _anchor_certificate(anchor: TrustAnchor) -> x509.Certificate:
+    if anchor.purpose is not TrustPurpose.TAX:
+        raise ValidationError(
+            f"{anchor.subject} is a {anchor.purpose.value} trust anchor; CRLs are kept for tax "
+            "anchors only."
+        )
+    return x509.load_der_x509_certificate(anchor.der)
+
+
+def _extension_value(extensions: x509.Extensions, kind: type[Any]) -> Any:
+    try:
+        return extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_issued_by(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, subject: str
+) -> None:
+    if crl.issuer != issuer.subject:
+        raise ValidationError(
+            f"This CRL was issued by {crl.issuer.rfc4514_string()}, not by {subject}."
+        )
+    usage = _extension_value(issuer.extensions, x509.KeyUsage)
+    if usage is not None and not usage.crl_sign:
+        raise ValidationError(
+            f"The key usage of {subject} does not allow it to sign CRLs (cRLSign is not set)."
+        )
+    key_id = _extension_value(issuer.extensions, x509.SubjectKeyIdentifier)
+    authority = _extension_value(crl.extensions, x509.AuthorityKeyIdentifier)
+    if (
+        key_id is not None
+        and authority is not None
+        and authority.key_identifier is not None
+        and authority.key_identifier != key_id.digest
+    ):
+        raise ValidationError(
+            f"This CRL was signed by another key than that of {subject} (its authority key "
+            "identifier differs from the anchor's subject key identifier)."
+        )
+    public_key = issuer.public_key()
+    if not isinstance(public_key, _CRL_SIGNER_KEYS):
+        raise ValidationError(f"The key of {subject} cannot sign CRLs.")
+    try:
+        valid = crl.is_signature_valid(public_key)
+    except (UnsupportedAlgorithm, ValueError, TypeError):
+        raise ValidationError(
+            f"The CRL's signature algorithm ({crl.signature_algorithm_oid.dotted_string}) is "
+            "not supported."
+        ) from None
+    if not valid:
+        raise ValidationError(
+            f"The CRL's signature does not verify with the public key of {subject}: it was not "
+            "signed by this CA."
+        )
+
+
+def _check_scope(crl: x509.CertificateRevocationList) -> None:
+    """Only complete CRLs: a delta or partitioned CRL does not list every revoked serial."""
+    for extension in crl.extensions:
+        value = extension.value
+        if isinstance(value, x509.DeltaCRLIndicator):
+            raise ValidationError("This is a delta CRL; upload the CA's complete CRL.")
+        if isinstance(value, x509.IssuingDistributionPoint):
+            if value.indirect_crl or value.only_some_reasons or value.only_contains_attribute_certs:
+                raise ValidationError(
+                    "This CRL covers only part of the CA's certificates (indirect, some "
+                    "reasons only, or attribute certificates); upload the complete CRL."
+                )
+        elif extension.critical and extension.oid not in _UNDERSTOOD_CRITICAL:
+            raise ValidationError(
+                f"This CRL has a critical extension this service does not understand "
+                f"({extension.oid.dotted_string}), so it cannot be used."
+            )
+
+
+def _check_times(
+    crl: x509.CertificateRevocationList, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    this_update = crl.last_update_utc
+    next_update = crl.next_update_utc
+    if this_update > now + CLOCK_SKEW:
+        raise ValidationError(
+            f"This CRL's thisUpdate ({_when(this_update)}) is in the future; check the clocks."
+        )
+    if next_update is None:
+        raise ValidationError(
+            "This CRL has no nextUpdate, so nobody can tell when it is out of date."
+        )
+    if next_update <= this_update:
+        raise ValidationError("This CRL's nextUpdate is not after its thisUpdate.")
+    return this_update, next_update
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    number = _extension_value(crl.extensions, x509.CRLNumber)
+    return None if number is None else int(number.crl_number)
+
+
+def _revoked_entries(crl: x509.CertificateRevocationList) -> dict[int, RevokedEntry]:
+    entries: dict[int, RevokedEntry] = {}
+    try:
+        for revoked in crl:
+            reason: str | None = None
+            for extension in revoked.extensions:
+                if extension.oid == CRLEntryExtensionOID.CRL_REASON:
+                    reason = extension.value.reason.value
+            entries[revoked.serial_number] = RevokedEntry(
+                revoked.serial_number, revoked.revocation_date_utc, reason
+            )
+    except ValueError:
+        raise ValidationError("This CRL's list of revoked certificates is malformed.") from None
+    return entries
+
+
+def _when(moment: dt.datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _check_newer(
+    stored: TaxCrl, *, number: int | None, this_update: dt.datetime, der: bytes
+) -> bool:
+    """Whether the CRL differs from the stored one (False: the same CRL again).
+
+    :raises ValidationError: when it is older than the stored one.
+    """
+    stored_number = int(stored.crl_number, 16) if stored.crl_number is not None else None
+    if number is not None and stored_number is not None and number < stored_number:
+        raise ValidationError(
+            f"This CRL (number {number}) is older than the stored one (number {stored_number}); "
+            "a CRL never replaces a newer one."
+        )
+    if this_update < stored.this_update:
+        raise ValidationError(
+            f"This CRL (thisUpdate {_when(this_update)}) is older than the stored one "
+            f"(thisUpdate {_when(stored.this_update)}); a CRL never replaces a newer one."
+        )
+    if number == stored_number and this_update == stored.this_update:
+        if der == stored.der:
+            return False
+        raise ValidationError(
+            "This CRL has the same number and thisUpdate as the stored one but other content; "
+            "the CA must give a new CRL a new number."
+        )
+    return True
+
+
+# -- the per-process cache ------------------------------------------------------------------
+
+_AnchorKey = tuple[int, str]  # anchor id, certificate fingerprint
+_RowKey = tuple[int, dt.datetime, str | None]  # tax_crls id, this_update, crl_number
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    key: _RowKey
+    next_update: dt.datetime
+    revoked: Mapping[int, RevokedEntry]
+
+
+class _CrlCache:
+    """The parsed CRL of each anchor (one per anchor), and when to try fetching again.
+
+    Shared by the threads of a worker. Lookups are plain dict reads (atomic under the GIL);
+    parsing, fetching and the retry bookkeeping of one anchor are serialised by its lock, so
+    a burst of sign-ins parses or fetches a CRL once.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[_AnchorKey, threading.Lock] = {}
+        self._parsed: dict[_AnchorKey, _Parsed] = {}
+        self._retry: dict[_AnchorKey, tuple[dt.datetime, str]] = {}
+
+    def lock(self, anchor: _AnchorKey) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(anchor, threading.Lock())
+
+    def get(self, anchor: _AnchorKey, row: _RowKey) -> _Parsed | None:
+        parsed = self._parsed.get(anchor)
+        return parsed if parsed is not None and parsed.key == row else None
+
+    def latest(self, anchor: _AnchorKey) -> _Parsed | None:
+        return self._parsed.get(anchor)
+
+    def put(self, anchor: _AnchorKey, parsed: _Parsed) -> None:
+        self._parsed[anchor] = parsed
+
+    def retry_blocked(self, anchor: _AnchorKey, now: dt.datetime) -> str | None:
+        """The last failure's message while it is too early to try again, else None."""
+        blocked = self._retry.get(anchor)
+        if blocked is None or now >= blocked[0]:
+            return None
+        return blocked[1]
+
+    def failed(self, anchor: _AnchorKey, now: dt.datetime, message: str) -> None:
+        self._retry[anchor] = (now + RETRY_AFTER, message)
+
+    def succeeded(self, anchor: _AnchorKey) -> None:
+        self._retry.pop(anchor, None)
+
+
+def _cache() -> _CrlCache:
+    # One per app, which is one per worker process in production (and one per test app, so
+    # tests never see each other's CRLs). setdefault is atomic: threads share one cache.
+    extensions = current_app.extensions
+    cache = extensions.get(_CACHE_KEY)
+    if cache is None:
+        cache = extensions.setdefault(_CACHE_KEY, _CrlCache())
+    return cast("_CrlCache", cache)
+
+
+def _anchor_key(anchor: TrustAnchor) -> _AnchorKey:
+    return (anchor.id, anchor.fingerprint_sha256)
+
+
+def _row_key(row_id: int, this_update: dt.datetime, crl_number: str | None) -> _RowKey:
+    return (row_id, this_update, crl_number)
+
+
+# -- storing and fetching -------------------------------------------------------------------
+
+
+def store_crl(
+    *, actor: Actor, anchor: TrustAnchor, der_or_pem: bytes, source: str, now: dt.datetime
+) -> TaxCrl:
+    """Check a CRL against the tax anchor that issued it and keep it unless the stored one
+    is newer; flushes. Storing the very CRL already stored only notes when it was fetched.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    :raises ValidationError: not a CRL; not issued or not signed by this anchor; thisUpdate
+        in the future; no nextUpdate; a delta or partial CRL; older than the stored one.
+    :raises Conflict: when another CRL of the anchor was stored at the same moment.
+    """
+    actor_name = acting(actor)
+    issuer = _anchor_certificate(anchor)
+    crl = _load_crl(der_or_pem)
+    _check_issued_by(crl, issuer, anchor.subject)
+    _check_scope(crl)
+    this_update, next_update = _check_times(crl, now)
+    number = _crl_number(crl)
+    revoked = _revoked_entries(crl)
+    der = crl.public_bytes(Encoding.DER)  # what we keep is DER, whatever was uploaded
+    number_hex = None if number is None else format(number, "x")
+
+    row = db.session.scalar(
+        sa.select(TaxCrl)
+        .where(TaxCrl.anchor_id == anchor.id)
+        .options(defer(TaxCrl.der))
+        .with_for_update()
+    )
+    changed = True
+    if row is None:
+        row = TaxCrl(anchor_id=anchor.id)
+        _fill(row, der, number_hex, this_update, next_update)
+        _note_fetch(row, source, now)
+        try:
+            with db.session.begin_nested():
+                db.session.add(row)
+        except sa.exc.IntegrityError:
+            raise Conflict(
+                f"Another CRL of {anchor.subject} was stored at the same moment; try again."
+            ) from None
+    else:
+        changed = _check_newer(row, number=number, this_update=this_update, der=der)
+        if changed:
+            _fill(row, der, number_hex, this_update, next_update)
+        _note_fetch(row, source, now)
+        db.session.flush()
+    _cache().put(
+        _anchor_key(anchor),
+        _Parsed(_row_key(row.id, this_update, number_hex), next_update, revoked),
+    )
+    if changed:
+        record_event(
+            actor_name,
+            "trust.crl_stored",
+            anchor.fingerprint_sha256,
+            {
+                "subject": anchor.subject,
+                "crl_number": number_hex,
+                "this_update": this_update.isoformat(),
+                "next_update": next_update.isoformat(),
+                "revoked_count": len(revoked),
+                "source": source,
+            },
+        )
+    return row
+
+
+def _fill(
+    row: TaxCrl,
+    der: bytes,
+    number_hex: str | None,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> None:
+    row.der = der
+    row.crl_number = number_hex
+    row.this_update = this_update
+    row.next_update = next_update
+
+
+def _note_fetch(row: TaxCrl, source: str, now: dt.datetime) -> None:
+    row.fetched_at = now
+    row.source = source[:500]
+    row.last_error = None
+
+
+class _DownloadError(Exception):
+    """Why a download failed, in a few words (the URL is named by the caller)."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(  # noqa: PLR0917  (urllib's signature)
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not is_http_url(newurl):
+            fp.close()
+            raise _DownloadError(f"it redirects to a URL that is not http(s): {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is a well-formed http:// or https:// URL with a host."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed port or IPv6 address
+        return False
+
+
+def _download(url: str, *, timeout: float, limit: int) -> bytes:
+    if not is_http_url(url):
+        raise _DownloadError("only http:// and https:// URLs are fetched")
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(  # noqa: S310  (the scheme is checked just above)
+        url, headers={"Accept": "application/pkix-crl, */*", "User-Agent": "ca-service"}
+    )
+    opener = urllib.request.build_opener(_HttpOnlyRedirects())
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _DownloadError(f"the CRL is larger than {limit // (1024 * 1024)} MB")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := response.read(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise _DownloadError(f"the CRL is larger than {limit // (1024 * 1024)} MB")
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # its body stays unread; close the connection it holds
+        raise _DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise _DownloadError(f"no answer within {timeout:g} seconds") from None
+        raise _DownloadError(f"cannot connect ({exc.reason})") from None
+    except TimeoutError:
+        raise _DownloadError(f"no complete answer within {timeout:g} seconds") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: a URL http.client refuses (control characters, a bad port).
+        raise _DownloadError(f"the download failed ({exc or type(exc).__name__})") from None
+
+
+def fetch_crl(
+    *, actor: Actor, anchor: TrustAnchor, url: str, timeout: float, now: dt.datetime
+) -> TaxCrl:
+    """Download the anchor's CRL from ``url`` and store it (``store_crl``); flushes.
+
+    A failure is noted on the stored CRL (``last_error``, shown to administrators), which
+    stays in use until it is out of date.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    :raises CrlFetchFailed: the download failed, or what came back is refused by store_crl.
+    """
+    actor_name = acting(actor)
+    try:
+        data = _download(url, timeout=timeout, limit=MAX_CRL_BYTES)
+        return store_crl(actor=actor_name, anchor=anchor, der_or_pem=data, source=url, now=now)
+    except (_DownloadError, ValidationError, Conflict) as exc:
+        reason = exc.message if isinstance(exc, CAError) else str(exc)
+        _note_failure(anchor, f"{_when(now)}, {url}: {reason}")
+        raise CrlFetchFailed(
+            f"Could not fetch the CRL of {anchor.subject} from {url}: {reason}",
+            url=url,
+            reason=reason,
+        ) from None
+
+
+def _note_failure(anchor: TrustAnchor, message: str) -> None:
+    db.session.execute(
+        sa.update(TaxCrl)
+        .where(TaxCrl.anchor_id == anchor.id)
+        .values(last_error=message[:_ERROR_LENGTH])
+    )
+    db.session.flush()
+
+
+def upload_crl(*, actor: Actor, anchor_id: int, data: bytes, now: dt.datetime) -> TaxCrl:
+    """Store a CRL a CA administrator uploads for anchor ``anchor_id``; flushes.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    :raises NotFound: when there is no such anchor.
+    :raises ValidationError: as ``store_crl``.
+    """
+    actor_name = acting(actor)
+    anchor = get_anchor(anchor_id)
+    return store_crl(
+        actor=actor_name,
+        anchor=anchor,
+        der_or_pem=data,
+        source=f"upload:{actor_name}",
+        now=now,
+    )
+
+
+def fetch_anchor_crl(
+    *, actor: Actor, anchor_id: int, settings: Settings, now: dt.datetime
+) -> TaxCrl:
+    """Fetch anchor ``anchor_id``'s CRL from its CRL URL now; flushes.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    :raises NotFound: when there is no such anchor.
+    :raises ValidationError: when it has no CRL URL or is not a tax anchor.
+    :raises CrlFetchFailed: as ``fetch_crl``.
+    """
+    actor_name = acting(actor)
+    anchor = get_anchor(anchor_id)
+    _anchor_certificate(anchor)
+    if not anchor.crl_url:
+        raise ValidationError(
+            f"{anchor.subject} has no CRL URL; set where the CA publishes its CRL first."
+        )
+    return fetch_crl(
+        actor=actor_name,
+        anchor=anchor,
+        url=anchor.crl_url,
+        timeout=float(settings["TAX_CRL_FETCH_SECONDS"]),
+        now=now,
+    )
+
+
+def refresh_all(*, actor: Actor, settings: Settings, now: dt.datetime) -> list[RefreshResult]:
+    """Fetch the CRL of every enabled tax anchor that has a CRL URL (for cron); flushes.
+
+    A failure is reported in its result (and noted on the stored CRL); the others go on.
+    Enabled tax anchors without a CRL URL are reported as skipped.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    """
+    actor_name = acting(actor)
+    anchors = db.session.scalars(
+        sa.select(TrustAnchor)
+        .where(TrustAnchor.purpose == TrustPurpose.TAX, TrustAnchor.enabled.is_(True))
+        .order_by(TrustAnchor.id)
+    ).all()
+    timeout = float(settings["TAX_CRL_FETCH_SECONDS"])
+    results = []
+    for anchor in anchors:
+        if not anchor.crl_url:
+            results.append(RefreshResult(anchor.id, anchor.subject, None, None, None))
+            continue
+        try:
+            crl = fetch_crl(
+                actor=actor_name, anchor=anchor, url=anchor.crl_url, timeout=timeout, now=now
+            )
+        except CrlFetchFailed as exc:
+            results.append(
+                RefreshResult(anchor.id, anchor.subject, anchor.crl_url, None, exc.message)
+            )
+        else:
+            results.append(RefreshResult(anchor.id, anchor.subject, anchor.crl_url, crl, None))
+    return results
+
+
+def crl_states(*, now: dt.datetime) -> list[CrlState]:
+    """Every trust anchor with its stored CRL (tax anchors), oldest anchor first."""
+    anchors = db.session.scalars(sa.select(TrustAnchor).order_by(TrustAnchor.id)).all()
+    crls = {
+        crl.anchor_id: crl
+        for crl in db.session.scalars(sa.select(TaxCrl).options(defer(TaxCrl.der)))
+    }
+    return [CrlState(anchor, crls.get(anchor.id), now) for anchor in anchors]
+
+
+# -- revocation checks on the sign-in path ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Which CRL of an anchor is stored (what the sign-in path reads: no DER)."""
+
+    id: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    crl_number: str | None
+
+    @property
+    def key(self) -> _RowKey:
+        return _row_key(self.id, self.this_update, self.crl_number)
+
+
+_TAX_CRLS = TaxCrl.__table__
+# Built once and run on the session's connection: the ORM layer would cost four times as much
+# as the query itself, on every sign-in.
+_WHICH_CRL = sa.select(
+    _TAX_CRLS.c.id, _TAX_CRLS.c.this_update, _TAX_CRLS.c.next_update, _TAX_CRLS.c.crl_number
+).where(_TAX_CRLS.c.anchor_id == sa.bindparam("anchor_id"))
+
+
+def revocation_of(
+    *,
+    anchor: TrustAnchor,
+    serial: int,
+    hint_urls: Sequence[str],
+    settings: Settings,
+    now: dt.datetime,
+) -> RevokedEntry | None:
+    """The CRL entry of certificate ``serial`` issued by tax anchor ``anchor``; None when it
+    is not revoked.
+
+    Uses the stored CRL while ``now`` is not past its nextUpdate. Otherwise fetches the CA's
+    CRL from ``anchor.crl_url`` or else the first http(s) URL of ``hint_urls`` (the checked
+    certificate's CRL distribution points); may therefore store a CRL (flush, and an audit
+    event), so call it in a transaction that may write. When no current CRL can be had, the
+    stale one serves for TAX_CRL_GRACE_HOURS past its nextUpdate. After a failed fetch this
+    process waits RETRY_AFTER before fetching that CA's CRL again.
+
+    :raises CrlUnavailable: no usable CRL (missing, or out of date beyond the grace period);
+        the message names the CA and since when its CRL is out of date.
+    """
+    cache = _cache()
+    anchor_key = _anchor_key(anchor)
+    found = db.session.connection().execute(_WHICH_CRL, {"anchor_id": anchor.id}).one_or_none()
+    stored = None if found is None else _Stored(*found)
+    if stored is not None and now <= stored.next_update:
+        parsed = cache.get(anchor_key, stored.key)
+        if parsed is None:
+            with cache.lock(anchor_key):
+                parsed = cache.get(anchor_key, stored.key) or _parse_stored(
+                    cache, anchor_key, stored.key
+                )
+        if parsed is not None:
+            return parsed.revoked.get(serial)
+    with cache.lock(anchor_key):
+        parsed = _current_or_graced(
+            cache, anchor, stored, hint_urls=hint_urls, settings=settings, now=now
+        )
+    return parsed.revoked.get(serial)
+
+
+def _parse_stored(cache: _CrlCache, anchor_key: _AnchorKey, row_key: _RowKey) -> _Parsed | None:
+    """Parse the stored CRL ``row_key`` into the cache (the caller holds the anchor's lock);
+    None when it is gone meanwhile."""
+    stored = db.session.execute(
+        sa.select(TaxCrl.der, TaxCrl.next_update).where(TaxCrl.id == row_key[0])
+    ).one_or_none()
+    if stored is None:
+        return None
+    # Checked against the anchor when it was stored; only the entries are needed now.
+    parsed = _Parsed(row_key, stored.next_update, _revoked_entries(_load_crl(stored.der)))
+    cache.put(anchor_key, parsed)
+    return parsed
+
+
+def _current_or_graced(
+    cache: _CrlCache,
+    anchor: TrustAnchor,
+    stored: _Stored | None,
+    *,
+    hint_urls: Sequence[str],
+    settings: Settings,
+    now: dt.datetime,
+) -> _Parsed:
+    """A current CRL (fetched now, or by another thread meanwhile), else the stale one within
+    the grace period (the caller holds the anchor's lock).
+
+    :raises CrlUnavailable: when there is neither.
+    """
+    anchor_key = _anchor_key(anchor)
+    latest = cache.latest(anchor_key)
+    if latest is not None and now <= latest.next_update:
+        # Another thread of this process fetched it while we waited for the lock (its
+        # request may not have committed yet, but the CRL was checked against the anchor).
+        return latest
+    error = cache.retry_blocked(anchor_key, now)
+    if error is None:
+        error = _fetch_for_lookup(
+            cache, anchor=anchor, hint_urls=hint_urls, settings=settings, now=now
+        )
+        latest = cache.latest(anchor_key)
+        if error is None and latest is not None:
+            return latest
+    grace = dt.timedelta(hours=int(settings["TAX_CRL_GRACE_HOURS"]))
+    if stored is not None and now <= stored.next_update + grace:
+        parsed = cache.get(anchor_key, stored.key) or _parse_stored(cache, anchor_key, stored.key)
+        if parsed is not None:
+            return parsed
+    raise CrlUnavailable(_unavailable_message(anchor, stored, error or "no CRL was kept"))
+
+
+def _fetch_for_lookup(
+    cache: _CrlCache,
+    *,
+    anchor: TrustAnchor,
+    hint_urls: Sequence[str],
+    settings: Settings,
+    now: dt.datetime,
+) -> str | None:
+    """Fetch a current CRL into the cache; why that failed, or None when it worked."""
+    anchor_key = _anchor_key(anchor)
+    url = anchor.crl_url or next((u for u in hint_urls if is_http_url(u)), None)
+    if url is None:
+        error = (
+            "no CRL URL is set for the CA and the certificate names no http(s) CRL "
+            "distribution point"
+        )
+    else:
+        try:
+            crl = fetch_crl(
+                actor=FETCH_ACTOR,
+                anchor=anchor,
+                url=url,
+                timeout=float(settings["TAX_CRL_FETCH_SECONDS"]),
+                now=now,
+            )
+        except CrlFetchFailed as exc:
+            error = f"{exc.url}: {exc.reason}"
+        else:
+            if now <= crl.next_update:
+                cache.succeeded(anchor_key)
+                return None
+            error = f"the CRL at {url} is out of date too (nextUpdate {_when(crl.next_update)})"
+    cache.failed(anchor_key, now, error)
+    return error
+
+
+def _unavailable_message(anchor: TrustAnchor, stored: _Stored | None, error: str) -> str:
+    state = "is missing" if stored is None else f"is out of date since {_when(stored.next_update)}"
+    return (
+        f"Certificates of the tax CA {anchor.subject} cannot be checked for revocation: its "
+        f"revocation list (CRL) {state} and no current one could be fetched ({error}). "
+        "Tax-certificate sign-in is refused until a CA administrator uploads a current CRL or "
+        "the service can fetch one."
+    )
+
+
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_CRL_BYTES",
+    "RETRY_AFTER",
+    "CrlFetchFailed",
+    "CrlState",
+    "CrlUnavailable",
+    "RefreshResult",
+    "RevokedEntry",
+    "crl_states",
+    "fetch_anchor_crl",
+    "fetch_crl",
+    "is_http_url",
+    "refresh_all",
+    "revocation_of",
+    "store_crl",
+    "upload_crl",
+]

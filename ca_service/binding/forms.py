@@ -1,0 +1,61 @@
+"""Forms of the trust-anchor page for CA administrators (every form carries a CSRF token)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import SelectField, StringField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
+from wtforms.validators import DataRequired, Length, Optional
+
+from ca_service.binding.models import TrustPurpose
+from ca_service.errors import ValidationError
+
+FORM_EXPIRED = "The form expired or is incomplete; reload the page and try again."
+# TrustAnchor.crl_url; the service checks the scheme and says why a URL is refused.
+_URL_LENGTH = 500
+
+PURPOSE_LABELS = {
+    TrustPurpose.TAX: "Tax bureau CA (employers bind its certificates and sign in with them)",
+    TrustPurpose.SEAL: "Seal CA (signs the seals on application documents)",
+}
+
+
+class ActionForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
+    """A button: enable, disable, fetch the CRL now (only the CSRF token)."""
+
+
+class AddAnchorForm(FlaskForm):  # type: ignore[misc]
+    purpose = SelectField(
+        "Purpose",
+        choices=[SelectChoice(p.value, PURPOSE_LABELS[p]) for p in TrustPurpose],
+        default=TrustPurpose.TAX.value,
+        validators=[DataRequired()],
+    )
+    certificate = FileField(
+        "CA certificate (PEM or DER)", validators=[FileRequired("Choose the CA certificate file.")]
+    )
+    crl_url = StringField(
+        "CRL URL: where this CA publishes the CRL it signs (tax CAs)",
+        validators=[Optional(), Length(max=_URL_LENGTH)],
+    )
+
+
+class CrlUrlForm(FlaskForm):  # type: ignore[misc]
+    # Empty clears the URL: the CA's CRLs are then uploaded by hand.
+    crl_url = StringField("CRL URL", validators=[Optional(), Length(max=_URL_LENGTH)])
+
+
+class CrlUploadForm(FlaskForm):  # type: ignore[misc]
+    crl = FileField("CRL file (PEM or DER)", validators=[FileRequired("Choose the CRL file.")])
+
+
+def form_error(form: FlaskForm) -> ValidationError:
+    """Why a posted form did not validate, in words the administrator can act on."""
+    if "csrf_token" in form.errors:
+        return ValidationError(FORM_EXPIRED)
+    problems = [
+        f"{getattr(form, name).label.text}: {' '.join(errors)}"
+        for name, errors in form.errors.items()
+    ]
+    return ValidationError(" ".join(problems) or FORM_EXPIRED)

@@ -1,0 +1,194 @@
+"""The trust-anchor page of CA administrators (``/admin/trust``): the anchors with their CRLs;
+add, enable and disable anchors; set where a tax CA publishes its CRL; upload or fetch a CRL.
+
+Thin views: check the role, parse the form, call one service (which checks the role again),
+then redirect back with a flash message; a refusal re-renders the page with its status.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ca_service.app import settings_of
+from ca_service.auth.access import require_role
+from ca_service.auth.models import Role, User
+from ca_service.binding import crls, service
+from ca_service.binding.forms import (
+    FORM_EXPIRED,
+    ActionForm,
+    AddAnchorForm,
+    CrlUploadForm,
+    CrlUrlForm,
+    form_error,
+)
+from ca_service.binding.models import TaxCrl, TrustPurpose
+from ca_service.db import db, utcnow
+from ca_service.errors import CAError, ValidationError
+
+bp = Blueprint("trust_admin", __name__, url_prefix="/admin/trust")
+
+Page = WerkzeugResponse | str | tuple[str, int]
+# CA certificates are a few kilobytes; CRL uploads are bounded by MAX_UPLOAD_MB as well.
+_MAX_CERTIFICATE_BYTES = 1024 * 1024
+
+
+def _user() -> User:
+    user: User = current_user._get_current_object()
+    return user
+
+
+def _read(upload: FileStorage | None, limit: int, what: str) -> bytes:
+    """An uploaded file's bytes, reading at most one byte beyond the limit.
+
+    :raises ValidationError: when it is empty or larger than ``limit``.
+    """
+    data = upload.stream.read(limit + 1) if upload is not None else b""
+    if not data:
+        raise ValidationError(f"The {what} file is empty.")
+    if len(data) > limit:
+        raise ValidationError(f"The {what} file is larger than {limit // (1024 * 1024)} MB.")
+    return data
+
+
+def trust_page(status: int = 200, add_form: AddAnchorForm | None = None) -> tuple[str, int]:
+    """The page as it stands in the database now."""
+    return (
+        render_template(
+            "binding/trust.html",
+            states=crls.crl_states(now=utcnow()),
+            add_form=add_form or AddAnchorForm(),
+            tax=TrustPurpose.TAX,
+        ),
+        status,
+    )
+
+
+def _refused(exc: CAError, add_form: AddAnchorForm | None = None) -> tuple[str, int]:
+    db.session.rollback()  # nothing of the refused action is kept
+    flash(exc.message, "error")
+    return trust_page(exc.status_code, add_form)
+
+
+def _crl_summary(crl: TaxCrl) -> str:
+    number = f"number {int(crl.crl_number, 16)}, " if crl.crl_number else ""
+    summary = (
+        f"{number}thisUpdate {crl.this_update:%Y-%m-%d %H:%M} UTC, "
+        f"nextUpdate {crl.next_update:%Y-%m-%d %H:%M} UTC"
+    )
+    if utcnow() > crl.next_update:
+        summary += ". It is already out of date: tax-certificate sign-in stays refused"
+    return summary
+
+
+@bp.get("/")
+@require_role(Role.CA_ADMIN)
+def index() -> Page:
+    return trust_page()
+
+
+@bp.post("/add")
+@require_role(Role.CA_ADMIN)
+def add() -> Page:
+    form = AddAnchorForm()
+    try:
+        if not form.validate_on_submit():
+            raise form_error(form)
+        anchor = service.add_trust_anchor(
+            actor=_user(),
+            purpose=TrustPurpose(form.purpose.data),
+            data=_read(form.certificate.data, _MAX_CERTIFICATE_BYTES, "certificate"),
+            crl_url=form.crl_url.data or None,
+        )
+    except CAError as exc:
+        return _refused(exc, form)
+    message = f"{anchor.subject} is now a {anchor.purpose.value} trust anchor."
+    if anchor.purpose is TrustPurpose.TAX and not anchor.crl_url:
+        message += " Set its CRL URL or upload its CRL: until then its certificates are refused."
+    flash(message, "success")
+    return redirect(url_for(".index"))
+
+
+def _set_enabled(anchor_id: int, enabled: bool) -> Page:
+    try:
+        if not ActionForm().validate_on_submit():
+            raise ValidationError(FORM_EXPIRED)
+        anchor = service.set_anchor_enabled(actor=_user(), anchor_id=anchor_id, enabled=enabled)
+    except CAError as exc:
+        return _refused(exc)
+    flash(f"{anchor.subject} is {'enabled' if enabled else 'disabled'}.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/<int:anchor_id>/enable")
+@require_role(Role.CA_ADMIN)
+def enable(anchor_id: int) -> Page:
+    return _set_enabled(anchor_id, True)
+
+
+@bp.post("/<int:anchor_id>/disable")
+@require_role(Role.CA_ADMIN)
+def disable(anchor_id: int) -> Page:
+    return _set_enabled(anchor_id, False)
+
+
+@bp.post("/<int:anchor_id>/crl-url")
+@require_role(Role.CA_ADMIN)
+def crl_url(anchor_id: int) -> Page:
+    form = CrlUrlForm()
+    try:
+        if not form.validate_on_submit():
+            raise form_error(form)
+        anchor = service.set_crl_url(
+            actor=_user(), anchor_id=anchor_id, url=(form.crl_url.data or "").strip() or None
+        )
+    except CAError as exc:
+        return _refused(exc)
+    if anchor.crl_url:
+        flash(f"{anchor.subject} publishes its CRL at {anchor.crl_url}.", "success")
+    else:
+        flash(f"{anchor.subject} has no CRL URL now; upload its CRLs here.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/<int:anchor_id>/crl")
+@require_role(Role.CA_ADMIN)
+def upload_crl(anchor_id: int) -> Page:
+    form = CrlUploadForm()
+    try:
+        if not form.validate_on_submit():
+            raise form_error(form)
+        crl = crls.upload_crl(
+            actor=_user(),
+            anchor_id=anchor_id,
+            data=_read(form.crl.data, crls.MAX_CRL_BYTES, "CRL"),
+            now=utcnow(),
+        )
+    except CAError as exc:
+        return _refused(exc)
+    flash(f"The CRL is stored: {_crl_summary(crl)}.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/<int:anchor_id>/crl/fetch")
+@require_role(Role.CA_ADMIN)
+def fetch_crl(anchor_id: int) -> Page:
+    try:
+        if not ActionForm().validate_on_submit():
+            raise ValidationError(FORM_EXPIRED)
+        crl = crls.fetch_anchor_crl(
+            actor=_user(), anchor_id=anchor_id, settings=settings_of(current_app), now=utcnow()
+        )
+    except crls.CrlFetchFailed as exc:
+        # The failed attempt, noted on the stored CRL (last_error), is what the page and
+        # `trust list` show; keep it although this response reports an error, whose status
+        # would otherwise roll it back. Nothing else was changed.
+        db.session.commit()
+        flash(exc.message, "error")
+        return trust_page(exc.status_code)
+    except CAError as exc:
+        return _refused(exc)
+    flash(f"Fetched the CRL from {crl.source}: {_crl_summary(crl)}.", "success")
+    return redirect(url_for(".index"))

@@ -1,4 +1,5 @@
-"""Bearer tokens: issued for username + password (+ TOTP for agency staff), revoked by their
+"""Bearer tokens: issued for username + password + a second factor (the code sent by SMS to
+the reserved mobile number for employer administrators, TOTP for agency staff), revoked by their
 holder, and read from ``Authorization: Bearer`` on every other authenticated call.
 
 Only the SHA-256 of a token is stored. The session cookie never authenticates an API call
@@ -26,9 +27,17 @@ from ca_service.audit.service import record_event
 from ca_service.auth import service as auth_service
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import ApiToken, Role, User
-from ca_service.auth.service import LoginPolicy, LoginStage, actor_of
+from ca_service.auth.service import LoginMethod, LoginPolicy, LoginStage, actor_of
 from ca_service.db import db, utcnow
-from ca_service.errors import Forbidden
+from ca_service.employers.service import CodePolicy, mobile_hint, send_sign_in_code
+from ca_service.errors import AuthenticationFailed, Forbidden
+
+
+class SmsCodeRequired(AuthenticationFailed):
+    """The password was right; an employer administrator also needs the code just sent by SMS."""
+
+    code = "sms_code_required"
+
 
 _STAGE_REFUSALS = {
     LoginStage.SET_PASSWORD: (
@@ -47,6 +56,47 @@ _STAGE_REFUSALS = {
 
 def login_policy() -> LoginPolicy:
     return LoginPolicy.from_settings(settings_of(current_app))
+
+
+def _secret_key() -> str:
+    return str(current_app.config["SECRET_KEY"])
+
+
+def _second_factor(user: User, stage: LoginStage | None, totp_code: str, sms_code: str) -> str:
+    """Check the factor the account owes after its password; returns the sign-in method.
+
+    :raises TotpRequired, SmsCodeRequired: the factor is missing (an SMS code is sent then).
+    :raises AuthenticationFailed: a wrong code (committed as a failed attempt).
+    :raises AccountLocked: the account is locked.
+    """
+    if stage is LoginStage.TOTP:
+        if not totp_code:
+            raise TotpRequired(
+                "This account also needs the current code from its authenticator: send 'totp_code'."
+            )
+        auth_service.check_totp(
+            user=user, code=totp_code, secret_key=_secret_key(), policy=login_policy()
+        )
+        return LoginMethod.PASSWORD_TOTP
+    if stage is LoginStage.SMS_CODE:
+        if not sms_code:
+            codes = CodePolicy.from_settings(settings_of(current_app), _secret_key())
+            employer = send_sign_in_code(user, codes)
+            # Early commit, on purpose: this call answers 401, whose boundary rolls back, yet
+            # the code just queued for the SMS must be there for the repeated call.
+            db.session.commit()
+            minutes = int(codes.lifetime.total_seconds() // 60)
+            raise SmsCodeRequired(
+                "A six-digit code was sent by SMS to the reserved mobile number ending in "
+                f"{mobile_hint(employer.mobile)}. Repeat this call with the same username and "
+                f"password and the code in 'sms_code' (it expires in {minutes} minutes; a call "
+                "without it sends a new code and the earlier one stops working)."
+            )
+        auth_service.check_sms_code(
+            user=user, code=sms_code, secret_key=_secret_key(), policy=login_policy()
+        )
+        return LoginMethod.PASSWORD_SMS
+    return LoginMethod.PASSWORD
 
 
 def token_digest(token: str) -> str:
@@ -103,27 +153,24 @@ def password_user(username: str, password: str) -> User:
 
 @bp.post("/auth/token")
 def create_token() -> Response:
-    data = json_body(("username", "password", "totp_code"))
+    data = json_body(("username", "password", "totp_code", "sms_code"))
     username = text_field(data, "username")
     password = text_field(data, "password")
     totp_code = text_field(data, "totp_code", required=False)
+    sms_code = text_field(data, "sms_code", required=False)
     user = password_user(username, password)
     stage = auth_service.next_login_stage(user)
     refusal = _STAGE_REFUSALS.get(stage) if stage is not None else None
     if refusal is not None:
         raise Forbidden(refusal)
-    if stage is LoginStage.TOTP:
-        if not totp_code:
-            raise TotpRequired(
-                "This account also needs the current code from its authenticator: send 'totp_code'."
-            )
-        auth_service.check_totp(
-            user=user,
-            code=totp_code,
-            secret_key=str(current_app.config["SECRET_KEY"]),
-            policy=login_policy(),
-        )
-    auth_service.complete_login(user)
+    method = _second_factor(user, stage, totp_code.strip(), sms_code.strip())
+    return issue_token(user, method=method)
+
+
+def issue_token(user: User, *, method: str) -> Response:
+    """Every factor passed (``method`` says which): record the sign-in and answer 201 with a
+    new bearer token, of which only the hash is stored."""
+    auth_service.complete_login(user, method)
     token = secrets.token_urlsafe(32)
     hours = int(settings_of(current_app)["API_TOKEN_HOURS"])
     row = ApiToken(

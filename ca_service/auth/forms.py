@@ -34,5 +34,16 @@ class ChangePasswordForm(SetPasswordForm):
     )
 
 
+class ResetRequestForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(
+        "Username (your company's registration number)",
+        validators=[DataRequired(), Length(max=64)],
+    )
+
+
+class ResetPasswordForm(SetPasswordForm):
+    code = StringField("Six-digit code", validators=[DataRequired(), Length(min=6, max=7)])
+
+
 class CancelForm(FlaskForm):  # type: ignore[misc]
     """Sign out, or abandon a half-finished sign-in (only the CSRF token)."""

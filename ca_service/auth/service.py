@@ -1,4 +1,5 @@
-"""Accounts: creation, password and TOTP checks, lockout, password changes.
+"""Accounts: creation, password, TOTP and SMS-code checks, lockout, password changes and
+resets.
 
 Services take the acting user (or an actor string) explicitly and only flush, with one
 exception: a failed sign-in attempt is committed at once (``_commit_failure``), because the
@@ -20,7 +21,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ca_service.audit.service import record_event
 from ca_service.auth import totp
 from ca_service.auth.access import ensure_role
-from ca_service.auth.models import ApiToken, Role, User
+from ca_service.auth.codes import check_code
+from ca_service.auth.models import ApiToken, CodePurpose, Role, User
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
@@ -31,16 +33,20 @@ from ca_service.errors import (
     NotFound,
     ValidationError,
 )
+from ca_service.outbox.service import notify_employer
 
 __all__ = [
     "INVALID_CREDENTIALS",
     "MIN_PASSWORD_LENGTH",
+    "RESET_CODE_REFUSED",
+    "LoginMethod",
     "LoginPolicy",
     "LoginStage",
     "actor_of",
     "change_own_password",
     "check_password",
     "check_password_policy",
+    "check_sms_code",
     "check_totp",
     "complete_login",
     "create_user",
@@ -49,7 +55,10 @@ __all__ = [
     "find_user",
     "hash_password",
     "next_login_stage",
+    "password_reset_account",
+    "refuse_if_locked",
     "reset_password",
+    "reset_password_by_code",
     "set_disabled",
     "set_first_password",
 ]
@@ -61,6 +70,11 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD_LENGTH = 12
 INVALID_CREDENTIALS = "Wrong username or password."
+# Every refused password reset code gets this one answer (wrong, expired, used up, or no
+# account that may reset): a different one would tell which usernames exist.
+RESET_CODE_REFUSED = (
+    "That code is wrong, has expired or was already used. Check the SMS, or ask for a new code."
+)
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -84,8 +98,17 @@ class LoginStage(StrEnum):
 
     SET_PASSWORD = "set_password"  # noqa: S105  (a step name, not a password)
     CONFIRM_MOBILE = "confirm_mobile"  # an employer administrator's reserved mobile number
+    SMS_CODE = "sms_code"  # an employer administrator's code sent to that number
     TOTP_ENROL = "totp_enrol"
     TOTP = "totp"
+
+
+class LoginMethod(StrEnum):
+    """How a sign-in was proved (the ``method`` of its ``auth.login`` audit event)."""
+
+    PASSWORD = "password"  # noqa: S105  (a method name, not a password)
+    PASSWORD_SMS = "password+sms"  # noqa: S105
+    PASSWORD_TOTP = "password+totp"  # noqa: S105
 
 
 def actor_of(user: User) -> str:
@@ -216,6 +239,11 @@ def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
     return user
 
 
+def refuse_if_locked(user: User) -> None:
+    """:raises AccountLocked: the account is locked now; the message says until when."""
+    _refuse_if_locked(user, utcnow())
+
+
 def _refuse_if_locked(user: User, now: dt.datetime) -> None:
     if user.locked_until is not None and user.locked_until > now:
         minutes = int((user.locked_until - now).total_seconds() // 60) + 1
@@ -328,12 +356,48 @@ def check_totp(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -
         )
 
 
-def complete_login(user: User) -> None:
-    """All factors passed: reset the failure counter, stamp and record the sign-in."""
+def check_sms_code(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -> None:
+    """Second factor for employer administrators: the code sent by SMS at this sign-in
+    (``CodePurpose.LOGIN``), accepted once.
+
+    :raises AuthenticationFailed: wrong, expired or reused code (committed as a failed sign-in
+        attempt; a wrong one also uses up one of the code's tries).
+    :raises AccountLocked: the account is locked, or this failure locked it.
+    """
+    _refuse_if_locked(user, utcnow())
+    try:
+        check_code(user=user, purpose=CodePurpose.LOGIN, code=code, secret_key=secret_key)
+    except AuthenticationFailed:
+        _commit_failure(user, policy, "wrong SMS code", user.username)
+        # The failure that locks the account says so at once: the next step would be refused.
+        _refuse_if_locked(user, utcnow())
+        raise
+
+
+def complete_login(user: User, method: str = LoginMethod.PASSWORD) -> None:
+    """All factors passed: reset the failure counter, stamp and record the sign-in.
+
+    A password + SMS sign-in of an employer administrator is also announced to the employer
+    by e-mail and SMS, so a sign-in by someone else does not go unnoticed.
+    """
     user.failed_logins, user.locked_until = 0, None
-    user.last_login_at = utcnow()
+    now = utcnow()
+    user.last_login_at = now
     db.session.flush()
-    record_event(actor_of(user), "auth.login", user.username, {"role": user.role.value})
+    event = record_event(
+        actor_of(user), "auth.login", user.username, {"role": user.role.value, "method": method}
+    )
+    employer = db.session.get(Employer, user.employer_id) if user.employer_id else None
+    if method == LoginMethod.PASSWORD_SMS and employer is not None:
+        notify_employer(
+            employer,
+            subject="New sign-in to your social-security employer account",
+            body=f"Signed in as {user.username} on {now:%Y-%m-%d %H:%M} UTC with the password "
+            "and an SMS code; if this was not you, reset your password and contact the agency.\n\n"
+            'To reset it, choose "Forgot your password?" on the sign-in page.',
+            # The audit sequence number is unique per event, hence per sign-in.
+            dedupe_key=f"sign-in:{user.id}:{event.seq}",
+        )
 
 
 def _store_new_password(user: User, new_password: str) -> None:
@@ -357,6 +421,54 @@ def set_first_password(*, user: User, new_password: str) -> None:
     if not user.password_is_temporary:
         raise ValidationError("Your password is already set; change it from your account page.")
     _store_new_password(user, new_password)
+
+
+def password_reset_account(username: str) -> tuple[User, Employer] | None:
+    """The employer administrator ``username`` and its employer, when the account may reset
+    its password by SMS code (enabled, mobile number confirmed); otherwise None.
+
+    Agency staff never may: they ask an administrator (`ca-service user reset`).
+    """
+    user = find_user(username.strip())
+    if user is None or user.disabled or user.role is not Role.EMPLOYER_ADMIN:
+        return None
+    employer = db.session.get(Employer, user.employer_id) if user.employer_id else None
+    if employer is None or employer.mobile_confirmed_at is None:
+        return None
+    return user, employer
+
+
+def reset_password_by_code(*, username: str, code: str, new_password: str, secret_key: str) -> User:
+    """Set a forgotten password with the SMS code sent for it (``CodePurpose.PASSWORD_RESET``):
+    the account is unlocked, its sessions and API tokens end, the employer is told.
+
+    :raises ValidationError: the new password breaks the policy (the code stays usable).
+    :raises AuthenticationFailed: ``RESET_CODE_REFUSED`` for a wrong code (committed: it uses
+        up one of the code's tries), an expired or used one, and an account that cannot reset.
+    """
+    check_password_policy(username.strip(), new_password)
+    account = password_reset_account(username)
+    if account is None:
+        raise AuthenticationFailed(RESET_CODE_REFUSED)
+    user, employer = account
+    try:
+        check_code(user=user, purpose=CodePurpose.PASSWORD_RESET, code=code, secret_key=secret_key)
+    except AuthenticationFailed:
+        raise AuthenticationFailed(RESET_CODE_REFUSED) from None
+    # A ValidationError from here on (the same password again) rolls the claimed code back too.
+    _store_new_password(user, new_password)
+    user.failed_logins, user.locked_until = 0, None
+    db.session.flush()
+    event = record_event(actor_of(user), "auth.password_reset_by_sms", user.username, {})
+    notify_employer(
+        employer,
+        subject="The password of your social-security employer account was changed",
+        body=f"The password of {user.username} was reset with an SMS code on "
+        f"{utcnow():%Y-%m-%d %H:%M} UTC; every session and API token was ended. If this was "
+        "not you, contact the agency at once.",
+        dedupe_key=f"password-reset:{user.id}:{event.seq}",
+    )
+    return user
 
 
 def change_own_password(*, user: User, current_password: str, new_password: str) -> None:
@@ -385,14 +497,21 @@ def enrol_totp(*, user: User, seed: str, code: str, secret_key: str) -> None:
     record_event(actor_of(user), "auth.totp_enrolled", user.username, {})
 
 
-def next_login_stage(user: User) -> LoginStage | None:
-    """What the user must still do before being signed in (None: nothing)."""
+def next_login_stage(user: User, *, mobile_proven: bool = False) -> LoginStage | None:
+    """What the user must still do before being signed in (None: nothing).
+
+    ``mobile_proven``: this sign-in already accepted a code sent to the employer's reserved
+    mobile number (the confirmation code right after registration, or the sign-in code), so no
+    further code is asked.
+    """
     if user.password_is_temporary:
         return LoginStage.SET_PASSWORD
     if user.role is Role.EMPLOYER_ADMIN and user.employer_id is not None:
         employer = db.session.get(Employer, user.employer_id)
         if employer is not None and employer.mobile_confirmed_at is None:
             return LoginStage.CONFIRM_MOBILE
+        if employer is not None and not mobile_proven:
+            return LoginStage.SMS_CODE
     if user.role.needs_totp:
         return LoginStage.TOTP if user.totp_secret_encrypted else LoginStage.TOTP_ENROL
     return None

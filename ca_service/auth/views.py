@@ -1,4 +1,5 @@
-"""Sign-in flow: password, then (as needed) new password, TOTP enrolment, TOTP code.
+"""Sign-in flow: password, then (as needed) new password, mobile confirmation, SMS code
+(employer administrators) or TOTP enrolment and code (agency staff); password reset by SMS code.
 
 Until every factor has passed, the user is only *pending* in the session (user id, session
 version, stage, start time); ``login_user`` runs at the very end, so a half-signed-in browser is
@@ -33,13 +34,15 @@ from ca_service.auth.forms import (
     ChangePasswordForm,
     CodeForm,
     LoginForm,
+    ResetPasswordForm,
+    ResetRequestForm,
     SetPasswordForm,
 )
 from ca_service.auth.models import User
-from ca_service.auth.service import LoginStage
+from ca_service.auth.service import LoginMethod, LoginStage
 from ca_service.db import db
 from ca_service.employers import service as employers_service
-from ca_service.employers.service import CodePolicy, employer_of
+from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
 from ca_service.qr import qr_svg_data_uri
 
@@ -49,9 +52,12 @@ PENDING_USER = "pending_user"
 PENDING_STAGE = "pending_stage"
 PENDING_SINCE = "pending_since"
 PENDING_SEED = "pending_totp_seed"
+# This sign-in already accepted a code sent to the reserved mobile number.
+PENDING_MOBILE_PROVEN = "pending_mobile_proven"
 NEXT = "next_url"
 PREVIOUS_LOGIN = "previous_login_at"
-_PENDING_KEYS = (PENDING_USER, PENDING_STAGE, PENDING_SINCE, PENDING_SEED)
+RESET_USERNAME = "reset_username"
+_PENDING_KEYS = (PENDING_USER, PENDING_STAGE, PENDING_SINCE, PENDING_SEED, PENDING_MOBILE_PROVEN)
 # A half-finished sign-in is abandoned after this long without progress (each step restarts
 # the clock): a password typed on a shared computer does not stay usable for the next person.
 PENDING_SECONDS = 15 * 60
@@ -61,9 +67,13 @@ _STAGE_ENDPOINTS = {
     LoginStage.TOTP_ENROL: "auth.totp_enrol",
     LoginStage.TOTP: "auth.totp_code",
     LoginStage.CONFIRM_MOBILE: "auth.confirm_mobile",
+    LoginStage.SMS_CODE: "auth.sms_code",
 }
 # Endpoints a pending browser may use besides its stage's own page.
-_PENDING_EXTRA = {LoginStage.CONFIRM_MOBILE: ("auth.resend_mobile_code",)}
+_PENDING_EXTRA = {
+    LoginStage.CONFIRM_MOBILE: ("auth.resend_mobile_code",),
+    LoginStage.SMS_CODE: ("auth.resend_sms_code",),
+}
 
 Page = Response | str | tuple[str, int]
 
@@ -141,16 +151,20 @@ def _hold_pending_browser() -> Response | None:
 def advance_login(user: User) -> Response:
     """Move a user whose password passed (or who just registered) to the next step, or sign
     them in."""
-    stage = service.next_login_stage(user)
+    mobile_proven = bool(session.get(PENDING_MOBILE_PROVEN))
+    stage = service.next_login_stage(user, mobile_proven=mobile_proven)
     if stage is None:
-        return _sign_in(user)
+        method = LoginMethod.PASSWORD_SMS if mobile_proven else LoginMethod.PASSWORD
+        return _sign_in(user, method)
+    if stage is LoginStage.SMS_CODE:
+        employers_service.send_sign_in_code(user, _code_policy())
     session[PENDING_USER] = (user.id, user.session_version)
     session[PENDING_STAGE] = stage.value
     session[PENDING_SINCE] = time.time()
     return redirect(url_for(_STAGE_ENDPOINTS[stage]))
 
 
-def _sign_in(user: User) -> Response:
+def _sign_in(user: User, method: str = LoginMethod.PASSWORD) -> Response:
     """Every factor passed: a fresh session (no fixation), then Flask-Login's."""
     target = _safe_next(session.get(NEXT))
     previous = user.last_login_at
@@ -159,7 +173,7 @@ def _sign_in(user: User) -> Response:
     if flashes:
         session["_flashes"] = flashes
     session.permanent = True  # expires after SESSION_HOURS (PERMANENT_SESSION_LIFETIME)
-    service.complete_login(user)
+    service.complete_login(user, method)
     login_user(user)
     session[PREVIOUS_LOGIN] = previous.isoformat() if previous else None
     return redirect(target or url_for("auth.home"))
@@ -234,7 +248,7 @@ def totp_enrol() -> Page:
             flash(exc.message, "error")
             status = exc.status_code
         else:
-            return _sign_in(user)
+            return _sign_in(user, LoginMethod.PASSWORD_TOTP)
     uri = totp.provisioning_uri(seed, user.username)
     page = _stage_page("auth/totp_enrol.html", form, seed=seed, qr=qr_svg_data_uri(uri), uri=uri)
     return page, status
@@ -254,7 +268,7 @@ def totp_code() -> Page:
         except (AuthenticationFailed, AccountLocked) as exc:
             flash(exc.message, "error")
             return _stage_page("auth/totp.html", form), exc.status_code
-        return _sign_in(user)
+        return _sign_in(user, LoginMethod.PASSWORD_TOTP)
     return _stage_page("auth/totp.html", form)
 
 
@@ -278,6 +292,8 @@ def confirm_mobile() -> Page:
                 "auth/confirm_mobile.html", form, mobile=employer.mobile, resend=CancelForm()
             ), exc.status_code
         flash("Your mobile number is confirmed.", "success")
+        # The code just accepted went to the reserved mobile: no second one in this sign-in.
+        session[PENDING_MOBILE_PROVEN] = True
         return advance_login(user)
     return _stage_page(
         "auth/confirm_mobile.html", form, mobile=employer.mobile, resend=CancelForm()
@@ -293,6 +309,102 @@ def resend_mobile_code() -> Response:
         employers_service.send_mobile_code(user, employer_of(user), _code_policy())
         flash("A new code is on its way. Earlier codes no longer work.", "success")
     return redirect(url_for("auth.confirm_mobile"))
+
+
+def _sms_code_page(form: CodeForm, user: User) -> str:
+    hint = mobile_hint(employer_of(user).mobile)
+    return _stage_page("auth/sms_code.html", form, mobile_hint=hint, resend=CancelForm())
+
+
+def _locked_out(exc: AccountLocked) -> tuple[str, int]:
+    """End a half-finished sign-in of an account that is (now) locked: back to the password."""
+    _clear_pending()
+    flash(exc.message, "error")
+    return render_template("auth/login.html", form=LoginForm(formdata=None)), exc.status_code
+
+
+@bp.route("/sms-code", methods=["GET", "POST"])
+def sms_code() -> Page:
+    user = _pending_user(LoginStage.SMS_CODE)
+    if user is None:
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            service.check_sms_code(
+                user=user, code=form.code.data or "", secret_key=_secret_key(), policy=_policy()
+            )
+        except AccountLocked as exc:
+            return _locked_out(exc)
+        except AuthenticationFailed as exc:
+            flash(exc.message, "error")
+            return _sms_code_page(form, user), exc.status_code
+        session[PENDING_MOBILE_PROVEN] = True
+        return advance_login(user)
+    return _sms_code_page(form, user)
+
+
+@bp.post("/sms-code/resend")
+def resend_sms_code() -> Page:
+    user = _pending_user(LoginStage.SMS_CODE)
+    if user is None:
+        return redirect(url_for("auth.login"))
+    if CancelForm().validate_on_submit():
+        try:
+            service.refuse_if_locked(user)
+        except AccountLocked as exc:
+            return _locked_out(exc)
+        employers_service.send_sign_in_code(user, _code_policy())
+        # The stage's clock restarts: waiting for an SMS is progress, not abandonment.
+        session[PENDING_SINCE] = time.time()
+        flash("A new code is on its way. Earlier codes no longer work.", "success")
+    return redirect(url_for("auth.sms_code"))
+
+
+# Shown whether or not the account exists or may reset its password (no enumeration).
+_RESET_SENT = (
+    "If this is an employer administrator's account with a confirmed mobile number, a "
+    "six-digit code is on its way to that number by SMS. Enter it below with your new "
+    "password. Agency staff: ask a CA administrator to reset your password."
+)
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+def reset_request() -> Page:
+    form = ResetRequestForm()
+    if form.validate_on_submit():
+        username = (form.username.data or "").strip()
+        employers_service.request_password_reset(username, _code_policy())
+        session[RESET_USERNAME] = username
+        flash(_RESET_SENT, "success")
+        return redirect(url_for("auth.reset_confirm"))
+    return render_template("auth/reset.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/reset/confirm", methods=["GET", "POST"])
+def reset_confirm() -> Page:
+    username = session.get(RESET_USERNAME)
+    if not isinstance(username, str) or not username:
+        flash("Start with your username: a code is sent to your mobile number.", "error")
+        return redirect(url_for("auth.reset_request"))
+    form = ResetPasswordForm()
+    status = 400 if form.is_submitted() else 200
+    if form.validate_on_submit():
+        try:
+            service.reset_password_by_code(
+                username=username,
+                code=form.code.data or "",
+                new_password=form.password.data or "",
+                secret_key=_secret_key(),
+            )
+        except (AuthenticationFailed, ValidationError) as exc:
+            flash(exc.message, "error")
+            status = exc.status_code
+        else:
+            session.pop(RESET_USERNAME, None)
+            flash("Your password is changed; sign in.", "success")
+            return redirect(url_for("auth.login"))
+    return render_template("auth/reset_confirm.html", form=form, username=username), status
 
 
 @bp.post("/cancel")

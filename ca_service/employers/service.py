@@ -1,4 +1,5 @@
-"""Registering an employer and its administrator; confirming the reserved mobile number."""
+"""Registering an employer and its administrator; the SMS codes sent to the reserved mobile
+number (to confirm it, to sign in, to reset a forgotten password)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import sqlalchemy as sa
 from ca_service.audit.service import record_event
 from ca_service.auth.codes import check_code, issue_code
 from ca_service.auth.models import CodePurpose, Role, User
-from ca_service.auth.service import actor_of, check_password_policy, find_user, hash_password
+from ca_service.auth.service import (
+    actor_of,
+    check_password_policy,
+    find_user,
+    hash_password,
+    password_reset_account,
+)
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers import numbers
@@ -138,24 +145,68 @@ def employer_of(user: User) -> Employer:
     return employer
 
 
-def send_mobile_code(user: User, employer: Employer, codes: CodePolicy) -> None:
-    """A fresh confirmation code by SMS to the reserved mobile number."""
+# Subject and opening of the SMS carrying each kind of code.
+_CODE_TEXTS = {
+    CodePurpose.CONFIRM_MOBILE: ("Mobile confirmation code", "Your confirmation code is"),
+    CodePurpose.LOGIN: ("Sign-in code", "Your sign-in code is"),
+    CodePurpose.PASSWORD_RESET: ("Password reset code", "Your password reset code is"),
+}
+
+
+def _send_code(user: User, employer: Employer, purpose: CodePurpose, codes: CodePolicy) -> None:
+    """A fresh code of ``purpose`` by SMS to the reserved mobile number; earlier ones of the
+    purpose stop working."""
     code, code_id = issue_code(
-        user=user,
-        purpose=CodePurpose.CONFIRM_MOBILE,
-        secret_key=codes.secret_key,
-        lifetime=codes.lifetime,
+        user=user, purpose=purpose, secret_key=codes.secret_key, lifetime=codes.lifetime
     )
     minutes = int(codes.lifetime.total_seconds() // 60)
+    subject, opening = _CODE_TEXTS[purpose]
     enqueue(
         channel=Channel.SMS,
         recipient=employer.mobile,
-        subject="Mobile confirmation code",
-        body=f"Your confirmation code is {code}. It expires in {minutes} minutes. "
+        subject=subject,
+        body=f"{opening} {code}. It expires in {minutes} minutes. "
         "Nobody from the agency will ask you for it.",
         dedupe_key=f"code:{code_id}",
+        # Blanked once delivered: the outbox is no place to keep a live code.
         sensitive=True,
     )
+
+
+def send_mobile_code(user: User, employer: Employer, codes: CodePolicy) -> None:
+    """A fresh confirmation code by SMS to the reserved mobile number."""
+    _send_code(user, employer, CodePurpose.CONFIRM_MOBILE, codes)
+
+
+def send_sign_in_code(user: User, codes: CodePolicy) -> Employer:
+    """A fresh sign-in code by SMS to the administrator's reserved mobile number (the second
+    factor after the password); returns the employer, whose number the caller may hint at.
+
+    :raises NotFound: when the account belongs to no employer.
+    """
+    employer = employer_of(user)
+    _send_code(user, employer, CodePurpose.LOGIN, codes)
+    return employer
+
+
+def request_password_reset(username: str, codes: CodePolicy) -> None:
+    """Send a password reset code when ``username`` is an employer administrator with a
+    confirmed mobile number; otherwise do nothing.
+
+    The caller answers the same either way, so nobody learns which accounts exist.
+    """
+    account = password_reset_account(username)
+    if account is None:
+        return
+    user, employer = account
+    _send_code(user, employer, CodePurpose.PASSWORD_RESET, codes)
+    record_event(actor_of(user), "auth.password_reset_requested", user.username, {})
+
+
+def mobile_hint(mobile: str) -> str:
+    """The last four digits of a mobile number, all that pages and API answers show of it
+    (as the mobile confirmation page does)."""
+    return mobile[-4:]
 
 
 def confirm_mobile(user: User, code: str, codes: CodePolicy) -> Employer:

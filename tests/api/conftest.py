@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture re-exported)
-from tests.auth.flows import MakeOfficer, code_at
+from tests.auth.flows import MakeOfficer, code_at, load_user, sms_code_for
 from tests.issuance.conftest import (  # noqa: F401  (fixtures re-exported)
     EmployerAccount,
     MakeEmployer,
@@ -39,13 +39,25 @@ def error_of(response: TestResponse) -> dict[str, str]:
     return error
 
 
+def token_call(client: FlaskClient, **fields: str) -> TestResponse:
+    """One POST /auth/token with these fields, as sent."""
+    return client.post(f"{API}/auth/token", json=fields)
+
+
 def request_token(
     client: FlaskClient, username: str, password: str, totp_code: str | None = None
 ) -> TestResponse:
-    body: dict[str, str] = {"username": username, "password": password}
+    """Ask for a token as a client program would. An employer administrator's first call
+    answers 401 ``sms_code_required`` (the code goes out by SMS); the call is then repeated
+    with the code read from the outbox. Other answers are returned as they are."""
+    fields = {"username": username, "password": password}
     if totp_code is not None:
-        body["totp_code"] = totp_code
-    return client.post(f"{API}/auth/token", json=body)
+        fields["totp_code"] = totp_code
+    response = token_call(client, **fields)
+    if response.status_code == 401 and error_of(response)["code"] == "sms_code_required":
+        user = load_user(client.application, username)
+        response = token_call(client, **fields, sms_code=sms_code_for(client.application, user.id))
+    return response
 
 
 def token_of(response: TestResponse) -> str:

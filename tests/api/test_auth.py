@@ -1,10 +1,12 @@
-"""Bearer tokens: who gets one, what the 401s look like, what ends a token, and that neither
-the session cookie nor the wrong role opens the API."""
+"""Bearer tokens: who gets one (employer administrators with the password and an SMS code,
+agency staff with the password and a TOTP code), what the 401s look like, what ends a token,
+and that neither the session cookie nor the wrong role opens the API."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +14,31 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.auth.models import ApiToken, Role, User
+from ca_service.audit.models import AuditEvent
+from ca_service.auth.models import ApiToken, CodePurpose, Role, User
 from ca_service.db import db
-from tests.api.conftest import API, ApiEmployer, bearer, error_of, request_token, token_of
+from ca_service.outbox.models import Channel, OutboxMessage
+from tests.api.conftest import (
+    API,
+    ApiEmployer,
+    bearer,
+    error_of,
+    request_token,
+    token_call,
+    token_of,
+)
 from tests.auth.conftest import create_account  # noqa: F401  (fixture)
-from tests.auth.flows import CreateAccount, MakeOfficer, code_at, load_user, login
+from tests.auth.flows import (
+    CreateAccount,
+    MakeOfficer,
+    code_at,
+    load_user,
+    post_form,
+    sms_code_for,
+    wrong_code,
+)
 from tests.conftest import MakeUser
+from tests.issuance.conftest import MakeEmployer, employer_login
 
 
 def test_token_for_employer_and_its_shape(
@@ -36,6 +57,113 @@ def test_token_for_employer_and_its_shape(
     assert response.status_code == 200
     assert response.get_json() == {"applications": []}
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def _login_methods(app: Flask) -> list[str]:
+    with app.app_context():
+        details = db.session.scalars(
+            sa.select(AuditEvent.details)
+            .where(AuditEvent.action == "auth.login")
+            .order_by(AuditEvent.seq)
+        ).all()
+    return [json.loads(d)["method"] for d in details]
+
+
+def test_employer_needs_the_sms_code(
+    app: Flask, client: FlaskClient, make_employer: MakeEmployer
+) -> None:
+    account = make_employer()
+    credentials = {"username": account.username, "password": account.password}
+    asked = token_call(client, **credentials)
+    assert asked.status_code == 401
+    assert asked.headers["WWW-Authenticate"].startswith("Bearer")
+    error = error_of(asked)
+    assert error["code"] == "sms_code_required"
+    assert "sent by SMS to the reserved mobile number ending in 8000" in error["message"]
+    assert "'sms_code'" in error["message"]
+    assert "+8613800138000" not in error["message"]
+    # The code was committed although the call failed, and its SMS is queued.
+    code = sms_code_for(app, account.user_id)
+
+    wrong = token_call(client, **credentials, sms_code=wrong_code(code))
+    assert wrong.status_code == 401
+    assert error_of(wrong)["message"] == "That code is wrong. Check the SMS and try again."
+    assert load_user(app, account.username).failed_logins == 1
+
+    token = token_of(token_call(client, **credentials, sms_code=code))
+    assert client.get(f"{API}/applications", headers=bearer(token)).status_code == 200
+    assert load_user(app, account.username).failed_logins == 0
+    assert _login_methods(app) == ["password+sms"]
+    with app.app_context():
+        channels = db.session.scalars(
+            sa.select(OutboxMessage.channel).where(OutboxMessage.dedupe_key.like("sign-in:%"))
+        ).all()
+    assert sorted(c.value for c in channels) == ["email", "sms"]
+
+    # The code works once.
+    replay = token_call(client, **credentials, sms_code=code)
+    assert replay.status_code == 401
+    assert "already used" in error_of(replay)["message"]
+    # A wrong password is refused before any code is sent.
+    with app.app_context():
+        before = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxMessage))
+    refused = token_call(client, username=account.username, password="not the password")
+    assert error_of(refused)["message"] == "Wrong username or password."
+    with app.app_context():
+        after = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxMessage))
+    assert after == before
+
+
+def test_a_new_call_without_the_code_ends_the_old_code(
+    app: Flask, client: FlaskClient, make_employer: MakeEmployer
+) -> None:
+    account = make_employer()
+    credentials = {"username": account.username, "password": account.password}
+    assert token_call(client, **credentials).status_code == 401
+    first = sms_code_for(app, account.user_id)
+    assert token_call(client, **credentials).status_code == 401
+    second = sms_code_for(app, account.user_id)
+    if first != second:
+        assert token_call(client, **credentials, sms_code=first).status_code == 401
+    assert token_call(client, **credentials, sms_code=second).status_code == 201
+    with app.app_context():
+        sent = db.session.scalars(
+            sa.select(OutboxMessage.sensitive).where(
+                OutboxMessage.channel == Channel.SMS, OutboxMessage.subject == "Sign-in code"
+            )
+        ).all()
+    assert sent == [True, True]  # one SMS per call without the code, each blanked once sent
+
+
+def test_wrong_sms_codes_lock_the_account(
+    app: Flask, client: FlaskClient, make_employer: MakeEmployer
+) -> None:
+    account = make_employer()
+    credentials = {"username": account.username, "password": account.password}
+    max_failures = int(app.extensions["ca_settings"]["LOGIN_MAX_FAILURES"])
+    assert token_call(client, **credentials).status_code == 401
+    code = sms_code_for(app, account.user_id)
+    statuses = [
+        token_call(client, **credentials, sms_code=wrong_code(code)).status_code
+        for _ in range(max_failures)
+    ]
+    assert statuses == [401] * (max_failures - 1) + [423]
+    locked = token_call(client, **credentials, sms_code=code)
+    assert locked.status_code == 423
+    assert "locked" in error_of(locked)["message"]
+    assert _login_methods(app) == []
+
+
+def test_a_password_reset_code_does_not_sign_in(
+    app: Flask, client: FlaskClient, make_employer: MakeEmployer
+) -> None:
+    account = make_employer()
+    post_form(app.test_client(), "/auth/reset", {"username": account.username})
+    reset_code = sms_code_for(app, account.user_id, CodePurpose.PASSWORD_RESET)
+    credentials = {"username": account.username, "password": account.password}
+    assert token_call(client, **credentials).status_code == 401
+    if sms_code_for(app, account.user_id) != reset_code:
+        assert token_call(client, **credentials, sms_code=reset_code).status_code == 401
 
 
 def test_wrong_password_is_401_and_counts(
@@ -64,6 +192,7 @@ def test_officer_needs_a_totp_code(client: FlaskClient, make_officer: MakeOffice
         request_token(client, officer.user.username, officer.password, code_at(officer.seed))
     )
     assert client.get(f"{API}/review", headers=bearer(token)).status_code == 200
+    assert _login_methods(client.application) == ["password+totp"]
     # The same code is never accepted twice.
     replay = request_token(client, officer.user.username, officer.password, code_at(officer.seed))
     assert replay.status_code == 401
@@ -127,8 +256,7 @@ def test_session_cookie_does_not_authenticate_the_api(
     client: FlaskClient, api_employer: Callable[[], ApiEmployer]
 ) -> None:
     employer = api_employer()
-    signed_in = login(client, employer.account.username, employer.account.password)
-    assert signed_in.status_code == 302
+    employer_login(client, employer.account)
     assert client.get("/applications/").status_code == 200  # the web session works
     response = client.get(f"{API}/applications")
     assert response.status_code == 401

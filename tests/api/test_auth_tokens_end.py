@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 from ca_service.auth.models import User
 from ca_service.auth.service import change_own_password
 from ca_service.db import db
+from tests.api.conftest import request_token, token_of
 from tests.issuance.conftest import MakeEmployer
 
 
@@ -15,11 +16,9 @@ def test_password_change_revokes_tokens(
     app: Flask, client: FlaskClient, make_employer: MakeEmployer
 ) -> None:
     account = make_employer()
-    issued = client.post(
-        "/api/v1/auth/token", json={"username": account.username, "password": account.password}
-    )
-    assert issued.status_code == 201, issued.get_json()
-    headers = {"Authorization": f"Bearer {issued.get_json()['token']}"}
+    # Password, then the SMS code (request_token answers the code step from the outbox).
+    token = token_of(request_token(client, account.username, account.password))
+    headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/applications", headers=headers).status_code == 200
     with app.app_context():
         user = db.session.get(User, account.user_id)

@@ -13,11 +13,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from ca_service.auth.models import User
+from ca_service.auth.models import CodePurpose, OneTimeCode, User
 from ca_service.db import db
+from ca_service.outbox.models import Channel, OutboxMessage
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 ONE_TIME_PASSWORD = re.compile(r"shown once\): (\S+)")
+SMS_CODE = re.compile(r"code is (\d{6})")
 
 
 def csrf_token(client: FlaskClient, path: str) -> str:
@@ -42,6 +44,47 @@ def login(client: FlaskClient, username: str, password: str) -> TestResponse:
 
 def enter_code(client: FlaskClient, code: str) -> TestResponse:
     return post_form(client, "/auth/totp", {"code": code})
+
+
+def enter_sms_code(client: FlaskClient, code: str) -> TestResponse:
+    return post_form(client, "/auth/sms-code", {"code": code})
+
+
+def sms_code_for(app: Flask, user_id: int, purpose: CodePurpose = CodePurpose.LOGIN) -> str:
+    """The newest code of ``purpose`` sent to the user, read from its SMS in the outbox (found
+    by the code's row: test employers often share one mobile number)."""
+    with app.app_context():
+        code_id = db.session.scalar(
+            sa.select(OneTimeCode.id)
+            .where(OneTimeCode.user_id == user_id, OneTimeCode.purpose == purpose)
+            .order_by(OneTimeCode.id.desc())
+            .limit(1)
+        )
+        assert code_id is not None, f"no {purpose.value} code was issued to user {user_id}"
+        body = db.session.scalar(
+            sa.select(OutboxMessage.body).where(
+                OutboxMessage.channel == Channel.SMS, OutboxMessage.dedupe_key == f"code:{code_id}"
+            )
+        )
+    match = SMS_CODE.search(body or "")
+    assert match, body
+    return match.group(1)
+
+
+def wrong_code(code: str) -> str:
+    """Another six-digit code."""
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def sms_login(client: FlaskClient, username: str, password: str) -> TestResponse:
+    """An employer administrator's sign-in: the password, then the code the SMS carried.
+
+    Returns the answer to the code step (a redirect once signed in).
+    """
+    response = login(client, username, password)
+    assert location(response) == "/auth/sms-code"
+    user = load_user(client.application, username)
+    return enter_sms_code(client, sms_code_for(client.application, user.id))
 
 
 def location(response: TestResponse) -> str:

@@ -22,7 +22,7 @@ from ca_service.db import db, utcnow
 from ca_service.employers.service import CodePolicy, Registration, register_employer
 from ca_service.issuance.models import DocumentType
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture re-exported)
-from tests.auth.flows import MakeOfficer, code_at, enter_code, login
+from tests.auth.flows import MakeOfficer, code_at, enter_code, login, sms_login
 from tests.issuance.seal_factory import (
     Authority,
     SealIdentity,
@@ -123,7 +123,8 @@ def make_employer(app: Flask) -> MakeEmployer:
 
 
 def employer_login(client: FlaskClient, account: EmployerAccount) -> FlaskClient:
-    response = login(client, account.username, account.password)
+    """Sign the administrator in: password, then the SMS code from the outbox."""
+    response = sms_login(client, account.username, account.password)
     assert response.status_code == 302, response.get_data(as_text=True)
     return client
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -240,17 +241,62 @@ def reconcile(older_than_minutes: int) -> None:
 # -- serving -----------------------------------------------------------------------------------
 
 
+_PEM_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the app with gunicorn (each worker opens its own PKCS#11 sessions)."""
-    from ca_service.serving import run_gunicorn
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS and ask each client for a certificate (optional: clients without one "
+    "sign in another way). Needs --tls-cert and --tls-key.",
+)
+@click.option("--tls-cert", type=_PEM_FILE, help="Server certificate (PEM, followed by its chain).")
+@click.option("--tls-key", type=_PEM_FILE, help="Server private key (PEM, unencrypted).")
+@click.option(
+    "--tls-client-ca",
+    type=_PEM_FILE,
+    help="CA certificates (PEM) that client certificates must chain to. Default: generated at "
+    "start-up into <VAR_DIR>/tls-client-cas.pem from this agency's root and issuing CAs and "
+    "every enabled tax-bureau trust anchor. After adding (or enabling) a tax anchor, restart "
+    "the server so that TLS accepts its certificates. The app re-verifies every certificate "
+    "itself anyway (chain, revocation, account), so disabling an anchor needs no restart.",
+)
+def serve(  # click passes the options by name
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    tls: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+) -> None:
+    """Serve the app with gunicorn (each worker opens its own PKCS#11 sessions); with --tls,
+    over HTTPS, signing employers in with their TLS client certificates."""
+    from ca_service.serving import TlsFiles, run_gunicorn
 
+    tls_files: TlsFiles | None = None
+    if tls:
+        if tls_cert is None or tls_key is None:
+            raise click.UsageError("--tls needs both --tls-cert FILE and --tls-key FILE.")
+        tls_files = TlsFiles(certfile=tls_cert, keyfile=tls_key, client_ca=tls_client_ca)
+    elif tls_cert or tls_key or tls_client_ca:
+        raise click.UsageError("--tls-cert, --tls-key and --tls-client-ca take effect with --tls.")
     with operator_errors():
-        run_gunicorn(host=host, port=port, workers=workers, threads=threads)
+        run_gunicorn(
+            host=host,
+            port=port,
+            workers=workers,
+            threads=threads,
+            tls=tls_files,
+            announce=click.echo,
+        )
 
 
 def _register_feature_commands() -> None:

@@ -30,6 +30,23 @@ def load_certificate_file(path: Path) -> x509.Certificate:
         ) from None
 
 
+def load_certificate_chain(path: Path) -> list[x509.Certificate]:
+    """Read a certificate, or a PEM file holding it followed by its intermediates.
+
+    :raises CertificateUnreadable: when the file is missing or holds no certificate.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CertificateUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN" in data:
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            pass
+    return [load_certificate_file(path)]
+
+
 def import_certificate(
     token: Token, label: str, certificate: x509.Certificate, *, replace: bool = False
 ) -> None:

@@ -16,8 +16,12 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca_client import keys
-from ca_client.certificates import import_certificate, load_certificate_file
+from ca_client import keys, remote
+from ca_client.certificates import (
+    import_certificate,
+    load_certificate_chain,
+    load_certificate_file,
+)
 from ca_client.errors import ClientError
 from hsm import (
     HSMError,
@@ -370,3 +374,176 @@ def show(
     click.echo(f"  serial:     {certificate.serial_number:x}")
     click.echo(f"  issuer:     {certificate.issuer.rfc4514_string()}")
     click.echo(f"  not after:  {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _service_options(func: F) -> F:
+    options = [
+        click.option(
+            "--url",
+            "base_url",
+            metavar="URL",
+            envvar="CA_CLIENT_URL",
+            show_envvar=True,
+            required=True,
+            help="The CA service, e.g. https://ca.example.gov (its public base URL).",
+        ),
+        click.option(
+            "--challenge",
+            metavar="NONCE",
+            help="The challenge shown on the service's web page (sign in there, or bind "
+            "there); without it a new challenge is asked for.",
+        ),
+        click.option(
+            "--certificate",
+            "certificate_file",
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The certificate (PEM; intermediates may follow it). Default for a token key: "
+            "the certificate stored beside the key.",
+        ),
+        click.option(
+            "--cafile",
+            metavar="FILE",
+            type=click.Path(dir_okay=False, exists=True),
+            help="CA certificates to trust for the service's https certificate (default: the "
+            "system's).",
+        ),
+    ]
+    return _apply(options, func)
+
+
+def _answer(
+    *,
+    purpose: str,
+    service: remote.Service,
+    challenge: str | None,
+    certificate_file: Path | None,
+    module: str | None,
+    token_label: str | None,
+    key_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    key_file: Path | None,
+    passphrase_env: str,
+    passphrase_file: Path | None,
+) -> tuple[int, dict[str, Any]]:
+    """Sign ``purpose``'s challenge with the key (token or file) and post the answer."""
+    _key_location(token_label, key_file)
+    path = "/api/v1/auth/certificate" if purpose == "login" else "/api/v1/bindings"
+    with _errors(token_label, key_label):
+        chain = load_certificate_chain(certificate_file) if certificate_file else []
+        nonce = challenge.strip() if challenge else service.new_challenge(purpose)
+        if key_file is not None:
+            if not chain:
+                raise click.UsageError("with --key-file, give the certificate with --certificate")
+            private_key = keys.load_file_key(key_file, _passphrase(passphrase_env, passphrase_file))
+            signature = remote.sign_challenge(private_key, purpose, nonce)
+        else:
+            assert token_label is not None  # noqa: S101  (checked by _key_location)
+            with _open_token(module, token_label, pin_env, pin_file) as token:
+                if not chain:
+                    stored = keys.describe_token_key(token, key_label).certificate
+                    if stored is None:
+                        raise click.ClickException(
+                            f"no certificate is stored beside key {key_label!r}: give "
+                            "--certificate, or store it with `ca-client import-cert`"
+                        )
+                    chain = [stored]
+                signature = remote.sign_challenge(token.private_key(key_label), purpose, nonce)
+        return service.post(path, remote.answer_body(nonce, chain, signature))
+
+
+@main.command()
+@_service_options
+@_token_options(required=False)
+@_key_file_options
+@click.option(
+    "--token-file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the API bearer token to this file (readable by you alone) instead of stdout.",
+)
+def login(
+    *,
+    base_url: str,
+    challenge: str | None,
+    certificate_file: Path | None,
+    cafile: str | None,
+    token_file: Path | None,
+    **key_options: Any,
+) -> None:
+    """Sign in with your certificate by signing a one-time challenge with its key.
+
+    With --challenge (shown on the service's "Sign in with a certificate" page) the browser
+    showing it is signed in. Without it, an API bearer token is printed (or written to
+    --token-file) for the JSON API.
+    """
+    service = remote.Service(base_url, cafile=cafile)
+    _, answer = _answer(
+        purpose="login",
+        service=service,
+        challenge=challenge,
+        certificate_file=certificate_file,
+        **key_options,
+    )
+    if answer.get("signed_in") == "browser":
+        click.echo(f"signed in: the browser showing the challenge is now {answer['username']}")
+        return
+    token = str(answer["token"])
+    if token_file is None:
+        click.echo(token)
+    else:
+        _write_private(token_file, token + "\n")
+        click.echo(f"wrote the API token to {token_file}", err=True)
+    click.echo(f"signed in as {answer['username']} until {answer['expires_at']}", err=True)
+
+
+@main.command()
+@_service_options
+@_token_options(required=False)
+@_key_file_options
+@click.option(
+    "--api-token-env",
+    metavar="NAME",
+    default="CA_API_TOKEN",
+    show_default=True,
+    help="Environment variable holding your API bearer token; needed without --challenge "
+    "(to ask for a binding challenge as the signed-in administrator).",
+)
+def bind(
+    *,
+    base_url: str,
+    challenge: str | None,
+    certificate_file: Path | None,
+    cafile: str | None,
+    api_token_env: str,
+    **key_options: Any,
+) -> None:
+    """Bind your tax-bureau certificate to your account, proving you hold its key.
+
+    Take the challenge from the "Tax certificates" page of your account (--challenge), or
+    let this command ask for one with your API token ($CA_API_TOKEN).
+    """
+    bearer = os.environ.get(api_token_env, "")
+    if not challenge and not bearer:
+        raise click.UsageError(
+            f"give --challenge from your account page, or set ${api_token_env} to an API token"
+        )
+    service = remote.Service(base_url, cafile=cafile, bearer=bearer or None)
+    _, answer = _answer(
+        purpose="bind",
+        service=service,
+        challenge=challenge,
+        certificate_file=certificate_file,
+        **key_options,
+    )
+    click.echo(f"bound {answer['subject']} (serial {answer['serial']}) to your account")
+
+
+def _write_private(path: Path, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -66,6 +66,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         audit,
         auth,
         authorities,
+        binding,
         employers,
         errors_views,
         issuance,
@@ -81,6 +82,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     authorities.init_app(app)
     revocation.init_app(app)
     issuance.init_app(app)
+    binding.init_app(app)
     api.init_app(app)
     return app
 

@@ -21,6 +21,10 @@ LIMITED_ENDPOINTS = (
     "api.confirm_employer_mobile",
     "api.resend_mobile_code",
     "api.revoke_own_certificate",  # re-authenticates with the password
+    "api.create_challenge",
+    "api.certificate_login",
+    "api.tls_token",
+    "api.bind",
 )
 
 
@@ -30,6 +34,7 @@ def init_app(app: Flask) -> None:
     from ca_service.api import (  # noqa: F401  (routes)
         applications,
         auth,
+        certificates,
         employers,
         public,
         review,

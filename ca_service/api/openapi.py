@@ -36,6 +36,7 @@ _ID = {"type": "integer", "minimum": 1}
 _PATH_PARAMETERS = {
     "application_id": {"name": "application_id", "in": "path", "required": True, "schema": _ID},
     "document_id": {"name": "document_id", "in": "path", "required": True, "schema": _ID},
+    "binding_id": {"name": "binding_id", "in": "path", "required": True, "schema": _ID},
     "serial": {
         "name": "serial",
         "in": "path",
@@ -117,6 +118,11 @@ SCHEMAS: JSON = {
             "totp_code": {
                 "type": "string",
                 "description": "Current authenticator code; required for agency staff.",
+            },
+            "sms_code": {
+                "type": "string",
+                "description": "Six-digit code sent by SMS to the employer's reserved mobile "
+                "number by a call without it; required for employer administrators.",
             },
         },
     },
@@ -445,6 +451,81 @@ SCHEMAS: JSON = {
             "crl_published_at": _NULLABLE_TIME,
         },
     },
+    "ChallengeRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "purpose": {
+                "type": "string",
+                "enum": ["login", "bind"],
+                "default": "login",
+                "description": "`bind` needs the employer administrator's bearer token.",
+            }
+        },
+    },
+    "Challenge": {
+        "type": "object",
+        "required": ["challenge", "purpose", "to_sign", "expires_at"],
+        "properties": {
+            "challenge": {"type": "string", "description": "The one-time nonce."},
+            "purpose": {"type": "string", "enum": ["login", "bind"]},
+            "to_sign": {
+                "type": "string",
+                "description": "The exact UTF-8 text to sign: "
+                "`ca-service <purpose> challenge: <nonce>`.",
+            },
+            "expires_at": _TIME,
+            "signature_algorithms": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ChallengeAnswer": {
+        "type": "object",
+        "required": ["challenge", "certificate", "signature"],
+        "additionalProperties": False,
+        "properties": {
+            "challenge": {"type": "string"},
+            "certificate": {
+                "type": "string",
+                "description": "PEM: the certificate, optionally followed by intermediates "
+                "(only configured CAs build paths).",
+            },
+            "signature": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "Signature of `to_sign` with the certificate's key: ECDSA "
+                "(SHA-256 or SHA-384) or RSA PKCS#1 v1.5 (SHA-256 or SHA-384).",
+            },
+        },
+    },
+    "BrowserSignedIn": {
+        "type": "object",
+        "required": ["signed_in", "username"],
+        "properties": {
+            "signed_in": {"const": "browser"},
+            "username": {"type": "string"},
+            "method": {"type": "string"},
+        },
+    },
+    "Binding": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "issuer": {"type": "string"},
+            "serial": {"type": "string", "description": "Hexadecimal."},
+            "subject": {"type": "string"},
+            "fingerprint_sha256": {"type": "string"},
+            "spki_sha256": {"type": "string"},
+            "not_before": _TIME,
+            "not_after": _TIME,
+            "bound_at": _TIME,
+            "unbound_at": _NULLABLE_TIME,
+        },
+    },
+    "Bindings": {
+        "type": "object",
+        "required": ["bindings"],
+        "properties": {"bindings": {"type": "array", "items": _ref("Binding")}},
+    },
     "PublicStatus": {
         "type": "object",
         "properties": {
@@ -480,15 +561,30 @@ def _paths() -> JSON:
     review = {"200": _json(_ref("Review"), "The application as the officer sees it.")}
     return {
         "/auth/token": {
-            "post": _operation(
-                "create_token",
-                "Exchange username, password (and TOTP code for agency staff) for a bearer token",
-                "authentication",
-                {"201": _json(_ref("Token"), "A new token; only its hash is stored.")},
-                errors=(400, 401, 403, 415, 423, 429),
-                public=True,
-                body=_body(_ref("TokenRequest")),
-            ),
+            "post": {
+                **_operation(
+                    "create_token",
+                    "Exchange username, password and a second factor (SMS code for employer "
+                    "administrators, TOTP code for agency staff) for a bearer token",
+                    "authentication",
+                    {"201": _json(_ref("Token"), "A new token; only its hash is stored.")},
+                    errors=(400, 401, 403, 415, 423, 429),
+                    public=True,
+                    body=_body(_ref("TokenRequest")),
+                ),
+                "description": (
+                    "Employer administrators sign in in two calls. The first, with username and "
+                    "password only, sends a six-digit code by SMS to the employer's reserved "
+                    "mobile number and answers 401 with error code `sms_code_required` (the "
+                    "message gives the number's last digits). Repeat the call with the same "
+                    "username and password and the code in `sms_code`; each call without it sends "
+                    "a new code and the earlier one stops working. A wrong code answers 401 and "
+                    "counts as a failed sign-in (too many lock the account: 423). Each sign-in is "
+                    "audited and announced to the employer by e-mail and SMS.\n\n"
+                    "Agency staff send the current authenticator code in `totp_code` (without it: "
+                    "401 `totp_required`)."
+                ),
+            },
             "delete": _operation(
                 "revoke_token",
                 "Revoke the presented token",
@@ -496,6 +592,103 @@ def _paths() -> JSON:
                 {"204": {"description": "Revoked."}},
                 errors=(401,),
             ),
+        },
+        "/auth/challenges": {
+            "post": _operation(
+                "create_challenge",
+                "A one-time challenge for certificate login (or, with the administrator's "
+                "token, for binding a tax certificate)",
+                "authentication",
+                {"201": _json(_ref("Challenge"), "Sign `to_sign` before `expires_at`, once.")},
+                errors=(400, 401, 403, 415, 429),
+                public=True,
+                body={
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("ChallengeRequest")}},
+                },
+            )
+        },
+        "/auth/certificate": {
+            "post": {
+                **_operation(
+                    "certificate_login",
+                    "Sign in with a certificate by answering a login challenge",
+                    "authentication",
+                    {
+                        "201": _json(_ref("Token"), "A challenge made through the API: a token."),
+                        "200": _json(
+                            _ref("BrowserSignedIn"),
+                            "A challenge shown by a browser's certificate sign-in page: that "
+                            "browser is signed in at its next reload.",
+                        ),
+                    },
+                    errors=(400, 403, 415, 429),
+                    public=True,
+                    body=_body(_ref("ChallengeAnswer")),
+                ),
+                "description": (
+                    "Our employer certificates and bound tax-bureau certificates sign in. A "
+                    "refusal is a 403 whose error code says why: `expired`, `not_yet_valid`, "
+                    "`revoked`, `untrusted_issuer`, `wrong_key_usage`, `not_bound`, "
+                    "`other_organisation`, `revocation_unknown` (the tax CA's CRL is out of "
+                    "date), `bad_signature` (signed another challenge or with another key), "
+                    "`challenge_unusable` (unknown, expired or already used), `unreadable`, "
+                    "`no_account`."
+                ),
+            }
+        },
+        "/auth/tls-token": {
+            "post": _operation(
+                "tls_token",
+                "A bearer token for the TLS client certificate of this connection "
+                "(`ca-service serve --tls`, or a trusted proxy's header)",
+                "authentication",
+                {"201": _json(_ref("Token"), "A new token.")},
+                errors=(401, 403, 429),
+                public=True,
+            )
+        },
+        "/bindings": {
+            "get": {
+                **_operation(
+                    "list_bindings",
+                    "Tax certificates bound to the employer (officers: "
+                    "?registration_number=), unbound ones included",
+                    "bindings",
+                    {"200": _json(_ref("Bindings"), "Newest first.")},
+                    errors=(400, 401, 403, 404),
+                ),
+                "parameters": [
+                    {
+                        "name": "registration_number",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The employer, for RA officers and CA administrators.",
+                    }
+                ],
+            },
+            "post": _operation(
+                "bind",
+                "Bind a tax certificate by answering a bind challenge with its key (no token "
+                "needed: the challenge names the administrator who asked for it)",
+                "bindings",
+                {"201": _json(_ref("Binding"), "Bound; the employer is notified.")},
+                errors=(400, 403, 409, 415, 429),
+                public=True,
+                body=_body(_ref("ChallengeAnswer")),
+            ),
+        },
+        "/bindings/{binding_id}": {
+            "delete": _operation(
+                "unbind",
+                "Unbind a tax certificate (its employer's administrator, an RA officer or a CA "
+                "administrator); the employer is notified",
+                "bindings",
+                {"200": _json(_ref("Binding"), "Unbound.")},
+                errors=(401, 403, 404),
+                parameters=_path("binding_id"),
+            )
         },
         "/employers": {
             "post": _operation(
@@ -792,6 +985,7 @@ def openapi_document(public_base_url: str) -> JSON:
         "tags": [
             {"name": "authentication"},
             {"name": "registration"},
+            {"name": "bindings"},
             {"name": _EMPLOYER},
             {"name": _OFFICER},
             {"name": "public"},

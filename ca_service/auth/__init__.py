@@ -31,7 +31,7 @@ def _load_user(session_id: str) -> User | None:
 def init_app(app: Flask) -> None:
     """Register the ``auth`` blueprint, Flask-Login and the sign-in rate limits."""
     from ca_service.app import settings_of
-    from ca_service.auth import ratelimit
+    from ca_service.auth import certificate_views, ratelimit  # noqa: F401  (routes)
     from ca_service.auth.views import bp
 
     manager = LoginManager()

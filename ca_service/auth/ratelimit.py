@@ -17,13 +17,19 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 # The POST of each step where a guess can be made (password, TOTP or SMS code, current
-# password) or that sends an SMS (registration, a new code).
+# password, a certificate) or that sends an SMS (registration, a new code, a password reset
+# code).
 LIMITED_ENDPOINTS = (
     "auth.login",
     "auth.totp_code",
     "auth.change_password",
     "auth.confirm_mobile",
     "auth.resend_mobile_code",
+    "auth.sms_code",
+    "auth.resend_sms_code",
+    "auth.reset_request",
+    "auth.reset_confirm",
+    "auth.certificate_tls",
     "employers.register",
 )
 MESSAGE = "Too many attempts from your address. Wait a minute, then try again."

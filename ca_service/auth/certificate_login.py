@@ -1,0 +1,136 @@
+"""Certificate login: a verified certificate (TLS client certificate or signed challenge)
+signs in the employer administrator it maps to.
+
+Every attempt is audited. A refusal is committed at once — the request fails and its boundary
+rolls back, yet the attempt must stay on the record — and then re-raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from ca_service.audit.service import record_event
+from ca_service.auth.challenges import claim_challenge, signed_message, verify_possession
+from ca_service.auth.models import ChallengePurpose, LoginChallenge, User
+from ca_service.auth.service import actor_of
+from ca_service.auth.verification import (
+    CertificateRefused,
+    Refusal,
+    VerifiedCertificate,
+    account_for,
+    verify_certificate,
+)
+from ca_service.config import Settings
+from ca_service.db import db
+
+__all__ = [
+    "CertificateLogin",
+    "answer_challenge",
+    "login_with_certificate",
+    "record_refusal",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateLogin:
+    user: User
+    verified: VerifiedCertificate
+    binding_id: int | None
+    method: str  # "certificate:tls" or "certificate:challenge"
+    challenge: LoginChallenge | None = None
+
+
+def record_refusal(exc: CertificateRefused, chain: Sequence[x509.Certificate], method: str) -> None:
+    """Audit a refused certificate and commit at once (the request itself rolls back)."""
+    db.session.rollback()
+    leaf = chain[0] if chain else None
+    record_event(
+        "anonymous",
+        "auth.certificate_refused",
+        leaf.subject.rfc4514_string()[:200] if leaf is not None else "-",
+        {
+            "refusal": exc.refusal.value,
+            "method": method,
+            "issuer": leaf.issuer.rfc4514_string() if leaf is not None else None,
+            "serial": format(leaf.serial_number, "x") if leaf is not None else None,
+        },
+    )
+    db.session.commit()
+
+
+def _verified_login(
+    chain: Sequence[x509.Certificate], *, method: str, settings: Settings, now: dt.datetime
+) -> CertificateLogin:
+    verified = verify_certificate(chain, settings=settings, now=now)
+    user, binding_id = account_for(verified)
+    return CertificateLogin(user=user, verified=verified, binding_id=binding_id, method=method)
+
+
+def _audit_login(login: CertificateLogin) -> None:
+    record_event(
+        actor_of(login.user),
+        "auth.certificate_accepted",
+        login.user.username,
+        {
+            "method": login.method,
+            "source": login.verified.source.value,
+            "subject": login.verified.subject,
+            "fingerprint_sha256": login.verified.fingerprint_sha256,
+            "binding_id": login.binding_id,
+        },
+    )
+
+
+def login_with_certificate(
+    chain: Sequence[x509.Certificate], *, settings: Settings, now: dt.datetime
+) -> CertificateLogin:
+    """Sign in with a TLS client certificate the server (or a trusted proxy) verified the
+    possession of; flushes.
+
+    :raises CertificateRefused: each failure with its own message (already audited).
+    """
+    method = "certificate:tls"
+    try:
+        login = _verified_login(chain, method=method, settings=settings, now=now)
+    except CertificateRefused as exc:
+        record_refusal(exc, chain, method)
+        raise
+    _audit_login(login)
+    return login
+
+
+def answer_challenge(
+    *,
+    nonce: str,
+    chain: Sequence[x509.Certificate],
+    signature: bytes,
+    settings: Settings,
+    now: dt.datetime,
+) -> CertificateLogin:
+    """Sign in with a login challenge signed by the certificate's key; flushes. The caller
+    hands the result to the browser that started the challenge, or issues an API token.
+
+    :raises CertificateRefused: unusable challenge, bad signature, or a refused certificate
+        (audited).
+    """
+    method = "certificate:challenge"
+    if not chain:
+        raise CertificateRefused(Refusal.UNREADABLE, "No certificate was presented.")
+    try:
+        challenge = claim_challenge(nonce=nonce, purpose=ChallengePurpose.LOGIN, now=now)
+        verify_possession(
+            chain[0], signed_message(ChallengePurpose.LOGIN, nonce.strip()), signature
+        )
+        login = _verified_login(chain, method=method, settings=settings, now=now)
+    except CertificateRefused as exc:
+        record_refusal(exc, chain, method)
+        raise
+    challenge.result_user_id = login.user.id
+    challenge.result_method = method
+    db.session.flush()
+    _audit_login(login)
+    return dataclasses.replace(login, challenge=challenge)

@@ -1,0 +1,240 @@
+"""Binding tax-bureau certificates to employer accounts (after proof of possession), listing
+and unbinding them.
+
+A certificate is bound only when the verification core accepts it as a tax certificate (path
+to an enabled tax anchor, validity, usage, not revoked by its CRL) and it carries the employer's
+registration number. A certificate has at most one live binding (a partial unique index backs
+the check below against races).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.exc import IntegrityError
+
+from ca_service.audit.service import record_event
+from ca_service.auth.access import ensure_role
+from ca_service.auth.certificate_login import record_refusal
+from ca_service.auth.challenges import claim_challenge, signed_message, verify_possession
+from ca_service.auth.models import ChallengePurpose, Role, User
+from ca_service.auth.service import actor_of
+from ca_service.auth.verification import (
+    CertificateRefused,
+    Refusal,
+    Source,
+    VerifiedCertificate,
+    verify_certificate,
+)
+from ca_service.binding.models import CertificateBinding
+from ca_service.config import Settings
+from ca_service.db import db
+from ca_service.employers.models import Employer
+from ca_service.employers.service import employer_of
+from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError
+from ca_service.outbox.service import notify_employer
+
+__all__ = [
+    "bind_by_challenge",
+    "bind_certificate",
+    "bind_presented",
+    "employer_by_number",
+    "list_bindings",
+    "unbind",
+]
+
+_STAFF = (Role.RA_OFFICER, Role.CA_ADMIN)
+
+
+def _live(fingerprint: str) -> CertificateBinding | None:
+    return db.session.scalar(
+        sa.select(CertificateBinding).where(
+            CertificateBinding.fingerprint_sha256 == fingerprint,
+            CertificateBinding.unbound_at.is_(None),
+        )
+    )
+
+
+def bind_certificate(
+    *, user: User, verified: VerifiedCertificate, method: str, now: dt.datetime
+) -> CertificateBinding:
+    """Bind a verified tax certificate whose key the user has just proven to hold; flushes.
+
+    :raises ValidationError: not a tax-bureau certificate (ours already sign in).
+    :raises CertificateRefused: it carries another organisation's number.
+    :raises Conflict: already bound to this account, or bound to another employer.
+    """
+    ensure_role(user, Role.EMPLOYER_ADMIN)
+    employer = employer_of(user)
+    if verified.source is not Source.TAX:
+        raise ValidationError(
+            "This is one of this agency's own certificates: it signs in as it is. Only "
+            "tax-bureau certificates are bound."
+        )
+    existing = _live(verified.fingerprint_sha256)
+    if existing is not None:
+        if existing.employer_id == employer.id:
+            raise Conflict("This tax certificate is already bound to your account.")
+        raise Conflict(
+            "This tax certificate is bound to another employer's account and cannot be bound "
+            "here. If it is yours, contact the agency."
+        )
+    if verified.registration_number != employer.registration_number:
+        raise CertificateRefused(
+            Refusal.OTHER_ORGANISATION,
+            "This tax certificate identifies another organisation "
+            f"({verified.registration_number or 'no registration number'}), not "
+            f"{employer.legal_name} ({employer.registration_number}).",
+        )
+    certificate = verified.certificate
+    binding = CertificateBinding(
+        employer_id=employer.id,
+        issuer=certificate.issuer.rfc4514_string(),
+        serial=format(certificate.serial_number, "x"),
+        fingerprint_sha256=verified.fingerprint_sha256,
+        spki_sha256=verified.spki_sha256,
+        subject=verified.subject,
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        der=certificate.public_bytes(Encoding.DER),
+        bound_by=actor_of(user),
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(binding)
+            db.session.flush()
+    except IntegrityError:
+        raise Conflict("This tax certificate was just bound by another request.") from None
+    record_event(
+        actor_of(user),
+        "binding.bound",
+        employer.registration_number,
+        {
+            "binding_id": binding.id,
+            "method": method,
+            "issuer": binding.issuer,
+            "serial": binding.serial,
+            "fingerprint_sha256": binding.fingerprint_sha256,
+        },
+    )
+    notify_employer(
+        employer,
+        subject="Tax certificate bound to your account",
+        body=(
+            f"The tax-bureau certificate {binding.subject} (serial {binding.serial}) was bound "
+            f"to your social-security employer account on {now:%Y-%m-%d %H:%M} UTC and can now "
+            "sign in. If this was not you, unbind it and contact the agency."
+        ),
+        dedupe_key=f"binding:{binding.id}:bound",
+    )
+    return binding
+
+
+def bind_presented(
+    *, user: User, chain: Sequence[x509.Certificate], settings: Settings, now: dt.datetime
+) -> CertificateBinding:
+    """Bind the TLS client certificate of the administrator's own connection (the handshake
+    proved possession of its key); flushes. Refusals are audited.
+
+    :raises CertificateRefused: a refused certificate.
+    :raises Conflict: already bound.
+    """
+    try:
+        verified = verify_certificate(chain, settings=settings, now=now)
+    except CertificateRefused as exc:
+        record_refusal(exc, chain, "bind:tls")
+        raise
+    return bind_certificate(user=user, verified=verified, method="tls", now=now)
+
+
+def bind_by_challenge(
+    *,
+    nonce: str,
+    chain: Sequence[x509.Certificate],
+    signature: bytes,
+    settings: Settings,
+    now: dt.datetime,
+) -> CertificateBinding:
+    """Bind with a binding challenge (asked for by a signed-in administrator) signed by the tax
+    certificate's key; flushes.
+
+    :raises CertificateRefused: unusable challenge, bad signature, refused certificate.
+    :raises Conflict: already bound.
+    """
+    try:
+        challenge = claim_challenge(nonce=nonce, purpose=ChallengePurpose.BIND, now=now)
+        user = db.session.get(User, challenge.user_id) if challenge.user_id is not None else None
+        if user is None or user.disabled:
+            raise Forbidden("The account that asked for this binding challenge is disabled.")
+        message = signed_message(ChallengePurpose.BIND, nonce.strip())
+        verify_possession(chain[0], message, signature)
+        verified = verify_certificate(chain, settings=settings, now=now)
+    except CertificateRefused as exc:
+        record_refusal(exc, chain, "bind:challenge")
+        raise
+    return bind_certificate(user=user, verified=verified, method="challenge", now=now)
+
+
+def list_bindings(employer_id: int, *, include_unbound: bool = False) -> list[CertificateBinding]:
+    query = (
+        sa.select(CertificateBinding)
+        .where(CertificateBinding.employer_id == employer_id)
+        .order_by(CertificateBinding.id.desc())
+    )
+    if not include_unbound:
+        query = query.where(CertificateBinding.unbound_at.is_(None))
+    return list(db.session.scalars(query))
+
+
+def employer_by_number(number: str) -> Employer:
+    """:raises NotFound: no employer with this registration number."""
+    employer = db.session.scalar(
+        sa.select(Employer).where(Employer.registration_number == number.strip().upper())
+    )
+    if employer is None:
+        raise NotFound(f"There is no employer {number.strip()!r}.")
+    return employer
+
+
+def unbind(*, user: User, binding_id: int, now: dt.datetime) -> CertificateBinding:
+    """End a binding: by the employer's administrator or by an RA officer / CA administrator;
+    flushes.
+
+    :raises NotFound: no such live binding (for an administrator: none of theirs).
+    :raises Forbidden: the user may not unbind it.
+    """
+    binding = db.session.get(CertificateBinding, binding_id)
+    if binding is None or binding.unbound_at is not None:
+        raise NotFound(f"There is no bound certificate {binding_id}.")
+    if user.role is Role.EMPLOYER_ADMIN:
+        if user.employer_id != binding.employer_id:
+            raise NotFound(f"There is no bound certificate {binding_id}.")
+    else:
+        ensure_role(user, *_STAFF)
+    binding.unbound_at = now
+    binding.unbound_by = actor_of(user)
+    db.session.flush()
+    employer = db.session.get(Employer, binding.employer_id)
+    assert employer is not None  # noqa: S101  (foreign key)
+    record_event(
+        actor_of(user),
+        "binding.unbound",
+        employer.registration_number,
+        {"binding_id": binding.id, "serial": binding.serial, "issuer": binding.issuer},
+    )
+    notify_employer(
+        employer,
+        subject="Tax certificate unbound from your account",
+        body=(
+            f"The tax-bureau certificate {binding.subject} (serial {binding.serial}) was "
+            f"unbound from your social-security employer account on {now:%Y-%m-%d %H:%M} UTC by "
+            f"{'you' if user.role is Role.EMPLOYER_ADMIN else 'the agency'}; it can no longer "
+            "sign in."
+        ),
+        dedupe_key=f"binding:{binding.id}:unbound",
+    )
+    return binding

@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# One pytest-xdist worker per core: every worker makes its own SoftHSM tokens, SQLite file and
+# scratch PostgreSQL database, so they never share state. PYTEST_ARGS= runs in one process.
+PYTEST_ARGS ?= -n auto
 # Debian packages the service and its tests use: the SoftHSM2 PKCS#11 module and its tool,
 # the openssl command line (independent client in tests), Python's venv support, and Chromium
 # (the browser the web UI tests drive through Playwright; never downloaded by Playwright).

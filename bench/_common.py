@@ -51,6 +51,18 @@ def make_token(var_dir: Path) -> tuple[Path, str]:
     return conf, label
 
 
+def add_token(conf: Path) -> str:
+    """Another token in the process's SoftHSM configuration (same PIN); returns its label."""
+    from hsm import find_softhsm_module, init_softhsm_token, rescan_tokens
+
+    label = f"bench-{secrets.token_hex(4)}"
+    init_softhsm_token(conf, label, secrets.token_hex(8), os.environ[PIN_ENV])
+    module = find_softhsm_module()
+    if module:
+        rescan_tokens(module)
+    return label
+
+
 def reset_postgres(url: str) -> None:
     """Empty the database's public schema (the benchmark's database only!)."""
     engine = sa.create_engine(url)
@@ -98,6 +110,35 @@ def prepare(var_dir: Path, conf: Path, label: str, database_url: str) -> BenchEn
         db.session.remove()
         db.engine.dispose()
     return BenchEnv(var_dir=var_dir, conf=conf, overrides=overrides)
+
+
+def new_employer(index: int, password_hash: str) -> tuple[Any, Any]:
+    """A registered, mobile-confirmed employer and its administrator (flushed)."""
+    from ca_service.auth.models import Role, User
+    from ca_service.db import db, utcnow
+    from ca_service.employers.models import Employer
+
+    employer = Employer(
+        registration_number=f"BENCH{index:012d}",
+        legal_name=f"Bench Employer {index} Co., Ltd.",
+        mobile="+8613800138000",
+        email=f"hr{index}@bench.test",
+        mobile_confirmed_at=utcnow(),
+    )
+    db.session.add(employer)
+    db.session.flush()
+    user = User(
+        username=employer.registration_number,
+        email=employer.email,
+        full_name="Bench",
+        role=Role.EMPLOYER_ADMIN,
+        password_hash=password_hash,
+        password_is_temporary=False,
+        employer_id=employer.id,
+    )
+    db.session.add(user)
+    db.session.flush()
+    return employer, user
 
 
 def peak_rss_mb() -> float:

@@ -32,18 +32,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 GOALS = {"rsa-2048": 0.40, "ec-p256": 0.15}
 
 
-def _add_token(conf: Path) -> str:
-    """Another token in the process's SoftHSM configuration (same PIN); returns its label."""
-    from hsm import find_softhsm_module, init_softhsm_token, rescan_tokens
-
-    label = f"bench-{secrets.token_hex(4)}"
-    init_softhsm_token(conf, label, secrets.token_hex(8), os.environ[_common.PIN_ENV])
-    module = find_softhsm_module()
-    if module:
-        rescan_tokens(module)
-    return label
-
-
 def _csr_der() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "bench")])
@@ -56,35 +44,14 @@ def _csr_der() -> bytes:
 
 
 def _approved_applications(count: int) -> list[int]:
-    from ca_service.auth.models import Role, User
     from ca_service.auth.service import hash_password
-    from ca_service.db import db, utcnow
-    from ca_service.employers.models import Employer
+    from ca_service.db import db
     from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 
     password_hash = hash_password(secrets.token_urlsafe(16))
     ids = []
     for i in range(count):
-        employer = Employer(
-            registration_number=f"BENCH{i:012d}",
-            legal_name=f"Bench Employer {i} Co., Ltd.",
-            mobile="+8613800138000",
-            email=f"hr{i}@bench.test",
-            mobile_confirmed_at=utcnow(),
-        )
-        db.session.add(employer)
-        db.session.flush()
-        user = User(
-            username=employer.registration_number,
-            email=employer.email,
-            full_name="Bench",
-            role=Role.EMPLOYER_ADMIN,
-            password_hash=password_hash,
-            password_is_temporary=False,
-            employer_id=employer.id,
-        )
-        db.session.add(user)
-        db.session.flush()
+        employer, user = _common.new_employer(i, password_hash)
         application = Application(
             employer_id=employer.id,
             status=ApplicationStatus.APPROVED,
@@ -180,7 +147,7 @@ def main() -> None:
         cases = [(a, g, d, u) for a, g in GOALS.items() for d, u in databases]
         for number, (algorithm, goal, db_name, url) in enumerate(cases):
             var_dir = Path(tmp)
-            label = first_label if number == 0 else _add_token(conf)
+            label = first_label if number == 0 else _common.add_token(conf)
             os.environ["CA_ISSUING_KEY_ALGORITHM"] = algorithm
             database_url = (
                 _common.sqlalchemy_url(url) if url else f"sqlite:///{var_dir / f'case-{number}.db'}"

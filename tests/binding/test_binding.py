@@ -33,7 +33,11 @@ from tests.api.conftest import (  # noqa: F401  (fixtures used by name)
     bearer,
     error_of,
 )
-from tests.auth.certificates import sign
+from tests.auth.certificates import (  # noqa: F401  (fixture used by name)
+    IssueFor,
+    agency_certificate,
+    sign,
+)
 from tests.auth.flows import csrf_token
 from tests.binding.conftest import CrlServer, StaffClient
 from tests.binding.tax_ca import TaxCA
@@ -427,3 +431,34 @@ def test_web_pages_bind_list_and_unbind(
         assert row.unbound_by.startswith("user:")
     # Employers cannot use the officer page.
     assert browser.get("/officer/bindings/").status_code == 403
+
+
+def test_an_expired_agency_certificate_owner_gets_back_in_with_the_bound_tax_certificate(
+    app: Flask,
+    client: FlaskClient,
+    tax: TaxWorld,
+    api_employer: Callable[[], ApiEmployer],  # noqa: F811
+    agency_certificate: IssueFor,  # noqa: F811
+) -> None:
+    from ca_service.auth.verification import account_for
+
+    employer = api_employer()
+    account = employer.account
+    ours = agency_certificate(account=account)
+    certificate, key = tax.ca.issue(account.number, not_after=utcnow() + dt.timedelta(days=1000))
+    assert bind(client, employer, certificate, key).status_code == 201
+    # A day after our certificate expired (the tax CA has published fresh CRLs meanwhile).
+    later = ours.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    tax.server.publish("/root.crl", tax.ca.crl(issuer="root", this_update=later))
+    tax.server.publish("/intermediate.crl", tax.ca.crl(this_update=later))
+    with app.app_context():
+        settings = settings_of(app)
+        with pytest.raises(CertificateRefused) as expired:
+            verify_certificate([ours.certificate], settings=settings, now=later)
+        assert expired.value.refusal is Refusal.EXPIRED
+        assert "tax-bureau certificate bound to your account" in expired.value.message
+        user, binding_id = account_for(
+            verify_certificate([certificate], settings=settings, now=later)
+        )
+        assert user.username == account.username
+        assert binding_id is not None

@@ -30,6 +30,9 @@ from ca_service.qr import qr_svg_data_uri
 
 CHALLENGE = "certificate_challenge"  # session key: {"id", "secret", "nonce"}
 RELOAD_SECONDS = 4
+# An answered challenge signs its browser in only if the browser reloads within this long
+# after the challenge's expiry (it reloads every RELOAD_SECONDS while the page is open).
+PICKUP_GRACE = dt.timedelta(minutes=2)
 
 
 def challenge_lifetime() -> int:
@@ -44,8 +47,11 @@ def _live_challenge() -> tuple[LoginChallenge, dict[str, str]] | None:
     row = db.session.get(LoginChallenge, entry["id"])
     if row is None or row.browser_hash != digest(str(entry.get("secret", ""))):
         return None
-    if row.picked_up_at is not None or (row.used_at is None and row.expires_at <= utcnow()):
+    now = utcnow()
+    if row.picked_up_at is not None or (row.used_at is None and row.expires_at <= now):
         return None
+    if row.expires_at + PICKUP_GRACE <= now:
+        return None  # answered, but this browser did not come back for it in time
     return row, entry
 
 

@@ -290,3 +290,25 @@ def test_tls_button_without_a_client_certificate(client: FlaskClient) -> None:
     response = post_form(client, "/auth/certificate/tls", {}, token_from="/auth/certificate")
     assert response.status_code == 400
     assert "presented no client certificate" in response.get_data(as_text=True)
+
+
+def test_an_answer_the_browser_never_picked_up_does_not_sign_it_in_later(
+    app: Flask,
+    agency_certificate: IssueFor,  # noqa: F811
+) -> None:
+    issued = agency_certificate()
+    browser, signer = app.test_client(), app.test_client()
+    match = NONCE.search(browser.get("/auth/certificate").get_data(as_text=True))
+    assert match
+    nonce = match.group(1)
+    message = f"ca-service login challenge: {nonce}"
+    assert answer(signer, nonce, issued.pem, sign(issued.key, message)).status_code == 200
+    with app.app_context():
+        db.session.execute(
+            sa.update(LoginChallenge).values(expires_at=utcnow() - dt.timedelta(hours=1))
+        )
+        db.session.commit()
+    late = browser.get("/auth/certificate")
+    assert late.status_code == 200  # a new challenge, not a sign-in
+    assert nonce not in late.get_data(as_text=True)
+    assert browser.get("/auth/home").status_code == 302

@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 
+_KEEP_EXPIRED = dt.timedelta(hours=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Challenge:
     nonce: str
@@ -70,6 +73,10 @@ def new_challenge(
 ) -> Challenge:
     """A fresh nonce (256 bits); flushes. ``browser_secret`` ties it to one browser session,
     ``user`` to the signed-in administrator who asked to bind a certificate."""
+    # Challenges are worth nothing an hour after they expired: the table holds only recent ones.
+    db.session.execute(
+        sa.delete(LoginChallenge).where(LoginChallenge.expires_at < now - _KEEP_EXPIRED)
+    )
     nonce = secrets.token_urlsafe(32)
     row = LoginChallenge(
         nonce_hash=digest(nonce),

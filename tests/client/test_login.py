@@ -12,8 +12,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
+from ca_service.binding.models import TrustPurpose
+from ca_service.binding.service import add_trust_anchor
+from ca_service.db import db
 from hsm import Token
+from tests.api.conftest import request_token, token_of
 from tests.auth.certificates import issue_employer_certificate
+from tests.binding.conftest import CrlServer, crl_server  # noqa: F401  (fixture)
+from tests.binding.tax_ca import TaxCA
 from tests.client.conftest import ClientRun, UKey
 from tests.issuance.conftest import MakeEmployer, make_employer  # noqa: F401
 
@@ -109,3 +115,65 @@ def test_login_to_an_unreachable_service(run: ClientRun, ukey: UKey) -> None:
     result = run("login", "--url", f"http://127.0.0.1:{free_port()}", "--token-label", ukey.label)
     assert result.exit_code == 1
     assert "cannot reach" in result.output
+
+
+def test_bind_a_tax_certificate_whose_key_is_on_the_token_then_log_in_with_it(
+    app: Flask,
+    served: str,
+    run: ClientRun,
+    ukey: UKey,
+    ukey_token: Token,
+    make_employer: MakeEmployer,  # noqa: F811
+    crl_server: CrlServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    account = make_employer()
+    assert run("keygen", "--token-label", ukey.label, "--csr", "-").exit_code == 0
+    tax = TaxCA(crl_base_url=crl_server.base_url)
+    crl_server.publish("/root.crl", tax.crl(issuer="root"))
+    crl_server.publish("/intermediate.crl", tax.crl())
+    with app.app_context():
+        for pem, url in (
+            (tax.root_pem, tax.root_crl_url),
+            (tax.intermediate_pem, tax.intermediate_crl_url),
+        ):
+            add_trust_anchor(actor="tests", purpose=TrustPurpose.TAX, data=pem, crl_url=url)
+        db.session.commit()
+    certificate, _ = tax.issue(
+        account.number, public_key=ukey_token.private_key("employer-key").public_key()
+    )
+    path = tmp_path / "tax.pem"
+    path.write_bytes(certificate.public_bytes(Encoding.PEM))
+    api_token = token_of(request_token(app.test_client(), account.username, account.password))
+
+    no_way = run("bind", "--url", served, "--certificate", str(path), "--token-label", ukey.label)
+    assert no_way.exit_code == 2
+    assert "give --challenge" in no_way.output
+    bound = run(
+        "bind",
+        "--url",
+        served,
+        "--certificate",
+        str(path),
+        "--token-label",
+        ukey.label,
+        env={"CA_API_TOKEN": api_token},
+    )
+    assert bound.exit_code == 0, bound.output
+    assert f"serial {certificate.serial_number:x}" in bound.output
+    again = run(
+        "bind",
+        "--url",
+        served,
+        "--certificate",
+        str(path),
+        "--token-label",
+        ukey.label,
+        env={"CA_API_TOKEN": api_token},
+    )
+    assert again.exit_code == 1
+    assert "already bound to your account" in again.output
+
+    login = run("login", "--url", served, "--certificate", str(path), "--token-label", ukey.label)
+    assert login.exit_code == 0, login.output
+    assert f"signed in as {account.username}" in login.stderr

@@ -489,14 +489,9 @@ def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int | None,
     if row.revoked_at is not None:
         raise CertificateRefused(
             Refusal.REVOKED,
-            _revoked_message("certificate", _utc(row.revoked_at), row.revocation_reason),
+            _revoked_message("certificate", row.revoked_at, row.revocation_reason),
         )
     return (int(row.employer_id) if row.employer_id is not None else None), row.User
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    # Core queries bypass the ORM column type: SQLite gives naive UTC datetimes.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _crl_urls(certificate: x509.Certificate) -> list[str]:
@@ -611,13 +606,4 @@ def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
     raise CertificateRefused(
         Refusal.NO_ACCOUNT,
         "The employer this certificate identifies has no active administrator account.",
-    )
-
-
-def _live_binding(fingerprint: str) -> int | None:
-    return db.session.scalar(
-        sa.select(CertificateBinding.id).where(
-            CertificateBinding.fingerprint_sha256 == fingerprint,
-            CertificateBinding.unbound_at.is_(None),
-        )
     )

@@ -108,6 +108,14 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "OCSP_CHANGE_CHECK_MS",
+        500,
+        "Workers answer repeated OCSP requests (same CertID, no nonce) from memory and ask the "
+        "database this often whether responses changed; a revocation reaches every worker "
+        "within it. 0: ask before every answer.",
+        int,
+    ),
+    Setting(
         "CRL_COALESCE_SECONDS",
         5,
         "A revocation publishes a CRL at once only if the newest is older than this; "

@@ -52,15 +52,22 @@ def _commit_boundary(response: Response) -> Response:
     return response
 
 
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault(
+# On every response, including those the OCSP fast path sends without Flask.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    (
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
         "frame-ancestors 'none'; form-action 'self'",
-    )
+    ),
+)
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name, value)
     return response
 
 

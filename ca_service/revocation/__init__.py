@@ -19,11 +19,18 @@ def init_app(app: Flask) -> None:
     from ca_service.app import settings_of
     from ca_service.auth.ratelimit import MESSAGE
     from ca_service.revocation import portal
+    from ca_service.revocation.answer_cache import AnswerCache
+    from ca_service.revocation.fastpath import OcspFastPath
+    from ca_service.revocation.ocsp import ANSWER_CACHE, resign_margin, response_lifetime
     from ca_service.revocation.portal_views import bp as portal_bp
     from ca_service.revocation.views import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(portal_bp)
+    settings = settings_of(app)
+    app.extensions[ANSWER_CACHE] = AnswerCache(resign_margin(response_lifetime(settings)))
+    # In front of everything Flask does per request: most OCSP requests end here.
+    app.wsgi_app = OcspFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     # The issuance pages include the revocation forms (templates/revocation/), whose reason
     # lists come from the service, not from each view's context.
     app.jinja_env.globals["revocation_reasons"] = {
@@ -33,7 +40,7 @@ def init_app(app: Flask) -> None:
     }
     limiter: Limiter = app.extensions["auth_limiter"]
     limit = limiter.limit(
-        str(settings_of(app)["LOGIN_RATE_LIMIT"]), methods=["POST"], error_message=MESSAGE
+        str(settings["LOGIN_RATE_LIMIT"]), methods=["POST"], error_message=MESSAGE
     )
     for endpoint in LIMITED_ENDPOINTS:
         app.view_functions[endpoint] = cast(RouteCallable, limit(app.view_functions[endpoint]))

@@ -92,3 +92,20 @@ class StoredOCSPResponse(Base):
         sa.CheckConstraint("hash_algorithm IN ('sha1', 'sha256')", name="hash_algorithm_known"),
         sa.CheckConstraint("this_update < next_update", name="update_ordered"),
     )
+
+
+class OCSPEpoch(Base):
+    """One counter, incremented by every commit that stores or drops OCSP responses.
+
+    Workers answer repeated OCSP requests from memory (``answer_cache``) and forget them when
+    the counter moves; being written in the changing transaction, it moves exactly when the
+    change becomes visible. Written once per commit (not per response), at commit time, so
+    concurrent transactions wait on its row only for the instant of their commits.
+    """
+
+    __tablename__ = "ocsp_epoch"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)

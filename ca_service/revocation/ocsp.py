@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
+from flask import current_app, has_app_context
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from ca_service.audit.service import record_event
 from ca_service.authorities.service import (
@@ -41,10 +42,12 @@ from ca_service.authorities.service import (
 from ca_service.config import Settings
 from ca_service.db import about_to_write, db, utcnow
 from ca_service.models import Authority, Certificate, CertificateStatus
-from ca_service.revocation.models import OCSPCertStatus, StoredOCSPResponse
+from ca_service.revocation.models import OCSPCertStatus, OCSPEpoch, StoredOCSPResponse
 from hsm import HSMPrivateKey, Token
 
 MAX_REQUEST_BYTES = 8 * 1024
+# app.extensions key of the worker's AnswerCache (answer_cache.py).
+ANSWER_CACHE = "ocsp_answers"
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
 # CertID hash algorithms we pre-sign for: SHA-1 is what RFC 5019 clients send (§2.1.1),
 # SHA-256 what newer ones do. Both are answered from storage; see StoredOCSPResponse.
@@ -60,6 +63,9 @@ class OCSPAnswer:
     der: bytes
     next_update: dt.datetime | None
     this_update: dt.datetime | None = None
+    # May a worker answer an identical request (the same DER: the same CertID, no nonce) with
+    # it from memory (answer_cache)? Not unsuccessful statuses, nor answers echoing a nonce.
+    reusable: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,9 +125,10 @@ def response_lifetime(settings: Settings) -> dt.timedelta:
     return dt.timedelta(hours=int(settings["OCSP_RESPONSE_HOURS"]))
 
 
-def _stale_before(lifetime: dt.timedelta) -> dt.timedelta:
-    # A stored response with less than a quarter of its lifetime left is re-signed on demand
-    # (and stored) instead of served: a missed `ocsp refresh` never serves a lapsing answer.
+def resign_margin(lifetime: dt.timedelta) -> dt.timedelta:
+    """A stored response with less than this left (a quarter of its lifetime) is re-signed on
+    demand (and stored) instead of served: a missed `ocsp refresh` never serves a lapsing
+    answer."""
     return lifetime / 4
 
 
@@ -236,6 +243,46 @@ def _stored_values(
     }
 
 
+_CHANGED = "ocsp_responses_changed"  # a flag in db.session.info until the commit
+
+
+def _responses_changed() -> None:
+    """Stored responses change in this transaction: its commit increments the OCSP epoch, so
+    every worker forgets the answers it remembers (answer_cache); this one forgets at once."""
+    db.session.info[_CHANGED] = True
+    if has_app_context():
+        cache = current_app.extensions.get(ANSWER_CACHE)
+        if cache is not None:
+            cache.clear()
+
+
+@sa.event.listens_for(Session, "before_commit")
+def _increment_epoch(session: Session) -> None:
+    if not session.info.pop(_CHANGED, False):
+        return
+    table = cast(sa.Table, OCSPEpoch.__table__)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    session.execute(
+        insert.values(id=1, value=1).on_conflict_do_update(
+            index_elements=["id"], set_={"value": table.c.value + 1}
+        )
+    )
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _nothing_changed(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
+
+
+_EPOCH_QUERY = sa.select(OCSPEpoch.value).where(OCSPEpoch.id == 1)
+
+
+def ocsp_epoch(connection: sa.Connection) -> int:
+    """The OCSP epoch: it moves whenever committed OCSP responses change."""
+    return connection.execute(_EPOCH_QUERY).scalar() or 0
+
+
 def _upsert(values: Sequence[dict[str, Any]]) -> None:
     """Insert or replace stored responses by (issuer, serial, algorithm); one executemany.
 
@@ -243,6 +290,7 @@ def _upsert(values: Sequence[dict[str, Any]]) -> None:
     """
     if not values:
         return
+    _responses_changed()
     table = cast(sa.Table, StoredOCSPResponse.__table__)
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
@@ -261,6 +309,49 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
         return None
 
 
+def _triage(connection: sa.Connection, data: bytes) -> OCSPAnswer | tuple[ocsp.OCSPRequest, int]:
+    """The parsed request and the issuing CA's id, or the unsuccessful answer it gets
+    (malformedRequest; unauthorized for a CA this responder does not speak for)."""
+    try:
+        request = ocsp.load_der_ocsp_request(data)
+    except ValueError:
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    # Core, with statements built once: on the hot path SQLAlchemy's per-call statement
+    # construction (the responder alias above all) cost more than the queries themselves.
+    issuer_row = connection.execute(_ISSUER_QUERY).first()
+    if issuer_row is None or issuer_row.der is None:
+        return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+    if not _matches(request, issuer_row.der):
+        # Not a CA this responder speaks for (another CA, or a name/key hash that is off).
+        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    return request, issuer_row.id
+
+
+def answer_from_storage(
+    connection: sa.Connection,
+    data: bytes,
+    *,
+    lifetime: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> OCSPAnswer | None:
+    """The answer to a DER OCSP request when it needs no signature: an unsuccessful status, or
+    the fresh stored response to a request without a nonce. None: it must be signed
+    (``answer_ocsp_request``). Reads only, on any connection: no session, no HSM."""
+    triaged = _triage(connection, data)
+    if isinstance(triaged, OCSPAnswer):
+        return triaged
+    request, issuer_id = triaged
+    if _nonce(request) is not None:
+        return None
+    return _fresh_stored(
+        connection,
+        issuer_id=issuer_id,
+        request=request,
+        moment=now or utcnow(),
+        lifetime=lifetime,
+    )
+
+
 def answer_ocsp_request(
     data: bytes, *, token: Token, lifetime: dt.timedelta, now: dt.datetime | None = None
 ) -> OCSPAnswer:
@@ -269,22 +360,11 @@ def answer_ocsp_request(
     Without a nonce the stored response is served when there is a fresh one; otherwise the
     answer is signed here, and stored when it is about one of our unexpired certificates.
     """
-    try:
-        request = ocsp.load_der_ocsp_request(data)
-    except ValueError:
-        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-
-    # Core, with statements built once: on the hot path SQLAlchemy's per-call statement
-    # construction (the responder alias above all) cost more than the queries themselves.
     connection = db.session.connection()
-    issuer_row = connection.execute(_ISSUER_QUERY).first()
-    if issuer_row is None or issuer_row.der is None:
-        return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
-    issuer_id, issuer_der = issuer_row.id, issuer_row.der
-    if not _matches(request, issuer_der):
-        # Not a CA this responder speaks for (another CA, or a name/key hash that is off).
-        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-
+    triaged = _triage(connection, data)
+    if isinstance(triaged, OCSPAnswer):
+        return triaged
+    request, issuer_id = triaged
     moment = now or utcnow()
     nonce = _nonce(request)
     if nonce is None:
@@ -334,7 +414,7 @@ def _live_answer(
             lifetime=lifetime,
         )
         _upsert([values])
-        return OCSPAnswer(values["der"], values["next_update"], moment)
+        return OCSPAnswer(values["der"], values["next_update"], moment, reusable=True)
     if row is None:
         # Never issued by this CA. Not stored: the serial may be a reservation about to be
         # issued, and an "unknown" kept until nextUpdate would then be wrong.
@@ -353,7 +433,7 @@ def _live_answer(
         lifetime=lifetime,
         nonce=nonce,
     )
-    return OCSPAnswer(der, next_update, moment)
+    return OCSPAnswer(der, next_update, moment, reusable=nonce is None)
 
 
 def _fresh_stored(
@@ -376,9 +456,9 @@ def _fresh_stored(
             "issuer_key_hash": request.issuer_key_hash,
         },
     ).first()
-    if stored is None or stored.next_update - moment <= _stale_before(lifetime):
+    if stored is None or stored.next_update - moment <= resign_margin(lifetime):
         return None
-    return OCSPAnswer(stored.der, stored.next_update, stored.this_update)
+    return OCSPAnswer(stored.der, stored.next_update, stored.this_update, reusable=True)
 
 
 _ISSUER_QUERY = (
@@ -453,6 +533,8 @@ def _presign(token: Token, certificates: Iterable[Certificate], lifetime: dt.tim
             )
             for algorithm in PRESIGNED_HASHES
         )
+    if dropped:
+        _responses_changed()
     for certificate in dropped:
         db.session.execute(
             sa.delete(StoredOCSPResponse).where(
@@ -540,7 +622,10 @@ def _drop_expired(issuer: Authority, moment: dt.datetime) -> int:
             StoredOCSPResponse.issuer_id == issuer.id, StoredOCSPResponse.serial.in_(expired)
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    removed = int(getattr(result, "rowcount", 0) or 0)
+    if removed:
+        _responses_changed()
+    return removed
 
 
 def _resign_due(

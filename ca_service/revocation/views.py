@@ -3,18 +3,16 @@ need it (a nonce, an unknown serial, a certificate without a fresh stored respon
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from urllib.parse import unquote
-
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from ca_service.app import csrf, settings_of
 from ca_service.db import read_first, utcnow
 from ca_service.hsm_access import app_token
+from ca_service.revocation.answer_cache import AnswerCache
+from ca_service.revocation.fastpath import OCSP_REQUEST, OCSP_RESPONSE, decode_get, get_headers
 from ca_service.revocation.ocsp import (
+    ANSWER_CACHE,
     MAX_REQUEST_BYTES,
     OCSPAnswer,
     answer_ocsp_request,
@@ -24,8 +22,6 @@ from ca_service.revocation.service import latest_crl
 from ca_service.web import stateless
 
 bp = Blueprint("revocation", __name__)
-OCSP_REQUEST = "application/ocsp-request"
-OCSP_RESPONSE = "application/ocsp-response"
 
 
 @bp.get("/pki/crl/<slug>.crl")
@@ -47,8 +43,17 @@ def crl(slug: str) -> Response:
 
 def _answer(data: bytes) -> OCSPAnswer:
     lifetime = response_lifetime(settings_of(current_app))
+    cache: AnswerCache = current_app.extensions[ANSWER_CACHE]
+    generation = cache.generation
     with read_first():  # stored answers are read without queueing for SQLite's write lock
-        return answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
+        answer = answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
+    # The fast path answers the next identical request from memory.
+    cache.put(data, answer, generation)
+    return answer
+
+
+# The fast path (fastpath.py) answers most OCSP requests before they reach these views; these
+# answer the rest, with the same responses.
 
 
 @bp.post("/ocsp")
@@ -72,23 +77,8 @@ def ocsp_post() -> Response:
 def ocsp_get(encoded: str) -> Response:
     if len(encoded) > MAX_REQUEST_BYTES * 2:
         raise RequestEntityTooLarge("OCSP request too large")
-    try:
-        data = base64.b64decode(unquote(encoded), validate=True)
-    except (binascii.Error, ValueError):
-        data = b""  # answered as malformedRequest below, like any undecodable request
-    answer = _answer(data)
+    answer = _answer(decode_get(encoded))
     response = Response(answer.der, mimetype=OCSP_RESPONSE)
-    if answer.next_update is not None:
-        # RFC 5019 §6: GET answers may be cached until nextUpdate; the ETag is the response's
-        # digest, the same from every worker, and changes when it is re-signed.
-        remaining = max(0, int((answer.next_update - utcnow()).total_seconds()))
-        response.cache_control.public = True
-        response.cache_control.no_transform = True
-        response.cache_control.must_revalidate = True
-        response.cache_control.max_age = remaining
-        response.expires = answer.next_update
-        if answer.this_update is not None:
-            response.last_modified = answer.this_update
-        response.set_etag(hashlib.sha256(answer.der).hexdigest()[:32])
-        response.make_conditional(request)
+    response.headers.extend(get_headers(answer, utcnow()))
+    response.make_conditional(request)
     return response

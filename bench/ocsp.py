@@ -1,5 +1,6 @@
-"""OCSP throughput: our responder (gunicorn, 2 workers, pre-signed answers) against
-`openssl ocsp -multi 2` over the same certificate statuses, driven by the same load.
+"""OCSP throughput: our responder (`ca-service serve`: gunicorn, 2 workers; sync workers by
+default, ``--threads N`` for gthread) against `openssl ocsp -multi 2` over the same certificate
+statuses, driven by the same load.
 
 Creates a throw-away SoftHSM token and database (SQLite; PostgreSQL too with ``--postgres URL``
 — that database's public schema is dropped and recreated, so never point it at a database you
@@ -13,7 +14,8 @@ CertIDs, a rotating set of pre-built bodies: 80 % good, 10 % revoked, 10 % unkno
 ``wrk`` with a small Lua script (install it with ``apt-get install wrk``; it is a benchmark
 tool, not a project dependency).
 
-Run: ``.venv/bin/python bench/ocsp.py [--seconds 15] [--connections 16] [--postgres URL]``.
+Run: ``.venv/bin/python bench/ocsp.py [--seconds 15] [--connections 16] [--threads 1]
+[--postgres URL]``.
 Goal (issue #4): our throughput >= 1.5x openssl's, with p99 <= 10 ms.
 """
 
@@ -348,6 +350,10 @@ def measure(
                 str(ours_port),
                 "--workers",
                 "2",
+                "--threads",
+                str(args.threads),
+                # openssl's per-connection log goes to /dev/null below; ours is not written.
+                "--no-access-log",
             ],
             ours_port,
         ),
@@ -415,6 +421,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per gunicorn worker (1: sync workers, as behind a buffering proxy)",
+    )
     parser.add_argument("--postgres", metavar="URL", help="also on this PostgreSQL database")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -248,7 +248,20 @@ _PEM_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Pat
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=4, show_default=True, type=int)
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads per worker. 1 runs gunicorn's sync workers: leaner per request, for use "
+    "behind a buffering reverse proxy (nginx), which then deals with slow clients.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One line per request on stdout (leave it to the reverse proxy if it logs already).",
+)
 @click.option(
     "--tls",
     is_flag=True,
@@ -272,6 +285,7 @@ def serve(  # click passes the options by name
     port: int,
     workers: int,
     threads: int,
+    access_log: bool,
     tls: bool,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -295,6 +309,7 @@ def serve(  # click passes the options by name
             workers=workers,
             threads=threads,
             tls=tls_files,
+            access_log=access_log,
             announce=click.echo,
         )
 

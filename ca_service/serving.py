@@ -184,10 +184,13 @@ def run_gunicorn(
     workers: int,
     threads: int,
     tls: TlsFiles | None = None,
+    access_log: bool = True,
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Validate the configuration once, then serve with ``workers`` forked processes; over
-    TLS when ``tls`` is given, asking each client for a certificate.
+    """Validate the configuration once, then serve with ``workers`` forked processes of
+    ``threads`` threads each (1: gunicorn's sync worker); over TLS when ``tls`` is given, asking
+    each client for a certificate; one access-log line per request on stdout if
+    ``access_log``.
 
     :raises ConfigurationError: for wrong settings or unusable TLS files.
     """
@@ -196,8 +199,10 @@ def run_gunicorn(
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
-        "accesslog": "-",
+        # Threads keep slow clients from holding a worker; one thread per worker is gunicorn's
+        # sync worker, leaner per request (behind a buffering proxy slow clients are its job).
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "accesslog": "-" if access_log else None,
         "timeout": 60,
     }
     if tls is not None:

@@ -304,24 +304,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(app: Flask, app_overrides: dict[str, Any], tmp_path: Path) -> Iterator[str]:
-    """`ca-service serve` with two gunicorn workers on the test database and token."""
+@contextmanager
+def serving(
+    app_overrides: dict[str, Any], log: Path, *options: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`ca-service serve --workers 2 OPTIONS...` on the test database and token; its base URL
+    and process, once it answers. Its output goes to ``log``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
     env.update({f"CA_{k}": str(v) for k, v in app_overrides.items()})
     env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]
-    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "ca_service", "serve", "--port", str(port), "--workers", "2"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ca_service", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            [*command, *options], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        # Generous: two workers importing the app on a loaded 2-core machine can take a while.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"{base}/auth/login", timeout=1) as response:  # noqa: S310  (loopback URL built above)
                     if response.status == 200:
@@ -329,9 +331,15 @@ def served(app: Flask, app_overrides: dict[str, Any], tmp_path: Path) -> Iterato
             except OSError:
                 time.sleep(0.1)
         else:
-            proc.terminate()
             raise AssertionError(f"server did not start: {log.read_text()}")
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(app: Flask, app_overrides: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+    """`ca-service serve` with two gunicorn workers on the test database and token."""
+    with serving(app_overrides, tmp_path / "server.log") as (base, _):
+        yield base

@@ -39,6 +39,8 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import cast
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
@@ -158,6 +160,7 @@ def _refuse_secrets(value: object, path: str = "details") -> None:
         raise ValueError(f"audit details must not carry secrets ({path} holds a private key)")
 
 
+@cache
 def _column_length(name: str) -> int:
     column_type = AuditEvent.__table__.c[name].type
     if not isinstance(column_type, sa.String) or column_type.length is None:
@@ -173,21 +176,35 @@ def _check_lengths(**fields: str) -> None:
             raise ValueError(f"audit {name} is longer than {limit} characters")
 
 
-def _claim_head() -> AuditHead | None:
+# The three statements of an append, built once: every issuance, login and decision appends,
+# and building (or flushing ORM objects into) them each time cost more than running them.
+_head = cast("sa.Table", AuditHead.__table__)
+_CLAIM_HEAD = (
+    sa.update(_head)
+    .where(_head.c.id == _HEAD_ID)
+    .values(events_since_checkpoint=_head.c.events_since_checkpoint + 1)
+    .returning(_head.c.seq, _head.c.hash, _head.c.events_since_checkpoint)
+)
+_INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__))
+_ADVANCE_HEAD = sa.update(_head).where(_head.c.id == _HEAD_ID)  # SET seq, hash from the params
+
+
+@dataclass(frozen=True)
+class _ClaimedHead:
+    seq: int
+    hash: str
+    events_since_checkpoint: int
+
+
+def _claim_head() -> _ClaimedHead | None:
     """Take the head row's write lock and return it fresh, or None when the row is missing.
 
     Updating the row first (rather than reading it) is what makes concurrent appenders queue:
     PostgreSQL re-reads the row after the lock is granted, so each writer sees the last
     committed head.
     """
-    statement = (
-        sa.update(AuditHead)
-        .where(AuditHead.id == _HEAD_ID)
-        .values(events_since_checkpoint=AuditHead.events_since_checkpoint + 1)
-        .returning(AuditHead)
-        .execution_options(populate_existing=True, synchronize_session=False)
-    )
-    return db.session.scalars(statement).one_or_none()
+    row = db.session.connection().execute(_CLAIM_HEAD).one_or_none()
+    return None if row is None else _ClaimedHead(row.seq, row.hash, row.events_since_checkpoint)
 
 
 def _create_genesis_head() -> None:
@@ -197,8 +214,12 @@ def _create_genesis_head() -> None:
     """
     try:
         with db.session.begin_nested():
-            db.session.add(
-                AuditHead(id=_HEAD_ID, seq=0, hash=GENESIS_HASH, events_since_checkpoint=0)
+            # A row, not an ORM object: appends move the head by statements, and an object
+            # left in the identity map would go stale.
+            db.session.connection().execute(
+                sa.insert(_head).values(
+                    id=_HEAD_ID, seq=0, hash=GENESIS_HASH, events_since_checkpoint=0
+                )
             )
     except sa.exc.IntegrityError:
         # Another writer created it after our UPDATE (PostgreSQL made us wait for its commit);
@@ -212,7 +233,7 @@ def _create_genesis_head() -> None:
         )
 
 
-def _lock_head() -> AuditHead:
+def _lock_head() -> _ClaimedHead:
     head = _claim_head()
     if head is None:
         # The migration inserts the genesis row; this covers a schema made any other way.
@@ -224,11 +245,12 @@ def _lock_head() -> AuditHead:
 
 
 def record_event(actor: str, action: str, target: str, details: Mapping[str, object]) -> AuditEvent:
-    """Append one event to the chain; flushes, the caller's boundary commits.
+    """Append one event to the chain (written at once); the caller's boundary commits.
 
     Signs a checkpoint when AUDIT_CHECKPOINT_EVERY events have accumulated since the last one
     (if the audit key exists; an HSM failure is logged and retried at the next event, since a
-    later checkpoint covers every event before it).
+    later checkpoint covers every event before it). The event returned is not in the session:
+    it is what was written, to read (``db.session.get`` loads the stored row).
 
     :raises ValueError: when ``details`` names something that looks like a secret, or a field
         is longer than its column.
@@ -236,6 +258,8 @@ def record_event(actor: str, action: str, target: str, details: Mapping[str, obj
     _refuse_secrets(details)
     _check_lengths(actor=actor, action=action, target=target)
     details_json = canonical_json(details)  # before the lock: bad input must not hold it
+    # The caller's pending changes go first, as they did when the event was an ORM object.
+    db.session.flush()
     head = _lock_head()
     event = AuditEvent(
         seq=head.seq + 1,
@@ -247,9 +271,21 @@ def record_event(actor: str, action: str, target: str, details: Mapping[str, obj
         prev_hash=head.hash,
     )
     event.hash = event_hash(event)
-    head.seq, head.hash = event.seq, event.hash
-    db.session.add(event)
-    db.session.flush()
+    connection = db.session.connection()
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "seq": event.seq,
+            "occurred_at": event.occurred_at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": details_json,
+            "prev_hash": event.prev_hash,
+            "hash": event.hash,
+        },
+    )
+    connection.execute(_ADVANCE_HEAD, {"seq": event.seq, "hash": event.hash})
     if head.events_since_checkpoint >= _checkpoint_every():
         _checkpoint_automatically()
     return event

@@ -1,11 +1,16 @@
 """Signing certificates with HSM keys without ever losing or reusing a serial.
 
 The order is the contract (DESIGN.md, "Nothing signed is lost"):
-1. ``reserve_certificate`` adds a PENDING row with a fresh random serial and flushes;
+1. ``reserve_certificate`` inserts a PENDING row with a fresh random serial;
 2. the caller commits (the early commit that protects the irreversible HSM step);
-3. ``sign_reserved`` signs with the HSM and stores the DER on the row; the caller commits again
-   before the certificate is shown to anyone.
+3. ``sign_reserved`` signs with the HSM and stores the DER on the row, if it is still PENDING;
+   the caller commits again before the certificate is shown to anyone.
 A failure between 2 and 3 leaves a PENDING row that ``ca-service reconcile`` finds.
+
+Both writes are single Core statements built once at import, and the ``Certificate`` objects
+they return are attached to the session as already-loaded rows: issuance runs them for every
+certificate, and the ORM's unit of work (change tracking, flush planning, re-reads) cost more
+than the statements themselves (bench/issuance.py).
 """
 
 from __future__ import annotations
@@ -13,13 +18,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from typing import Any, cast
 
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.db import db, utcnow
+from ca_service.errors import Conflict
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from hsm import KeyAlgorithm, Token
 
@@ -61,6 +71,16 @@ def fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
+_certificates = cast("sa.Table", Certificate.__table__)
+_INSERT_RESERVATION = sa.insert(_certificates).returning(_certificates.c.id)
+# Only a PENDING row takes a signature: `reconcile` (or a retried issuance after the grace
+# period) may have marked it failed meanwhile, and a failed serial stays failed.
+_STORE_SIGNED = sa.update(_certificates).where(
+    _certificates.c.id == sa.bindparam("reserved_id"),
+    _certificates.c.status == CertificateStatus.PENDING,
+)
+
+
 def reserve_certificate(
     *,
     issuer: Authority,
@@ -69,23 +89,59 @@ def reserve_certificate(
     not_before: dt.datetime,
     not_after: dt.datetime,
     key_label: str | None = None,
+    employer_id: int | None = None,
 ) -> Certificate:
-    """Add a PENDING certificate row with a new unique serial; flushes, never commits."""
-    # No look-up first: a collision among 2**159 random values does not happen in practice,
-    # and the unique constraint (issuer_id, serial) makes the flush fail if it ever did.
-    serial = serial_hex(new_serial())
-    row = Certificate(
+    """Insert a PENDING certificate row with a new unique serial; never commits."""
+    return reserve_serial(
         issuer_id=issuer.id,
-        serial=serial,
         kind=kind,
-        status=CertificateStatus.PENDING,
-        subject=subject.rfc4514_string(READABLE_NAMES),
+        subject=subject,
         not_before=not_before,
         not_after=not_after,
         key_label=key_label,
+        employer_id=employer_id,
     )
+
+
+def reserve_serial(
+    *,
+    issuer_id: int,
+    kind: CertificateKind,
+    subject: x509.Name,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    key_label: str | None = None,
+    employer_id: int | None = None,
+) -> Certificate:
+    """``reserve_certificate`` for a caller that holds the issuer's id, not its object."""
+    # No look-up first: a collision among 2**159 random values does not happen in practice,
+    # and the unique constraint (issuer_id, serial) makes the INSERT fail if it ever did.
+    values: dict[str, Any] = {
+        "issuer_id": issuer_id,
+        "serial": serial_hex(new_serial()),
+        "kind": kind,
+        "status": CertificateStatus.PENDING,
+        "subject": subject.rfc4514_string(READABLE_NAMES),
+        "not_before": not_before,
+        "not_after": not_after,
+        "key_label": key_label,
+        "employer_id": employer_id,
+        "der": None,
+        "fingerprint_sha256": None,
+        "created_at": utcnow(),
+        "issued_at": None,
+        "revoked_at": None,
+        "revocation_reason": None,
+        "invalidity_date": None,
+    }
+    row_id = db.session.connection().execute(_INSERT_RESERVATION, values).scalar_one()
+    return _attached(Certificate(id=row_id, **values))
+
+
+def _attached(row: Certificate) -> Certificate:
+    """Put a row we just inserted with every column into the session as if loaded from it."""
+    make_transient_to_detached(row)
     db.session.add(row)
-    db.session.flush()
     return row
 
 
@@ -101,6 +157,7 @@ def sign_reserved(
 
     :raises hsm.errors.HSMError: when the HSM cannot sign; the committed PENDING row stays
         behind for ``reconcile`` and its serial is never reused.
+    :raises Conflict: when the row is no longer PENDING (see ``store_signed``).
     """
     builder = (
         builder.serial_number(row.serial_number)
@@ -113,13 +170,27 @@ def sign_reserved(
 
 
 def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
-    """Record a signed certificate on its reserved row; flushes."""
+    """Record a signed certificate on its reserved row (in the database at once).
+
+    :raises Conflict: when the row is no longer PENDING (marked failed by ``reconcile`` or by a
+        retry after the signing grace period): the signature is discarded, never stored or
+        shown, and the serial stays burnt.
+    """
     der = certificate.public_bytes(Encoding.DER)
-    row.der = der
-    row.fingerprint_sha256 = hashlib.sha256(der).hexdigest()
-    row.status = CertificateStatus.ISSUED
-    row.issued_at = utcnow()
-    db.session.flush()
+    values: dict[str, Any] = {
+        "der": der,
+        "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
+        "status": CertificateStatus.ISSUED,
+        "issued_at": utcnow(),
+    }
+    result = db.session.connection().execute(_STORE_SIGNED, {"reserved_id": row.id, **values})
+    if cast("sa.CursorResult[Any]", result).rowcount != 1:
+        raise Conflict(
+            f"certificate {row.serial} was marked failed while the HSM signed it: the signature "
+            "is discarded and the serial is never used again. Issue it again."
+        )
+    for name, value in values.items():
+        set_committed_value(row, name, value)
 
 
 def public_key_matches(certificate: x509.Certificate, token: Token, key_label: str) -> bool:

@@ -11,11 +11,14 @@ import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePath
+from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import record_event
 from ca_service.auth.access import ensure_role
@@ -29,7 +32,7 @@ from ca_service.authorities.service import (
     get_authority,
     load_certificate,
 )
-from ca_service.authorities.signing import normalise_serial, reserve_certificate, sign_reserved
+from ca_service.authorities.signing import normalise_serial, reserve_serial, sign_reserved
 from ca_service.config import Settings
 from ca_service.db import db, rows_changed, utcnow
 from ca_service.employers.models import Employer
@@ -45,8 +48,8 @@ from ca_service.issuance.models import (
     KeySource,
 )
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
-from ca_service.models import Certificate, CertificateKind, CertificateStatus
-from ca_service.outbox.service import notify_employer
+from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
+from ca_service.outbox.service import notify_contact, notify_employer
 from ca_service.storage import DocumentStore
 from hsm import HSMError, KeyAlgorithm, Token
 
@@ -88,13 +91,23 @@ class EmployerProfile:
 # -- employer side --------------------------------------------------------------------------
 
 
+_INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__))
+
+
 def _record(application: Application, actor: str, note: str | None = None) -> None:
-    db.session.add(
-        ApplicationEvent(
-            application_id=application.id, status=application.status, actor=actor, note=note
-        )
+    """Add a history row for the application's current status (written at once)."""
+    db.session.flush()  # the application row and its status change go first
+    db.session.connection().execute(
+        _INSERT_APPLICATION_EVENT,
+        {
+            "application_id": application.id,
+            "status": application.status,
+            "actor": actor,
+            "note": note,
+            "created_at": utcnow(),
+        },
     )
-    db.session.flush()
+    db.session.expire(application, ["events"])  # reloaded with the new row when next read
 
 
 def _active_employer(user: User) -> Employer:
@@ -533,6 +546,104 @@ def reject_application(*, officer: User, application: Application, reason: str) 
 # -- issuance -------------------------------------------------------------------------------
 
 
+_applications = cast("sa.Table", Application.__table__)
+_certificates = cast("sa.Table", Certificate.__table__)
+_employers = cast("sa.Table", Employer.__table__)
+_authorities = cast("sa.Table", Authority.__table__)
+
+# Issuance runs these for every certificate. They are statements on the tables, built once:
+# the ORM's unit of work (change tracking, flush planning, re-reading rows after the first
+# commit) and building statements per call cost more than the round trips themselves
+# (bench/issuance.py). The ORM objects the caller holds are kept in step with
+# ``set_committed_value``, without re-reading what was just written.
+
+# What issuance reads, in one round trip: the employer's names and addresses, and the issuing
+# CA with its current certificate.
+_ISSUANCE_FACTS = (
+    sa.select(
+        _employers.c.legal_name,
+        _employers.c.registration_number,
+        _employers.c.email,
+        _employers.c.mobile,
+        _authorities.c.id.label("issuer_id"),
+        _authorities.c.key_label,
+        _authorities.c.key_algorithm,
+        _certificates.c.der.label("issuer_der"),
+    )
+    .select_from(_employers)
+    .join(_authorities, _authorities.c.slug == ISSUING_SLUG)
+    .join(_certificates, _certificates.c.id == _authorities.c.certificate_id)
+    .where(_employers.c.id == sa.bindparam("employer_id"))
+)
+# Claim the application for a reservation: of two concurrent issuances only one matches.
+_CLAIM_APPLICATION = _applications.update().where(
+    _applications.c.id == sa.bindparam("application_id"),
+    _applications.c.certificate_id.is_(None),
+    _applications.c.status == ApplicationStatus.APPROVED,
+)
+# Release a reservation whose signing failed or never finished (only the one we looked at).
+_RELEASE_APPLICATION = _applications.update().where(
+    _applications.c.id == sa.bindparam("application_id"),
+    _applications.c.certificate_id == sa.bindparam("reserved_id"),
+)
+_FAIL_RESERVATION = _certificates.update().where(
+    _certificates.c.id == sa.bindparam("reserved_id"),
+    _certificates.c.status == CertificateStatus.PENDING,
+)
+# Approved -> issued, only with the certificate this issuance stored.
+_MARK_ISSUED = _applications.update().where(
+    _applications.c.id == sa.bindparam("application_id"),
+    _applications.c.certificate_id == sa.bindparam("issued_id"),
+    _applications.c.status == ApplicationStatus.APPROVED,
+)
+
+
+@dataclass(frozen=True)
+class _IssuanceFacts:
+    legal_name: str
+    registration_number: str
+    email: str
+    mobile: str
+    issuer_id: int
+    issuer_key_label: str
+    issuer_algorithm: KeyAlgorithm
+    issuer_certificate: x509.Certificate
+
+
+@lru_cache(maxsize=8)
+def _parsed_certificate(der: bytes) -> x509.Certificate:
+    # The issuing CA's certificate is the same DER for months; parse it once per worker.
+    return x509.load_der_x509_certificate(der)
+
+
+def _issuance_facts(employer_id: int) -> _IssuanceFacts:
+    """:raises NotFound: when the PKI is not initialised."""
+    row = db.session.connection().execute(_ISSUANCE_FACTS, {"employer_id": employer_id}).first()
+    if row is None or row.issuer_der is None:
+        raise NotFound(f"no certificate authority {ISSUING_SLUG!r}; run `ca-service init`")
+    return _IssuanceFacts(
+        legal_name=row.legal_name,
+        registration_number=row.registration_number,
+        email=row.email,
+        mobile=row.mobile,
+        issuer_id=row.issuer_id,
+        issuer_key_label=row.key_label,
+        issuer_algorithm=KeyAlgorithm(row.key_algorithm),
+        issuer_certificate=_parsed_certificate(row.issuer_der),
+    )
+
+
+def _changed(statement: sa.Executable, parameters: dict[str, Any]) -> int:
+    result = db.session.connection().execute(statement, parameters)
+    return int(cast("sa.CursorResult[Any]", result).rowcount)
+
+
+def _set_loaded(instance: object, **values: object) -> None:
+    """Record values a statement just wrote on an object the session holds, as if loaded."""
+    for name, value in values.items():
+        set_committed_value(instance, name, value)
+
+
 def _release_stale_reservation(application: Application, now: dt.datetime) -> None:
     row = application.certificate
     if row is None:
@@ -543,9 +654,23 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
             "try again in a minute."
         )
     if row.status is CertificateStatus.PENDING:
-        row.status = CertificateStatus.FAILED  # the serial stays burnt, never reused
-    application.certificate = None
-    db.session.flush()
+        # The serial stays burnt, never reused. Conditional: a signature stored meanwhile wins.
+        failed = _changed(
+            _FAIL_RESERVATION, {"reserved_id": row.id, "status": CertificateStatus.FAILED}
+        )
+        if failed != 1:
+            raise Conflict(
+                f"The certificate for application {application.id} was stored just now; "
+                "reload the application."
+            )
+        _set_loaded(row, status=CertificateStatus.FAILED)
+    released = _changed(
+        _RELEASE_APPLICATION,
+        {"application_id": application.id, "reserved_id": row.id, "certificate_id": None},
+    )
+    if released != 1:
+        raise Conflict(f"Application {application.id} is being issued by another request.")
+    _set_loaded(application, certificate_id=None, certificate=None)
 
 
 def issue_certificate(
@@ -563,12 +688,18 @@ def issue_certificate(
     pending row is marked failed and committed, the application stays approved, and a retry
     issues with a new serial.
 
+    OCSP responses for the new certificate are not signed here: the responder signs and stores
+    one on the first request for a certificate without a stored response, and
+    `ca-service ocsp refresh` signs the missing ones.
+
     :raises Conflict: not approved, or being issued by a concurrent request.
     :raises ServiceUnavailable: the HSM failed; retry later.
     """
+    # The caller's pending changes are written before issuance reads and claims rows.
+    db.session.flush()
     # Between the two commits this function holds every object it needs and changes them
     # itself, so re-reading them all after the first commit (the session's default) would
-    # only cost round trips: a third of the issuance time in bench/issuance.py.
+    # only cost round trips.
     session = db.session()
     expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
     try:
@@ -598,51 +729,45 @@ def _issue_certificate(
         raise Conflict(
             f"Application {application.id} has no public key yet (counter provisioning)."
         )
+    public_key = x509.load_der_x509_csr(application.csr_der).public_key()
     now = utcnow()
+    facts = _issuance_facts(application.employer_id)
     existing = application.certificate
     if existing is not None and existing.status is CertificateStatus.ISSUED:
-        _mark_issued(application, existing, actor)  # signed and stored, status not yet moved
+        _mark_issued(application, existing, facts, actor)  # stored, status not yet moved
         commit()
         return existing
     _release_stale_reservation(application, now)
-    employer = application.employer
-    issuer = get_authority(ISSUING_SLUG)
-    issuer_row = current_certificate(issuer)
-    issuer_cert = load_certificate(issuer_row)
+    issuer_cert = facts.issuer_certificate
     not_after = min(now + dt.timedelta(days=profile.validity_days), issuer_cert.not_valid_after_utc)
     subject = profiles.employer_subject(
         country=profile.country,
-        legal_name=employer.legal_name,
-        registration_number=employer.registration_number,
+        legal_name=facts.legal_name,
+        registration_number=facts.registration_number,
     )
-    row = reserve_certificate(
-        issuer=issuer,
+    row = reserve_serial(
+        issuer_id=facts.issuer_id,
         kind=CertificateKind.END_ENTITY,
         subject=subject,
         not_before=now,
         not_after=not_after,
+        employer_id=application.employer_id,
     )
-    row.employer_id = employer.id
-    claimed = rows_changed(
-        sa.update(Application)
-        .where(
-            Application.id == application.id,
-            Application.certificate_id.is_(None),
-            Application.status == ApplicationStatus.APPROVED,
-        )
-        .values(certificate_id=row.id)
-        .execution_options(synchronize_session=False)
+    claimed = _changed(
+        _CLAIM_APPLICATION,
+        {"application_id": application.id, "certificate_id": row.id, "updated_at": now},
     )
     if claimed != 1:
+        db.session.expunge(row)  # its INSERT is rolled back with the request
         raise Conflict(f"Application {application.id} is being issued by another request.")
+    _set_loaded(application, certificate_id=row.id, certificate=row, updated_at=now)
     # The reservation is not audited on its own: the issued (or signing_failed) event names
     # the serial, and `reconcile` audits what a crash left pending.
-    csr = x509.load_der_x509_csr(application.csr_der)
     # Early commit: the serial and the pending row must exist before the HSM signs.
     commit()
     builder = profiles.employer_builder(
         subject=subject,
-        public_key=csr.public_key(),
+        public_key=public_key,
         issuer=issuer_cert,
         issuer_slug=ISSUING_SLUG,
         urls=profile.urls,
@@ -653,8 +778,8 @@ def _issue_certificate(
             row,
             builder,
             token=token,
-            issuer_key_label=issuer.key_label,
-            issuer_algorithm=KeyAlgorithm(issuer.key_algorithm),
+            issuer_key_label=facts.issuer_key_label,
+            issuer_algorithm=facts.issuer_algorithm,
         )
     except HSMError as exc:
         db.session.rollback()
@@ -676,14 +801,27 @@ def _issue_certificate(
             "The HSM could not sign the certificate. The application stays approved; retry "
             "the issuance in a moment."
         ) from exc
-    application.certificate = row  # set by the UPDATE above; the session did not see it
-    _mark_issued(application, row, actor)
+    _mark_issued(application, row, facts, actor)
     commit()
     return row
 
 
-def _mark_issued(application: Application, row: Certificate, actor: str) -> None:
-    application.status = ApplicationStatus.ISSUED  # flushed with the history row below
+def _mark_issued(
+    application: Application, row: Certificate, facts: _IssuanceFacts, actor: str
+) -> None:
+    now = utcnow()
+    moved = _changed(
+        _MARK_ISSUED,
+        {
+            "application_id": application.id,
+            "issued_id": row.id,
+            "status": ApplicationStatus.ISSUED,
+            "updated_at": now,
+        },
+    )
+    if moved != 1:
+        raise Conflict(f"Application {application.id} was changed by someone else just now.")
+    _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
     _record(application, actor, f"Certificate issued (serial {row.serial}).")
     record_event(
         actor,
@@ -691,13 +829,14 @@ def _mark_issued(application: Application, row: Certificate, actor: str) -> None
         row.serial,
         {
             "application": application.id,
-            "employer": application.employer.registration_number,
+            "employer": facts.registration_number,
             "sha256": row.fingerprint_sha256,
             "not_after": row.not_after,
         },
     )
-    notify_employer(
-        application.employer,
+    notify_contact(
+        email=facts.email,
+        mobile=facts.mobile,
         subject="Your organisation certificate is ready",
         body=f"The certificate for application {application.id} was issued: serial {row.serial}, "
         f"valid until {row.not_after:%Y-%m-%d}.\nDownload it from your application page.",

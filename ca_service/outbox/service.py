@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,15 +45,18 @@ def _message(
 @cache
 def _insert_statement(dialect: str) -> sa.Insert:
     # INSERT … ON CONFLICT (dedupe_key) DO NOTHING on both backends: a duplicate (a retried
-    # request, a concurrent one) is skipped, not an error. Built once: compiling it costs more
-    # than running it.
+    # request, a concurrent one) is skipped, not an error. Built once, on the table rather than
+    # the ORM class: compiling it, or the ORM's bulk-insert layer, cost more than running it.
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(OutboxMessage).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return insert(cast("sa.Table", OutboxMessage.__table__)).on_conflict_do_nothing(
+        index_elements=["dedupe_key"]
+    )
 
 
 def _insert(messages: list[dict[str, object]]) -> None:
-    dialect = db.session.get_bind().dialect.name
-    db.session.execute(_insert_statement(dialect), messages)
+    """All ``messages`` in one executemany (psycopg sends them in one pipeline)."""
+    connection = db.session.connection()
+    connection.execute(_insert_statement(connection.dialect.name), messages)
 
 
 def enqueue(
@@ -81,12 +85,23 @@ def enqueue(
 
 def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: str) -> None:
     """E-mail and SMS to the employer's administrator."""
+    notify_contact(
+        email=employer.email,
+        mobile=employer.mobile,
+        subject=subject,
+        body=body,
+        dedupe_key=dedupe_key,
+    )
+
+
+def notify_contact(*, email: str, mobile: str, subject: str, body: str, dedupe_key: str) -> None:
+    """``notify_employer`` for a caller that read the employer's addresses, not the object."""
     sms = f"{subject}. {body.splitlines()[0] if body else ''}".strip()
     _insert(
         [
             _message(
                 channel=Channel.EMAIL,
-                recipient=employer.email,
+                recipient=email,
                 subject=subject,
                 body=body,
                 dedupe_key=f"{dedupe_key}:email",
@@ -94,7 +109,7 @@ def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: 
             ),
             _message(
                 channel=Channel.SMS,
-                recipient=employer.mobile,
+                recipient=mobile,
                 subject=subject,
                 body=sms,
                 dedupe_key=f"{dedupe_key}:sms",

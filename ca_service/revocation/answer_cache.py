@@ -7,9 +7,11 @@ the web framework; it is what lets the responder answer faster than it can look 
 An answer is remembered (``OCSPAnswer.reusable``: not an unsuccessful status, not an answer
 echoing a nonce) for at most ``MAX_SECONDS``, never into the last part of its validity in which
 storage re-signs it, and only until the responses change: every commit that stores or drops
-OCSP responses (a revocation, a release of a hold, an issuance, a refresh) increments the OCSP
-epoch in the database, and the fast path forgets everything when it sees a new epoch (it looks
-every ``OCSP_CHANGE_CHECK_MS``). The worker that made the change forgets at once.
+OCSP responses (a revocation, a release of a hold, a first answer for a new certificate, a
+refresh) increments the OCSP epoch in the database, and the fast path forgets everything when
+it sees a new epoch (it looks every ``OCSP_CHANGE_CHECK_MS``). The worker that made the change
+forgets at once. (An "unknown" remembered for a serial that is issued afterwards lasts its
+minute: serials are unguessable until issued, and "unknown" is refused by relying parties.)
 
 Generations close the race between a reader and a change: an answer read from the database
 before a change committed is put only if no change was seen since the read began.

@@ -492,10 +492,9 @@ def presign_for_certificate(*, token: Token, certificate: Certificate, settings:
     or there is no usable responder: the stored responses of the certificate are then dropped,
     so requests fall through to the live path).
 
-    The issuance service calls it right after storing a newly issued certificate; revocation
-    and release of a hold call it so the new status is what OCSP serves at once. Calling it
-    after the certificate's commit is safest: a failure here loses nothing, as a request for a
-    certificate without a stored response is signed on demand and stored then.
+    Revocation and release of a hold call it so the new status is what OCSP serves at once.
+    Issuance does not: a new certificate's responses are signed at its first request (and
+    stored then) or by `ca-service ocsp refresh`, which keeps the HSM's time on issuance.
 
     :raises hsm.errors.HSMError: when the HSM cannot sign.
     """

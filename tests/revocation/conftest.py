@@ -36,7 +36,8 @@ MakeCertificate = Callable[..., Issued]
 
 @pytest.fixture
 def make_certificate(app: Flask) -> MakeCertificate:
-    """Issue (and commit) an end-entity certificate; ``presign`` does what issuance does next."""
+    """Issue (and commit) an end-entity certificate; ``presign`` stores its OCSP responses
+    as `ca-service ocsp refresh` (or a first request) would."""
 
     def make(*, presign: bool = True, days: int = 30) -> Issued:
         with app.app_context():

@@ -33,9 +33,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from flask import current_app
+from sqlalchemy.orm import load_only
 
 from ca_service.auth.models import Role, User
-from ca_service.binding.models import CertificateBinding, TrustAnchor, TrustPurpose
+from ca_service.binding.models import CertificateBinding, TaxCrl, TrustAnchor, TrustPurpose
 from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
@@ -109,14 +110,28 @@ class VerifiedCertificate:
     spki_sha256: str
     # The registration number the certificate carries (normalised), or None when it has none.
     registration_number: str | None
-    # Ours only: the employer our records say the certificate was issued to, and its
-    # administrator, read in the same query as the certificate's status (for account_for).
+    # Ours: the employer our records say the certificate was issued to, and its
+    # administrator, read in the same query as the certificate's status. Tax: the
+    # administrator and the live binding that map the certificate to an account, read in the
+    # same query as which CRL of its issuer is stored. For account_for.
     employer_id: int | None = None
     administrator: User | None = dataclasses.field(default=None, repr=False, compare=False)
+    binding_id: int | None = None
 
     @property
     def subject(self) -> str:
         return self.certificate.subject.rfc4514_string()
+
+
+@dataclasses.dataclass(frozen=True)
+class _CrlCheck:
+    """A certificate of a tax path below the root, to look up on its issuer's CRL."""
+
+    serial: int
+    fingerprint: str
+    anchor: TrustAnchor  # the issuer, whose CRL lists the certificate
+    # The certificate's own CRL distribution points (where to fetch when the anchor names none).
+    urls: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,22 +140,39 @@ class _Known:
 
     path: tuple[x509.Certificate, ...]
     spki_sha256: str
-    # Tax only: each certificate below the root, the anchor whose CRL lists it, and the
-    # certificate's own CRL distribution points (where to fetch when the anchor names none).
-    crl_checks: tuple[tuple[x509.Certificate, TrustAnchor, tuple[str, ...]], ...] = ()
+    # When every certificate of the path is valid (the intersection of their validity).
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    # Tax only: each certificate below the root, leaf first.
+    crl_checks: tuple[_CrlCheck, ...] = ()
+    # The registration number the leaf carries, by subject attribute (``certificate_number``).
+    numbers: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+    def number(self, leaf: x509.Certificate, attribute: str) -> str | None:
+        try:
+            return self.numbers[attribute]
+        except KeyError:
+            return self.numbers.setdefault(attribute, certificate_number(leaf, attribute))
+
+
+# What a trust context was built from: each CA certificate's fingerprint, and for a tax
+# anchor what the CRL checks use of its row (id, subject, CRL URL).
+_Material = frozenset[tuple[str, int | None, str | None, str | None]]
 
 
 @dataclasses.dataclass(frozen=True)
 class _TrustContext:
+    material: _Material
     store: verification.Store
     intermediates: tuple[x509.Certificate, ...]
     issuer_names: frozenset[bytes]  # DER subjects of the CAs that issue end entities
     # Tax only: CA fingerprint -> its anchor (detached, read-only copies).
     anchors_by_fingerprint: dict[str, TrustAnchor]
     # Leaf fingerprint -> what was validated. Signatures and extensions do not change, so a
-    # path validated once is reused while this context lives (TRUST_CACHE_SECONDS); only the
-    # validity periods are checked again, against each login's time. Revocation and the
-    # account mapping are checked on every login.
+    # path validated once is reused while the trust material is the same (it is read again
+    # every TRUST_CACHE_SECONDS; a context built from the same material shares this dict);
+    # only the validity periods are checked again, against each login's time. Revocation and
+    # the account mapping are checked on every login.
     paths: dict[str, _Known] = dataclasses.field(default_factory=dict)
     # Tax CA certificates (fingerprints) found unrevoked by their parent's CRL while this
     # context lives: a CA's revocation takes effect within TRUST_CACHE_SECONDS, like disabling
@@ -179,7 +211,9 @@ def _self_signed(certificate: x509.Certificate) -> bool:
     return certificate.issuer == certificate.subject
 
 
-def _build_context(source: Source) -> _TrustContext | None:
+def _build_context(source: Source, previous: _TrustContext | None) -> _TrustContext | None:
+    """The trust context of ``source`` as the database has it now; ``previous`` (the one
+    being replaced) lends its validated paths when built from the same material."""
     if source is Source.AGENCY:
         # A revoked CA certificate of ours builds no path (takes effect within the cache's
         # lifetime, like disabling an anchor).
@@ -192,6 +226,9 @@ def _build_context(source: Source) -> _TrustContext | None:
         )
         certificates = [x509.load_der_x509_certificate(der) for der in ders if der]
         anchors: dict[str, TrustAnchor] = {}
+        material: _Material = frozenset(
+            (c.fingerprint(_SHA256).hex(), None, None, None) for c in certificates
+        )
     else:
         rows = list(
             db.session.scalars(
@@ -207,11 +244,19 @@ def _build_context(source: Source) -> _TrustContext | None:
             certificate.fingerprint(_SHA256).hex(): row
             for certificate, row in zip(certificates, rows, strict=True)
         }
+        material = frozenset(
+            (fingerprint, row.id, row.subject, row.crl_url) for fingerprint, row in anchors.items()
+        )
+    if previous is not None and previous.material == material:
+        # Same CAs, same anchors: the paths validated under them stay valid. Which CAs their
+        # parents' CRLs list is asked again (good_cas starts empty).
+        return dataclasses.replace(previous, good_cas=set())
     roots = [c for c in certificates if _self_signed(c)]
     if not roots:
         return None
     others = tuple(c for c in certificates if not _self_signed(c))
     return _TrustContext(
+        material=material,
         store=verification.Store(roots),
         intermediates=others,
         issuer_names=frozenset(c.subject.public_bytes() for c in certificates),
@@ -226,7 +271,7 @@ def _context(source: Source) -> _TrustContext | None:
         cached = cache.entries.get(source)
         if cached is not None and now - cached[0] < TRUST_CACHE_SECONDS:
             return cached[1]
-    context = _build_context(source)
+    context = _build_context(source, cached[1] if cached is not None else None)
     with cache.lock:
         cache.entries[source] = (now, context)
     return context
@@ -359,23 +404,24 @@ def verify_certificate(
             raise _untrusted(leaf)
         source, context = found
     _check_times(leaf, now)
-    if known is None or not _still_valid(known.path, now):
+    if known is None or not known.valid_from <= now <= known.valid_until:
         _check_usage(leaf)
         known = _validate(leaf, fingerprint, context, now)
     assert context is not None  # noqa: S101  (set with known)
     # Ours carry the number where our profile puts it; the tax CA's where configured.
-    number = certificate_number(
+    number = known.number(
         leaf,
         "organizationIdentifier"
         if source is Source.AGENCY
         else str(settings["TAX_NUMBER_ATTRIBUTE"]),
     )
-    administrator = None
+    employer_id = binding_id = None
     if source is Source.AGENCY:
         employer_id, administrator = _check_agency_revocation(fingerprint, number or "")
     else:
-        employer_id = None
-        _check_tax_revocation(known, context, settings=settings, now=now)
+        administrator, binding_id = _check_tax_revocation(
+            known, context, fingerprint, number or "", settings=settings, now=now
+        )
     return VerifiedCertificate(
         source=source,
         certificate=leaf,
@@ -385,6 +431,7 @@ def verify_certificate(
         registration_number=number,
         employer_id=employer_id,
         administrator=administrator,
+        binding_id=binding_id,
     )
 
 
@@ -396,10 +443,6 @@ def _remembered(fingerprint: str) -> tuple[Source, _TrustContext | None, _Known 
         if known is not None:
             return source, context, known
     return Source.AGENCY, None, None
-
-
-def _still_valid(path: tuple[x509.Certificate, ...], now: dt.datetime) -> bool:
-    return all(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in path)
 
 
 _MAX_REMEMBERED_PATHS = 50_000
@@ -426,8 +469,21 @@ def _validate(
     for certificate, issuer in itertools.pairwise(path):
         anchor = context.anchors_by_fingerprint.get(issuer.fingerprint(_SHA256).hex())
         if anchor is not None:  # always, for tax paths (only anchors build them)
-            checks.append((certificate, anchor, tuple(_crl_urls(certificate))))
-    known = _Known(path=path, spki_sha256=spki_sha256(leaf), crl_checks=tuple(checks))
+            checks.append(
+                _CrlCheck(
+                    serial=certificate.serial_number,
+                    fingerprint=certificate.fingerprint(_SHA256).hex(),
+                    anchor=anchor,
+                    urls=tuple(_crl_urls(certificate)),
+                )
+            )
+    known = _Known(
+        path=path,
+        spki_sha256=spki_sha256(leaf),
+        valid_from=max(c.not_valid_before_utc for c in path),
+        valid_until=min(c.not_valid_after_utc for c in path),
+        crl_checks=tuple(checks),
+    )
     if len(context.paths) >= _MAX_REMEMBERED_PATHS:
         context.paths.clear()
     context.paths[fingerprint] = known
@@ -448,6 +504,27 @@ def _revoked_message(kind: str, at: dt.datetime, reason: str | None) -> str:
     )
 
 
+# An employer's active administrator. A sign-in loads only the columns it uses (Flask-Login,
+# the audit record, the sign-in stamp): psycopg and SQLAlchemy take in every column of every
+# row at some cost, and the whole row would double the columns of the login's query. Any other
+# column is loaded when first read.
+_ADMINISTRATOR = sa.and_(
+    User.employer_id == Employer.id,
+    User.role == Role.EMPLOYER_ADMIN,
+    User.disabled.is_(False),
+)
+_SIGN_IN_COLUMNS = load_only(
+    User.id,
+    User.username,
+    User.role,
+    User.employer_id,
+    User.disabled,
+    User.session_version,
+    User.last_login_at,
+    User.failed_logins,
+    User.locked_until,
+)
+
 # The certificate's status and, in the same round trip, the administrator it would sign in
 # (an employer whose number is still the one in the certificate).
 _LEAF_STATUS = (
@@ -459,17 +536,11 @@ _LEAF_STATUS = (
             Employer.registration_number == sa.bindparam("number"),
         ),
     )
-    .outerjoin(
-        User,
-        sa.and_(
-            User.employer_id == Employer.id,
-            User.role == Role.EMPLOYER_ADMIN,
-            User.disabled.is_(False),
-        ),
-    )
+    .outerjoin(User, _ADMINISTRATOR)
     .where(Certificate.fingerprint_sha256 == sa.bindparam("fingerprint"))
     .order_by(User.id)
     .limit(1)
+    .options(_SIGN_IN_COLUMNS)
 )
 
 
@@ -508,24 +579,88 @@ def _crl_urls(certificate: x509.Certificate) -> list[str]:
     ]
 
 
-def _check_tax_revocation(
-    known: _Known, context: _TrustContext, *, settings: Settings, now: dt.datetime
-) -> None:
-    """Each certificate below the root against the CRL its issuer (an anchor) publishes."""
-    from ca_service.binding.crls import CrlUnavailable, revocation_of
+# Which CRL of the leaf's issuer is stored and, in the same round trip, the administrator a
+# live binding maps the certificate to (an employer whose number is still the one in the
+# certificate). Outer joins from a one-row probe: a row comes back whatever is missing.
+_PROBE = sa.select(sa.literal_column("1").label("one")).subquery("probe")
+_TAX_STATUS = (
+    sa.select(
+        TaxCrl.id.label("crl_id"),
+        TaxCrl.this_update,
+        TaxCrl.next_update,
+        TaxCrl.crl_number,
+        User,
+        CertificateBinding.id.label("binding_id"),
+    )
+    .select_from(_PROBE)
+    .outerjoin(TaxCrl, TaxCrl.anchor_id == sa.bindparam("anchor_id"))
+    .outerjoin(
+        sa.join(CertificateBinding, Employer, CertificateBinding.employer_id == Employer.id).join(
+            User, _ADMINISTRATOR
+        ),
+        sa.and_(
+            CertificateBinding.fingerprint_sha256 == sa.bindparam("fingerprint"),
+            CertificateBinding.unbound_at.is_(None),
+            Employer.registration_number == sa.bindparam("number"),
+        ),
+    )
+    .order_by(User.id)
+    .limit(1)
+    .options(_SIGN_IN_COLUMNS)
+)
 
-    for index, (certificate, anchor, urls) in enumerate(known.crl_checks):
-        fingerprint = "" if index == 0 else certificate.fingerprint(_SHA256).hex()
-        if fingerprint in context.good_cas:
+
+def _check_tax_revocation(
+    known: _Known,
+    context: _TrustContext,
+    fingerprint: str,
+    number: str,
+    *,
+    settings: Settings,
+    now: dt.datetime,
+) -> tuple[User | None, int | None]:
+    """Each certificate below the root against the CRL its issuer (an anchor) publishes; and
+    the account a live binding maps the certificate to: (administrator, binding id)."""
+    from ca_service.binding.crls import (
+        CrlUnavailable,
+        StoredCrl,
+        revocation_in_stored,
+        revocation_of,
+    )
+
+    # Only anchors build tax paths, so the leaf's issuer is always an anchor (crl_checks[0]).
+    leaf_anchor = known.crl_checks[0].anchor if known.crl_checks else None
+    row = db.session.execute(
+        _TAX_STATUS,
+        {
+            "anchor_id": leaf_anchor.id if leaf_anchor is not None else None,
+            "fingerprint": fingerprint,
+            "number": number,
+        },
+    ).one()
+    for index, check in enumerate(known.crl_checks):
+        if index and check.fingerprint in context.good_cas:
             continue
         try:
-            entry = revocation_of(
-                anchor=anchor,
-                serial=certificate.serial_number,
-                hint_urls=urls,
-                settings=settings,
-                now=now,
-            )
+            if index == 0:
+                entry = revocation_in_stored(
+                    anchor=check.anchor,
+                    stored=None
+                    if row.crl_id is None
+                    else StoredCrl(row.crl_id, row.this_update, row.next_update, row.crl_number),
+                    serial=check.serial,
+                    hint_urls=check.urls,
+                    settings=settings,
+                    now=now,
+                )
+            else:
+                entry = revocation_of(
+                    anchor=check.anchor,
+                    serial=check.serial,
+                    hint_urls=check.urls,
+                    settings=settings,
+                    now=now,
+                )
         except CrlUnavailable as exc:
             raise CertificateRefused(Refusal.REVOCATION_UNKNOWN, exc.message) from None
         if entry is not None:
@@ -533,29 +668,10 @@ def _check_tax_revocation(
             raise CertificateRefused(
                 Refusal.REVOKED, _revoked_message(kind, entry.revoked_at, entry.reason)
             )
-        if fingerprint:
-            context.good_cas.add(fingerprint)
-
-
-_ADMINISTRATOR = (
-    sa.select(User)
-    .join(Employer, User.employer_id == Employer.id)
-    .where(
-        User.role == Role.EMPLOYER_ADMIN,
-        User.disabled.is_(False),
-        Employer.registration_number == sa.bindparam("number"),
-    )
-    .order_by(User.id)
-    .limit(1)
-)
-_BOUND_ACCOUNT = (
-    _ADMINISTRATOR.add_columns(CertificateBinding.id)
-    .join(CertificateBinding, CertificateBinding.employer_id == Employer.id)
-    .where(
-        CertificateBinding.fingerprint_sha256 == sa.bindparam("fingerprint"),
-        CertificateBinding.unbound_at.is_(None),
-    )
-)
+        if index:
+            context.good_cas.add(check.fingerprint)
+    binding_id = row.binding_id
+    return row.User, (int(binding_id) if binding_id is not None else None)
 
 
 def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
@@ -563,8 +679,9 @@ def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
     id for a tax certificate).
 
     Ours map through our issuance records; tax certificates through a live binding; either
-    way the number the certificate carries must be the employer's. One query when it signs
-    in; the reason is looked up only when it does not.
+    way the number the certificate carries must be the employer's. Read by
+    ``verify_certificate`` in the same query as the revocation status; the reason is looked
+    up only when it does not sign in.
 
     :raises CertificateRefused: not bound, another organisation, no account.
     """
@@ -578,11 +695,8 @@ def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
             return verified.administrator, None
         employer_id: int | None = verified.employer_id
     else:
-        found = db.session.execute(
-            _BOUND_ACCOUNT, {"number": number, "fingerprint": verified.fingerprint_sha256}
-        ).first()
-        if found is not None:
-            return found[0], int(found[1])
+        if verified.administrator is not None and verified.binding_id is not None:
+            return verified.administrator, verified.binding_id
         employer_id = db.session.scalar(
             sa.select(CertificateBinding.employer_id).where(
                 CertificateBinding.fingerprint_sha256 == verified.fingerprint_sha256,

@@ -3,8 +3,9 @@ each CA publishes them (or uploaded by a CA administrator), and consulted for ev
 certificate that signs in or is bound (``revocation_of``).
 
 ``revocation_of`` is on the sign-in path, so a lookup costs one small SELECT (which CRL is
-stored) and a dict lookup in a per-process cache of that CRL's revoked serials; a CRL's DER is
-parsed once per process. When the stored CRL is missing or past its nextUpdate the CA's CRL is
+stored; a sign-in reads it in the same query as the account and calls ``revocation_in_stored``)
+and a dict lookup in a per-process cache of that CRL's revoked serials; a CRL's DER is parsed
+once per process. When the stored CRL is missing or past its nextUpdate the CA's CRL is
 fetched on the spot; if that fails, the stale CRL is still used for TAX_CRL_GRACE_HOURS, and
 after that the CA's certificates are refused (fail closed) until a current CRL arrives.
 
@@ -643,7 +644,7 @@ def crl_states(*, now: dt.datetime) -> list[CrlState]:
 
 
 @dataclass(frozen=True)
-class _Stored:
+class StoredCrl:
     """Which CRL of an anchor is stored (what the sign-in path reads: no DER)."""
 
     id: int
@@ -685,10 +686,34 @@ def revocation_of(
     :raises CrlUnavailable: no usable CRL (missing, or out of date beyond the grace period);
         the message names the CA and since when its CRL is out of date.
     """
+    found = db.session.connection().execute(_WHICH_CRL, {"anchor_id": anchor.id}).one_or_none()
+    return revocation_in_stored(
+        anchor=anchor,
+        stored=None if found is None else StoredCrl(*found),
+        serial=serial,
+        hint_urls=hint_urls,
+        settings=settings,
+        now=now,
+    )
+
+
+def revocation_in_stored(
+    *,
+    anchor: TrustAnchor,
+    stored: StoredCrl | None,
+    serial: int,
+    hint_urls: Sequence[str],
+    settings: Settings,
+    now: dt.datetime,
+) -> RevokedEntry | None:
+    """``revocation_of`` for a caller that read which CRL of ``anchor`` is stored (``stored``,
+    None when there is none) itself, in this transaction: a sign-in reads it in the same
+    query as the account the certificate maps to.
+
+    :raises CrlUnavailable: as ``revocation_of``.
+    """
     cache = _cache()
     anchor_key = _anchor_key(anchor)
-    found = db.session.connection().execute(_WHICH_CRL, {"anchor_id": anchor.id}).one_or_none()
-    stored = None if found is None else _Stored(*found)
     if stored is not None and now <= stored.next_update:
         parsed = cache.get(anchor_key, stored.key)
         if parsed is None:
@@ -722,7 +747,7 @@ def _parse_stored(cache: _CrlCache, anchor_key: _AnchorKey, row_key: _RowKey) ->
 def _current_or_graced(
     cache: _CrlCache,
     anchor: TrustAnchor,
-    stored: _Stored | None,
+    stored: StoredCrl | None,
     *,
     hint_urls: Sequence[str],
     settings: Settings,
@@ -791,7 +816,7 @@ def _fetch_for_lookup(
     return error
 
 
-def _unavailable_message(anchor: TrustAnchor, stored: _Stored | None, error: str) -> str:
+def _unavailable_message(anchor: TrustAnchor, stored: StoredCrl | None, error: str) -> str:
     state = "is missing" if stored is None else f"is out of date since {_when(stored.next_update)}"
     return (
         f"Certificates of the tax CA {anchor.subject} cannot be checked for revocation: its "
@@ -810,11 +835,13 @@ __all__ = [
     "CrlUnavailable",
     "RefreshResult",
     "RevokedEntry",
+    "StoredCrl",
     "crl_states",
     "fetch_anchor_crl",
     "fetch_crl",
     "is_http_url",
     "refresh_all",
+    "revocation_in_stored",
     "revocation_of",
     "store_crl",
     "upload_crl",

@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 
 from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
-from ca_service.auth.models import LoginChallenge
+from ca_service.auth import verification
+from ca_service.auth.models import LoginChallenge, User
 from ca_service.auth.verification import (
     CertificateRefused,
     Refusal,
@@ -26,6 +27,7 @@ from ca_service.auth.verification import (
 from ca_service.authorities.service import ISSUING_SLUG, get_authority
 from ca_service.db import db, utcnow
 from ca_service.hsm_access import app_token
+from ca_service.models import Certificate, CertificateKind
 from ca_service.revocation.service import find_certificate, revoke_certificate
 from tests.api.conftest import API, bearer, error_of
 from tests.auth.certificates import (  # noqa: F401  (fixtures used by name)
@@ -244,6 +246,35 @@ def test_expired_and_not_yet_valid_say_so(app: Flask, agency_certificate: IssueF
         user, binding_id = account_for(verified)
         assert (user.username, binding_id) == (issued.account.username, None)
         assert user.employer_id == issued.account.employer_id
+        # The sign-in reads only the columns it uses; the others load when first read.
+        users = User.__table__.c
+        assert user.email == db.session.scalar(
+            sa.select(users.email).where(users.id == issued.account.user_id)
+        )
+
+
+def test_a_revoked_issuing_ca_is_seen_when_the_trust_material_is_read_again(
+    app: Flask,
+    agency_certificate: IssueFor,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    issued = agency_certificate()
+    # Every sign-in reads our CA certificates again (as if TRUST_CACHE_SECONDS had passed).
+    monkeypatch.setattr(verification, "TRUST_CACHE_SECONDS", 0.0)
+    with app.app_context():
+        settings = settings_of(app)
+        verify_certificate([issued.certificate], settings=settings, now=utcnow())
+        # Another process revokes the issuing CA (nothing is invalidated in this one): the
+        # remembered path through it is not used again.
+        db.session.execute(
+            sa.update(Certificate)
+            .where(Certificate.kind == CertificateKind.ISSUING_CA)
+            .values(revoked_at=utcnow(), revocation_reason="cACompromise")
+        )
+        db.session.commit()
+        with pytest.raises(CertificateRefused) as refusal:
+            verify_certificate([issued.certificate], settings=settings, now=utcnow())
+        assert refusal.value.refusal is Refusal.UNTRUSTED
 
 
 def test_browser_signed_in_by_a_signature_made_elsewhere(

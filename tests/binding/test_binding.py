@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +21,9 @@ from werkzeug.test import TestResponse
 
 from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
+from ca_service.auth import verification
 from ca_service.auth.verification import CertificateRefused, Refusal, verify_certificate
-from ca_service.binding.models import CertificateBinding, TrustPurpose
+from ca_service.binding.models import CertificateBinding, TrustAnchor, TrustPurpose
 from ca_service.binding.service import add_trust_anchor
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
@@ -41,6 +43,7 @@ from tests.auth.certificates import (  # noqa: F401  (fixture used by name)
 from tests.auth.flows import csrf_token
 from tests.binding.conftest import CrlServer, StaffClient
 from tests.binding.tax_ca import TaxCA
+from tests.conftest import CliInvoke
 from tests.issuance.conftest import (  # noqa: F401
     EmployerAccount,
     employer_login,
@@ -263,6 +266,33 @@ def test_revoked_by_crl_before_binding_and_after(
     assert "tax certificate was revoked" in message
 
 
+def test_a_crl_stored_by_another_process_refuses_the_next_tax_login(
+    app: Flask,
+    client: FlaskClient,
+    cli: CliInvoke,
+    tmp_path: Path,
+    tax: TaxWorld,
+    api_employer: Callable[[], ApiEmployer],  # noqa: F811
+) -> None:
+    employer = api_employer()
+    certificate, key = tax.ca.issue(employer.account.number)
+    assert bind(client, employer, certificate, key).status_code == 201
+    assert tax_login(client, certificate, key).status_code == 201
+    # The CLI builds its own app: to this one's caches it is another process.
+    with app.app_context():
+        issuing = db.session.scalar(
+            sa.select(TrustAnchor.id).where(TrustAnchor.subject.contains("Issuing"))
+        )
+    revoking = tmp_path / "revoking.crl"
+    revoking.write_bytes(
+        tax.ca.crl(revoked=[(certificate.serial_number, x509.ReasonFlags.key_compromise)])
+    )
+    uploaded = cli("trust", "crl", "upload", str(issuing), str(revoking))
+    assert uploaded.exit_code == 0, uploaded.output
+    message = refused(tax_login(client, certificate, key), "revoked")
+    assert "keyCompromise" in message
+
+
 def _refresh(client: FlaskClient, tax: TaxWorld) -> None:
     from ca_service.binding.crls import refresh_all
 
@@ -363,6 +393,73 @@ def test_number_attribute_is_configuration(app: Flask, tax: TaxWorld) -> None:
         assert verified.registration_number == "91350100M000100Y43"
         by_oid = Settings({**settings.values, "TAX_NUMBER_ATTRIBUTE": "2.5.4.5"})
         assert verify_certificate([certificate], settings=by_oid, now=utcnow()).registration_number
+
+
+def _counting_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The subjects of the leaves whose path is validated from now on (not remembered)."""
+    validated: list[str] = []
+    real = verification._validate
+
+    def counting(leaf: x509.Certificate, *args: Any) -> Any:
+        validated.append(leaf.subject.rfc4514_string())
+        return real(leaf, *args)
+
+    monkeypatch.setattr(verification, "_validate", counting)
+    return validated
+
+
+def test_validated_paths_are_kept_while_the_anchors_stay_the_same(
+    app: Flask, tax: TaxWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certificate, _ = tax.ca.issue("91350100M000100Y43")
+    validated = _counting_validations(monkeypatch)
+    # Every sign-in reads the anchors again (as if TRUST_CACHE_SECONDS had passed each time).
+    monkeypatch.setattr(verification, "TRUST_CACHE_SECONDS", 0.0)
+    with app.app_context():
+        settings = settings_of(app)
+        verify_certificate([certificate], settings=settings, now=utcnow())
+        verify_certificate([certificate], settings=settings, now=utcnow())
+        assert len(validated) == 1
+        # Another process disables the root (nothing is invalidated in this one): the path
+        # built through it is not remembered past the next reading of the anchors.
+        db.session.execute(
+            sa.update(TrustAnchor).where(TrustAnchor.subject.contains("Root")).values(enabled=False)
+        )
+        db.session.commit()
+        with pytest.raises(CertificateRefused) as refusal:
+            verify_certificate([certificate], settings=settings, now=utcnow())
+        assert refusal.value.refusal is Refusal.UNTRUSTED
+
+
+def test_a_changed_crl_url_is_used_once_the_anchors_are_read_again(
+    app: Flask, tax: TaxWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certificate, _ = tax.ca.issue("91350100M000100Y43")
+    monkeypatch.setattr(verification, "TRUST_CACHE_SECONDS", 0.0)
+    with app.app_context():
+        settings = settings_of(app)
+        verify_certificate([certificate], settings=settings, now=utcnow())
+        # A week later the stored CRL is out of date and the CA publishes elsewhere, listing the
+        # certificate; another process set the anchor's new CRL URL.
+        later = utcnow() + dt.timedelta(days=7, hours=1)
+        moved = tax.server.publish(
+            "/moved.crl",
+            tax.ca.crl(
+                revoked=[(certificate.serial_number, x509.ReasonFlags.key_compromise)],
+                this_update=later,
+            ),
+        )
+        tax.server.fail("/intermediate.crl", 404)
+        db.session.execute(
+            sa.update(TrustAnchor)
+            .where(TrustAnchor.subject.contains("Issuing"))
+            .values(crl_url=moved)
+        )
+        db.session.commit()
+        with pytest.raises(CertificateRefused) as refusal:
+            verify_certificate([certificate], settings=settings, now=later)
+        assert refusal.value.refusal is Refusal.REVOKED
+    assert tax.server.requests[-1] == "/moved.crl"
 
 
 def test_disabled_anchor_is_no_longer_trusted(app: Flask, tax: TaxWorld) -> None:

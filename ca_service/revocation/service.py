@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import itertools
 import secrets
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
+import psycopg
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -158,42 +162,91 @@ def release_hold(
     return _status_changed(token, settings, certificate, actor, publish_now=publish_now)
 
 
+# Rows per read from the database: a round trip is rare, and a batch of driver rows stays a
+# few megabytes next to the entries being built.
+_ROW_BATCH = 10_000
+
+# (hex serial, revocation date, reason value, invalidity date); naive UTC dates.
+_RevokedRow = tuple[str, dt.datetime, str | None, dt.datetime | None]
+
+
+@contextmanager
+def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_RevokedRow]]:
+    """The issuer's unexpired revoked certificates as plain tuples, streamed.
+
+    Naive datetimes instead of the UTC column type, and no ORM or result processing: at a
+    million rows any per-value conversion costs as much as building the entries, and
+    cryptography reads a naive datetime as UTC. SQLite stores naive UTC text already;
+    PostgreSQL converts with timezone('UTC', ...).
+    """
+    connection = db.session.connection()
+    on_postgresql = connection.dialect.name == "postgresql"
+
+    def naive(column: InstrumentedAttribute[dt.datetime | None]) -> sa.ColumnElement[dt.datetime]:
+        if on_postgresql:
+            return sa.func.timezone("UTC", column, type_=sa.DateTime())
+        return sa.type_coerce(column, sa.DateTime())
+
+    query = sa.select(
+        Certificate.serial,
+        naive(Certificate.revoked_at),
+        Certificate.revocation_reason,
+        naive(Certificate.invalidity_date),
+    ).where(
+        Certificate.issuer_id == issuer.id,
+        Certificate.revoked_at.is_not(None),
+        Certificate.not_after > now,
+    )
+    if not on_postgresql:
+        result = connection.execute(query.execution_options(yield_per=_ROW_BATCH))
+        try:
+            yield itertools.chain.from_iterable(result.partitions())
+        finally:
+            result.close()
+        return
+    # psycopg directly, in the session's transaction: binary results (timestamps arrive as
+    # integers, not text to parse) and a chunked stream, so the server produces the next
+    # rows while this process builds entries from the last ones, where a server-side cursor
+    # would leave one of the two idle at each FETCH.
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"expected a psycopg connection, got {type(driver).__name__}")
+    # The parameters reach psycopg as they are, without SQLAlchemy's type processing: an int
+    # and an aware datetime, which psycopg adapts itself.
+    compiled = query.compile(dialect=connection.dialect)
+    with driver.cursor(binary=True) as cursor:
+        rows = cursor.stream(
+            compiled.string,
+            compiled.params,
+            size=_ROW_BATCH if psycopg.capabilities.has_stream_chunked() else 1,
+        )
+        try:
+            yield rows
+        except psycopg.Error as exc:
+            # Raised as SQLAlchemy would have: error handlers know its exceptions (an
+            # OperationalError is "the database is unavailable", a 503).
+            raise sa.exc.DBAPIError.instance(
+                compiled.string, compiled.params, exc, psycopg.Error, dialect=connection.dialect
+            ) from exc
+        finally:
+            # When the caller stopped early: cancels and drains the query, so that the
+            # transaction can still roll back. (stream() is a generator, typed as Iterator.)
+            cast(Generator[_RevokedRow, None, None], rows).close()
+
+
 def _revoked_entries(issuer: Authority, now: dt.datetime) -> list[x509.RevokedCertificate]:
-    """The issuer's unexpired revoked certificates, read as plain rows in one streamed pass.
+    """The entries of the issuer's CRL, built in one pass over the streamed rows.
 
     At a million entries this loop is most of the cost of a CRL: each entry goes straight to
     the builder's constructor (no chain of copying setters), and the reason extensions, of
     which there are a handful, are made once.
     """
-
-    # Plain naive datetimes instead of the UTC column type, through Core rather than the ORM:
-    # at a million rows the per-value conversions cost as much as building the entries, and
-    # cryptography reads a naive datetime as UTC. SQLite stores naive UTC text already;
-    # PostgreSQL converts with timezone('UTC', ...), cheaper than aware values in Python.
-    def naive(column: InstrumentedAttribute[dt.datetime | None]) -> sa.ColumnElement[dt.datetime]:
-        if db.session.get_bind().dialect.name == "postgresql":
-            return sa.func.timezone("UTC", column, type_=sa.DateTime())
-        return sa.type_coerce(column, sa.DateTime())
-
-    rows = db.session.connection().execute(
-        sa.select(
-            Certificate.serial,
-            naive(Certificate.revoked_at),
-            Certificate.revocation_reason,
-            naive(Certificate.invalidity_date),
-        )
-        .where(
-            Certificate.issuer_id == issuer.id,
-            Certificate.revoked_at.is_not(None),
-            Certificate.not_after > now,
-        )
-        .execution_options(yield_per=10_000)
-    )
     reasons: dict[str | None, list[x509.Extension[x509.ExtensionType]]] = {
-        # RFC 5280 §5.3.1: unspecified is expressed by leaving the reason out.
-        None: [],
-        x509.ReasonFlags.unspecified.value: [],
+        value: [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))]
+        for value, flag in REASONS.items()
     }
+    # RFC 5280 §5.3.1: unspecified is expressed by leaving the reason out.
+    reasons[None] = reasons[x509.ReasonFlags.unspecified.value] = []
     entries = []
     build = x509.RevokedCertificateBuilder
     # The entries hold no reference cycles, yet each of the collector's full passes walks all
@@ -202,24 +255,22 @@ def _revoked_entries(issuer: Authority, now: dt.datetime) -> list[x509.RevokedCe
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for partition in rows.partitions():
-            for serial, revoked_at, reason, invalidity in partition:
+        with _revoked_rows(issuer, now) as rows:
+            for serial, revoked_at, reason, invalidity in rows:
                 extensions = reasons.get(reason)
                 if extensions is None:
-                    value = x509.CRLReason(x509.ReasonFlags(reason))
-                    extensions = reasons[reason] = [x509.Extension(value.oid, False, value)]
+                    raise ValueError(f"certificate {serial}: unknown revocation reason {reason!r}")
                 if invalidity is not None:
                     date = x509.InvalidityDate(invalidity)
                     extensions = [*extensions, x509.Extension(date.oid, False, date)]
                 entries.append(
                     build(
                         serial_number=int(serial, 16),
-                        revocation_date=revoked_at or now,  # never None: the query filters it
+                        revocation_date=revoked_at,
                         extensions=extensions,
                     ).build()
                 )
     finally:
-        rows.close()
         if collecting:
             gc.enable()
     return entries
@@ -287,6 +338,7 @@ def publish_crl(
         entries=len(entries),
         der=crl.public_bytes(Encoding.DER),
     )
+    _prefer_lz4_compression()
     db.session.add(row)
     if pending_marker is not None:
         db.session.execute(
@@ -297,6 +349,25 @@ def publish_crl(
     db.session.flush()
     record_event(actor, "crl.published", issuer.slug, {"number": number, "entries": len(entries)})
     return row
+
+
+def _prefer_lz4_compression() -> None:
+    """PostgreSQL: compress the large values this transaction stores (the CRL's DER) with lz4
+    where the server has it, instead of the default pglz.
+
+    pglz takes about a second of the server's time to store a CRL of a million entries
+    (57 MB), more than reading the million rows; lz4 takes a third of that for a value some
+    6 % larger. Local to the transaction; either reads back the same. (A column setting,
+    ALTER TABLE crls ALTER COLUMN der SET COMPRESSION lz4, would make it permanent.)
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    db.session.execute(
+        sa.text(
+            "SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings"
+            " WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+        )
+    )
 
 
 def mark_crl_pending(issuer: Authority) -> None:

@@ -249,12 +249,20 @@ _PEM_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Pat
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
 @click.option(
+    "--worker",
+    type=click.Choice(["event-loop", "threads", "sync"]),
+    help="How each worker serves. event-loop (default without --tls): connections in an "
+    "event loop (uvicorn), remembered OCSP answers straight from it, the app in --threads "
+    "threads. threads (default and required with --tls): gunicorn's gthread. sync: one "
+    "request at a time, only behind a buffering reverse proxy (nginx) that deals with slow "
+    "clients.",
+)
+@click.option(
     "--threads",
     default=4,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Threads per worker. 1 runs gunicorn's sync workers: leaner per request, for use "
-    "behind a buffering reverse proxy (nginx), which then deals with slow clients.",
+    help="Threads per worker running the app (event-loop and threads workers).",
 )
 @click.option(
     "--access-log/--no-access-log",
@@ -284,6 +292,7 @@ def serve(  # click passes the options by name
     host: str,
     port: int,
     workers: int,
+    worker: str | None,
     threads: int,
     access_log: bool,
     tls: bool,
@@ -308,6 +317,7 @@ def serve(  # click passes the options by name
             port=port,
             workers=workers,
             threads=threads,
+            worker=worker,
             tls=tls_files,
             access_log=access_log,
             announce=click.echo,

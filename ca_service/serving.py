@@ -3,13 +3,15 @@ certificates (asked for, not required: password sign-in keeps working without on
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -17,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
 
 from ca_service.app import create_app, settings_of
 from ca_service.errors import ConfigurationError
@@ -81,20 +85,156 @@ def _tls_context(
     return context
 
 
+class _CoalescingTransport(asyncio.Transport):
+    """A transport whose writes made in one event-loop iteration leave in one system call.
+
+    uvicorn writes a response's head and its body separately, and uvloop sends each write at
+    once: two system calls and two TCP segments for every small answer, the largest part of
+    what an OCSP answer from memory costs. Joined at the end of the iteration, they go as one;
+    the order of writes, closing and flow control are unchanged (everything else is the real
+    transport's).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    # The rest is the real transport's.
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a ``_CoalescingTransport``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCP transport has the methods of asyncio.Transport, not the class.
+        super().connection_made(_CoalescingTransport(cast(asyncio.Transport, transport), self.loop))
+
+
+class EventLoopWorker(UvicornWorker):  # type: ignore[misc]  # subclasses gunicorn's Worker
+    """gunicorn worker running uvicorn's event loop (uvloop, httptools' C parser where
+    installed): connections are accepted and parsed without Python per byte, remembered OCSP
+    answers are sent from the loop (``revocation.fastpath.OcspAsgi``), and everything else runs
+    in the worker's thread pool through the WSGI bridge.
+
+    Whose address a request comes from stays the app's decision (``TRUSTED_PROXIES``), not
+    uvicorn's: it must not rewrite the client address from X-Forwarded-For.
+    """
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": _HttpProtocol,
+        "ws": "none",
+        "proxy_headers": False,
+        "server_header": False,
+        "lifespan": "off",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.access_log = bool(self.cfg.accesslog)
+
+
+def event_loop_app(app: Flask, threads: int) -> Any:
+    """The ASGI app of an event-loop worker: the OCSP memory in front of the WSGI app, which
+    runs in ``threads`` threads."""
+    from a2wsgi import WSGIMiddleware
+
+    from ca_service.revocation.fastpath import OcspAsgi, OcspFastPath
+
+    fastpath = app.wsgi_app
+    if not isinstance(fastpath, OcspFastPath):
+        raise TypeError("create_app installs the OCSP fast path as app.wsgi_app")
+    # a2wsgi types WSGI and ASGI with its own TypedDicts, which neither side here uses.
+    bridge = WSGIMiddleware(cast(Any, app), workers=threads)
+    return OcspAsgi(fastpath, cast(Any, bridge))
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information
-    def __init__(self, options: dict[str, Any], *, tls: bool) -> None:
+    def __init__(self, options: dict[str, Any], *, tls: bool, event_loop: bool) -> None:
         self.options = options
         self.tls = tls
+        self.event_loop = event_loop
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn >= 24 listens for gunicornc at one path per user ($HOME/.gunicorn), which
+            # a second server on the host would take over; nothing here uses it.
+            self.cfg.set("control_socket_disable", True)
 
-    def load(self) -> Flask | PeerCertificate:
+    def load(self) -> Any:
         # Each worker builds its own app after the fork: its own database pool and, lazily,
         # its own PKCS#11 library initialisation and sessions (hsm.Token checks the PID too).
         app = create_app()
+        # What the app holds from now on (modules, configuration, engines) is never garbage:
+        # out of the collector's sight, it no longer makes every full collection walk it.
+        gc.collect()
+        gc.freeze()
+        if self.event_loop:
+            return event_loop_app(app, int(self.options["threads"]))
         return PeerCertificate(app) if self.tls else app
 
 
@@ -177,31 +317,45 @@ def _check_tls_files(tls: TlsFiles, client_ca: Path) -> None:
         ) from None
 
 
+# How a worker process serves (`ca-service serve --worker`).
+EVENT_LOOP, THREADS, SYNC = "event-loop", "threads", "sync"
+WORKER_KINDS = (EVENT_LOOP, THREADS, SYNC)
+
+
 def run_gunicorn(
     *,
     host: str,
     port: int,
     workers: int,
     threads: int,
+    worker: str | None = None,
     tls: TlsFiles | None = None,
     access_log: bool = True,
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Validate the configuration once, then serve with ``workers`` forked processes of
-    ``threads`` threads each (1: gunicorn's sync worker); over TLS when ``tls`` is given, asking
-    each client for a certificate; one access-log line per request on stdout if
+    """Validate the configuration once, then serve with ``workers`` forked processes of the
+    ``worker`` kind: ``event-loop`` (the default without TLS; the app runs in ``threads``
+    threads), ``threads`` (gunicorn's gthread, ``threads`` each; the default with TLS) or
+    ``sync`` (one request at a time, for behind a buffering proxy); over TLS when ``tls`` is
+    given, asking each client for a certificate; one access-log line per request on stdout if
     ``access_log``.
 
     :raises ConfigurationError: for wrong settings or unusable TLS files.
     """
+    worker = worker or (THREADS if tls is not None else EVENT_LOOP)
+    if worker not in WORKER_KINDS:
+        raise ConfigurationError(f"unknown worker kind {worker!r}: one of {WORKER_KINDS}")
+    if worker == EVENT_LOOP and tls is not None:
+        # The app reads the client certificate from gunicorn's socket (PeerCertificate);
+        # uvicorn does not hand it to the app.
+        raise ConfigurationError("TLS client certificates need --worker threads (or sync)")
     app = create_app()  # fail fast in the master with a clear message, before forking
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "threads": threads,
-        # Threads keep slow clients from holding a worker; one thread per worker is gunicorn's
-        # sync worker, leaner per request (behind a buffering proxy slow clients are its job).
-        "worker_class": "gthread" if threads > 1 else "sync",
+        # gunicorn would make a sync worker with several threads a gthread one.
+        "threads": 1 if worker == SYNC else threads,
+        "worker_class": {EVENT_LOOP: EventLoopWorker, THREADS: "gthread", SYNC: "sync"}[worker],
         "accesslog": "-" if access_log else None,
         "timeout": 60,
     }
@@ -220,4 +374,4 @@ def run_gunicorn(
         )
         if announce is not None:
             announce(f"TLS: client certificates accepted from the CAs in {client_ca}")
-    _Gunicorn(options, tls=tls is not None).run()
+    _Gunicorn(options, tls=tls is not None, event_loop=worker == EVENT_LOOP).run()

@@ -260,6 +260,28 @@ def test_the_header_from_a_trusted_proxy_is_believed(
     assert re.search(r"Listening at: http://127\.0\.0\.1:\d+", proxied.log.read_text())
 
 
+def test_forwarded_for_does_not_make_a_client_a_trusted_proxy(
+    app_overrides: dict[str, Any],
+    agency_certificate: IssueFor,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # Only the connection's peer can be the trusted proxy: the event-loop worker (uvicorn)
+    # must not take the client's address from X-Forwarded-For, even from loopback.
+    issued = agency_certificate()
+    with serve_process(
+        app_overrides, tmp_path / "server.log", environ={"CA_TRUSTED_PROXIES": "10.9.9.9"}
+    ) as proxied:
+        headers = {
+            **forged_header(issued),
+            "X-Forwarded-For": "10.9.9.9",
+            "X-Real-IP": "10.9.9.9",
+            "Forwarded": "for=10.9.9.9",
+        }
+        reply = http_call(proxied.port, "POST", TLS_TOKEN, headers=headers)
+        assert reply.status == 401, reply.body
+    assert "Using worker: EventLoopWorker" in proxied.log.read_text()
+
+
 def test_the_generated_bundle_holds_our_cas_and_the_enabled_tax_anchors(
     app: Flask, tmp_path: Path
 ) -> None:

@@ -207,11 +207,11 @@ def test_bad_requests_still_reach_the_views(client: FlaskClient) -> None:
 def test_sync_workers_without_access_log_serve_ocsp_and_pages(
     app: Flask, app_overrides: dict[str, Any], make_certificate: MakeCertificate, tmp_path: Path
 ) -> None:
-    """`serve --threads 1 --no-access-log`: the configuration of bench/ocsp.py."""
+    """`serve --worker sync --no-access-log`: for behind a buffering proxy."""
     _, issuing, _ = ca_certificates(app)
     issued = make_certificate()
     log = tmp_path / "server.log"
-    with serving(app_overrides, log, "--threads", "1", "--no-access-log") as (base, _):
+    with serving(app_overrides, log, "--worker", "sync", "--no-access-log") as (base, _):
         for _ in range(3):  # from storage, then from memory
             request = urllib.request.Request(  # noqa: S310  (loopback URL built by serving)
                 f"{base}/ocsp",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import itertools
 import secrets
+import sqlite3
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from ca_service.audit.service import record_event
 from ca_service.authorities.service import (
@@ -198,11 +199,8 @@ def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_Rev
         Certificate.not_after > now,
     )
     if not on_postgresql:
-        result = connection.execute(query.execution_options(yield_per=_ROW_BATCH))
-        try:
-            yield itertools.chain.from_iterable(result.partitions())
-        finally:
-            result.close()
+        with _sqlite_rows(connection, query) as rows:
+            yield rows
         return
     # psycopg directly, in the session's transaction: binary results (timestamps arrive as
     # integers, not text to parse) and a chunked stream, so the server produces the next
@@ -232,6 +230,35 @@ def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_Rev
             # When the caller stopped early: cancels and drains the query, so that the
             # transaction can still roll back. (stream() is a generator, typed as Iterator.)
             cast(Generator[_RevokedRow, None, None], rows).close()
+
+
+@contextmanager
+def _sqlite_rows(
+    connection: sa.Connection, query: sa.ClauseElement
+) -> Iterator[Iterable[_RevokedRow]]:
+    """The rows of ``query`` from the sqlite3 cursor of the session's transaction, the dates
+    parsed with ``datetime.fromisoformat``: less than half of what SQLAlchemy's result
+    processing costs per row, and at a million rows that is seconds. (The parameters still go
+    through their types' bind processors: a date is compared as the text it is stored as.)"""
+    dialect = connection.dialect
+    compiled = cast(SQLCompiler, query.compile(dialect=dialect))
+    parameters = []
+    for name in compiled.positiontup or ():
+        value = compiled.params[name]
+        process = compiled.binds[name].type.bind_processor(dialect)
+        parameters.append(process(value) if process is not None else value)
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        raise TypeError(f"expected a sqlite3 connection, got {type(driver).__name__}")
+    cursor = driver.execute(compiled.string, parameters)
+    parse = dt.datetime.fromisoformat
+    try:
+        yield (
+            (serial, parse(revoked_at), reason, invalidity and parse(invalidity))
+            for serial, revoked_at, reason, invalidity in cursor
+        )
+    finally:
+        cursor.close()
 
 
 def _revoked_entries(issuer: Authority, now: dt.datetime) -> list[x509.RevokedCertificate]:

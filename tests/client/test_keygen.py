@@ -107,7 +107,7 @@ def test_keygen_to_file_writes_encrypted_private_key(
         serialization.load_pem_private_key(pem, password=None)
     # A wrong passphrase fails the decryption, or (when the CBC padding happens to look right,
     # about 1 in 256) the parse of what came out of it.
-    with pytest.raises(ValueError, match="decrypt|deserialize"):
+    with pytest.raises(ValueError, match=r"decrypt|deserialize"):
         serialization.load_pem_private_key(pem, password=b"wrong")
     key = serialization.load_pem_private_key(pem, password=b"correct horse battery staple")
     csr = read_csr(csr_path)

@@ -19,11 +19,12 @@ employers. Then, one process, one thread (one core):
   compare the logins' per-CPU-second figures with it when runs on a busy machine differ. The
   cases take turns in short slices, so a busy spell falls on all of them alike.
 
-Each login's transaction is rolled back (it wrote nothing). ``--commit`` commits it instead, as
-a sign-in request does (its audit record): on PostgreSQL that lets psycopg prepare the login's
-query after a few executions, which it forgets at every ROLLBACK.
+Each login's transaction is committed, as a sign-in request commits (its audit record, which
+is not part of what is measured). ``--rollback`` rolls it back instead: on PostgreSQL psycopg
+then forgets its prepared statements at every ROLLBACK, so the server plans the login's query
+afresh each time and psycopg prepares it again every few logins (and deallocates it).
 
-Run: ``.venv/bin/python bench/login.py [-n 200] [--seconds 3] [--postgres URL] [--commit]``.
+Run: ``.venv/bin/python bench/login.py [-n 200] [--seconds 3] [--postgres URL] [--rollback]``.
 Goal (issue #5): >= 1,000 logins/s per core.
 """
 
@@ -216,7 +217,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
     parser.add_argument("--postgres", default=None, help="PostgreSQL URL (schema is reset!)")
     parser.add_argument(
-        "--commit", action="store_true", help="commit each login's transaction (not roll back)"
+        "--rollback",
+        action="store_true",
+        help="roll each login's transaction back (instead of committing it as a request does)",
     )
     args = parser.parse_args()
     databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
@@ -231,7 +234,7 @@ def main() -> None:
             if number:
                 label = _common.add_token(conf)
             env = _common.prepare(var_dir, conf, label, database_url)
-            rates = measure(env, args.n, args.seconds, commit=args.commit)
+            rates = measure(env, args.n, args.seconds, commit=not args.rollback)
             floor = rates["floor"][1]
             for kind, title in (("ours", "agency certificate"), ("tax", "bound tax certificate")):
                 (wall, cpu), (bare, _) = rates[kind], rates[f"{kind}_bare"]

@@ -114,7 +114,8 @@ class _CoalescingTransport(asyncio.Transport):
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
-            self._transport.write(data)
+            if not self._transport.is_closing():  # else the client went away: nobody to tell
+                self._transport.write(data)
 
     def write_eof(self) -> None:
         self._flush()

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -163,8 +163,8 @@ def release_hold(
     return _status_changed(token, settings, certificate, actor, publish_now=publish_now)
 
 
-# Rows per read from the database: a round trip is rare, and a batch of driver rows stays a
-# few megabytes next to the entries being built.
+# Rows per read from PostgreSQL: a round trip is rare, and a batch of driver rows stays a few
+# megabytes next to the entries being built.
 _ROW_BATCH = 10_000
 
 # (hex serial, revocation date, reason value, invalidity date); naive UTC dates.
@@ -173,7 +173,8 @@ _RevokedRow = tuple[str, dt.datetime, str | None, dt.datetime | None]
 
 @contextmanager
 def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_RevokedRow]]:
-    """The issuer's unexpired revoked certificates as plain tuples, streamed.
+    """The issuer's unexpired revoked certificates as plain tuples, streamed from the driver's
+    cursor in the session's transaction.
 
     Naive datetimes instead of the UTC column type, and no ORM or result processing: at a
     million rows any per-value conversion costs as much as building the entries, and
@@ -183,10 +184,10 @@ def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_Rev
     connection = db.session.connection()
     on_postgresql = connection.dialect.name == "postgresql"
 
-    def naive(column: InstrumentedAttribute[dt.datetime | None]) -> sa.ColumnElement[dt.datetime]:
-        if on_postgresql:
-            return sa.func.timezone("UTC", column, type_=sa.DateTime())
-        return sa.type_coerce(column, sa.DateTime())
+    def naive(
+        column: InstrumentedAttribute[dt.datetime | None],
+    ) -> sa.ColumnElement[Any] | InstrumentedAttribute[dt.datetime | None]:
+        return sa.func.timezone("UTC", column, type_=sa.DateTime()) if on_postgresql else column
 
     query = sa.select(
         Certificate.serial,
@@ -198,14 +199,19 @@ def _revoked_rows(issuer: Authority, now: dt.datetime) -> Iterator[Iterable[_Rev
         Certificate.revoked_at.is_not(None),
         Certificate.not_after > now,
     )
-    if not on_postgresql:
-        with _sqlite_rows(connection, query) as rows:
-            yield rows
-        return
-    # psycopg directly, in the session's transaction: binary results (timestamps arrive as
-    # integers, not text to parse) and a chunked stream, so the server produces the next
-    # rows while this process builds entries from the last ones, where a server-side cursor
-    # would leave one of the two idle at each FETCH.
+    rows = _postgresql_rows if on_postgresql else _sqlite_rows
+    with rows(connection, query) as streamed:
+        yield streamed
+
+
+@contextmanager
+def _postgresql_rows(
+    connection: sa.Connection, query: sa.ClauseElement
+) -> Iterator[Iterable[_RevokedRow]]:
+    """The rows of ``query`` from psycopg directly: binary results (timestamps arrive as
+    integers, not text to parse) and a chunked stream, so the server produces the next rows
+    while this process builds entries from the last ones, where a server-side cursor would
+    leave one of the two idle at each FETCH."""
     driver = connection.connection.driver_connection
     if not isinstance(driver, psycopg.Connection):
         raise TypeError(f"expected a psycopg connection, got {type(driver).__name__}")

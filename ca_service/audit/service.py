@@ -37,7 +37,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import cast
@@ -182,7 +182,7 @@ _head = cast("sa.Table", AuditHead.__table__)
 _CLAIM_HEAD = (
     sa.update(_head)
     .where(_head.c.id == _HEAD_ID)
-    .values(events_since_checkpoint=_head.c.events_since_checkpoint + 1)
+    .values(events_since_checkpoint=_head.c.events_since_checkpoint + sa.bindparam("appending"))
     .returning(_head.c.seq, _head.c.hash, _head.c.events_since_checkpoint)
 )
 _INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__))
@@ -196,14 +196,15 @@ class _ClaimedHead:
     events_since_checkpoint: int
 
 
-def _claim_head() -> _ClaimedHead | None:
-    """Take the head row's write lock and return it fresh, or None when the row is missing.
+def _claim_head(appending: int) -> _ClaimedHead | None:
+    """Take the head row's write lock, count ``appending`` more events since the checkpoint
+    and return the row fresh, or None when the row is missing.
 
     Updating the row first (rather than reading it) is what makes concurrent appenders queue:
     PostgreSQL re-reads the row after the lock is granted, so each writer sees the last
     committed head.
     """
-    row = db.session.connection().execute(_CLAIM_HEAD).one_or_none()
+    row = db.session.connection().execute(_CLAIM_HEAD, {"appending": appending}).one_or_none()
     return None if row is None else _ClaimedHead(row.seq, row.hash, row.events_since_checkpoint)
 
 
@@ -233,15 +234,24 @@ def _create_genesis_head() -> None:
         )
 
 
-def _lock_head() -> _ClaimedHead:
-    head = _claim_head()
+def _lock_head(appending: int) -> _ClaimedHead:
+    head = _claim_head(appending)
     if head is None:
         # The migration inserts the genesis row; this covers a schema made any other way.
         _create_genesis_head()
-        head = _claim_head()
+        head = _claim_head(appending)
     if head is None:
         raise AuditLogDamaged("the audit head row cannot be created")
     return head
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event of ``record_events``: what happened to what (the actor is the batch's)."""
+
+    action: str
+    target: str
+    details: Mapping[str, object]
 
 
 def record_event(actor: str, action: str, target: str, details: Mapping[str, object]) -> AuditEvent:
@@ -255,40 +265,67 @@ def record_event(actor: str, action: str, target: str, details: Mapping[str, obj
     :raises ValueError: when ``details`` names something that looks like a secret, or a field
         is longer than its column.
     """
-    _refuse_secrets(details)
-    _check_lengths(actor=actor, action=action, target=target)
-    details_json = canonical_json(details)  # before the lock: bad input must not hold it
+    (event,) = record_events(actor, [NewEvent(action, target, details)])
+    return event
+
+
+def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
+    """Append several events by one actor, in order, under one claim of the head: one
+    statement to lock the head, one multi-row INSERT and one to advance it, however many
+    events (a batch issuance appends one per certificate). See ``record_event``.
+
+    :raises ValueError: as ``record_event``, before anything is written.
+    """
+    if not events:
+        return []
+    _check_lengths(actor=actor)
+    rows: list[tuple[NewEvent, str]] = []
+    for new in events:
+        _refuse_secrets(new.details)
+        _check_lengths(action=new.action, target=new.target)
+        rows.append(
+            (new, canonical_json(new.details))
+        )  # before the lock: bad input must not hold it
     # The caller's pending changes go first, as they did when the event was an ORM object.
     db.session.flush()
-    head = _lock_head()
-    event = AuditEvent(
-        seq=head.seq + 1,
-        occurred_at=utcnow(),
-        actor=actor,
-        action=action,
-        target=target,
-        details=details_json,
-        prev_hash=head.hash,
-    )
-    event.hash = event_hash(event)
+    head = _lock_head(len(rows))
+    occurred_at = utcnow()
+    written: list[AuditEvent] = []
+    prev_hash, seq = head.hash, head.seq
+    for new, details_json in rows:
+        seq += 1
+        event = AuditEvent(
+            seq=seq,
+            occurred_at=occurred_at,
+            actor=actor,
+            action=new.action,
+            target=new.target,
+            details=details_json,
+            prev_hash=prev_hash,
+        )
+        event.hash = prev_hash = event_hash(event)
+        written.append(event)
     connection = db.session.connection()
     connection.execute(
         _INSERT_EVENT,
-        {
-            "seq": event.seq,
-            "occurred_at": event.occurred_at,
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "details": details_json,
-            "prev_hash": event.prev_hash,
-            "hash": event.hash,
-        },
+        [
+            {
+                "seq": e.seq,
+                "occurred_at": e.occurred_at,
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "details": e.details,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in written
+        ],
     )
-    connection.execute(_ADVANCE_HEAD, {"seq": event.seq, "hash": event.hash})
+    connection.execute(_ADVANCE_HEAD, {"seq": seq, "hash": prev_hash})
     if head.events_since_checkpoint >= _checkpoint_every():
         _checkpoint_automatically()
-    return event
+    return written
 
 
 def _checkpoint_every() -> int:

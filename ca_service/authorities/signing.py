@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -72,7 +74,10 @@ def fingerprint(certificate: x509.Certificate) -> str:
 
 
 _certificates = cast("sa.Table", Certificate.__table__)
-_INSERT_RESERVATION = sa.insert(_certificates).returning(_certificates.c.id)
+# Ids in the order of the rows given, whatever order the database inserts them in.
+_INSERT_RESERVATIONS = sa.insert(_certificates).returning(
+    _certificates.c.id, sort_by_parameter_order=True
+)
 # Only a PENDING row takes a signature: `reconcile` (or a retried issuance after the grace
 # period) may have marked it failed meanwhile, and a failed serial stays failed.
 _STORE_SIGNED = sa.update(_certificates).where(
@@ -114,28 +119,61 @@ def reserve_serial(
     employer_id: int | None = None,
 ) -> Certificate:
     """``reserve_certificate`` for a caller that holds the issuer's id, not its object."""
+    (row,) = reserve_serials(
+        issuer_id=issuer_id,
+        kind=kind,
+        reservations=[Reservation(subject, not_before, not_after, key_label, employer_id)],
+    )
+    return row
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a PENDING row records before the HSM signs (see ``reserve_serials``)."""
+
+    subject: x509.Name
+    not_before: dt.datetime
+    not_after: dt.datetime
+    key_label: str | None = None
+    employer_id: int | None = None
+
+
+def reserve_serials(
+    *, issuer_id: int, kind: CertificateKind, reservations: Sequence[Reservation]
+) -> list[Certificate]:
+    """Insert a PENDING row with a new unique serial for each reservation, in one multi-row
+    INSERT; the rows come back in the order given. Never commits."""
     # No look-up first: a collision among 2**159 random values does not happen in practice,
     # and the unique constraint (issuer_id, serial) makes the INSERT fail if it ever did.
-    values: dict[str, Any] = {
-        "issuer_id": issuer_id,
-        "serial": serial_hex(new_serial()),
-        "kind": kind,
-        "status": CertificateStatus.PENDING,
-        "subject": subject.rfc4514_string(READABLE_NAMES),
-        "not_before": not_before,
-        "not_after": not_after,
-        "key_label": key_label,
-        "employer_id": employer_id,
-        "der": None,
-        "fingerprint_sha256": None,
-        "created_at": utcnow(),
-        "issued_at": None,
-        "revoked_at": None,
-        "revocation_reason": None,
-        "invalidity_date": None,
-    }
-    row_id = db.session.connection().execute(_INSERT_RESERVATION, values).scalar_one()
-    return _attached(Certificate(id=row_id, **values))
+    created_at = utcnow()
+    values: list[dict[str, Any]] = [
+        {
+            "issuer_id": issuer_id,
+            "serial": serial_hex(new_serial()),
+            "kind": kind,
+            "status": CertificateStatus.PENDING,
+            "subject": reservation.subject.rfc4514_string(READABLE_NAMES),
+            "not_before": reservation.not_before,
+            "not_after": reservation.not_after,
+            "key_label": reservation.key_label,
+            "employer_id": reservation.employer_id,
+            "der": None,
+            "fingerprint_sha256": None,
+            "created_at": created_at,
+            "issued_at": None,
+            "revoked_at": None,
+            "revocation_reason": None,
+            "invalidity_date": None,
+        }
+        for reservation in reservations
+    ]
+    if not values:
+        return []
+    ids = db.session.connection().execute(_INSERT_RESERVATIONS, values).scalars().all()
+    return [
+        _attached(Certificate(id=row_id, **row_values))
+        for row_id, row_values in zip(ids, values, strict=True)
+    ]
 
 
 def _attached(row: Certificate) -> Certificate:
@@ -159,14 +197,36 @@ def sign_reserved(
         behind for ``reconcile`` and its serial is never reused.
     :raises Conflict: when the row is no longer PENDING (see ``store_signed``).
     """
+    certificate = sign_reservation(
+        row,
+        builder,
+        token=token,
+        issuer_key_label=issuer_key_label,
+        issuer_algorithm=issuer_algorithm,
+    )
+    store_signed(row, certificate)
+    return certificate
+
+
+def sign_reservation(
+    row: Certificate,
+    builder: x509.CertificateBuilder,
+    *,
+    token: Token,
+    issuer_key_label: str,
+    issuer_algorithm: KeyAlgorithm,
+) -> x509.Certificate:
+    """Sign ``builder`` with the serial and validity of the reserved ``row``; stores nothing
+    (``store_signed`` or ``store_signed_many`` does).
+
+    :raises hsm.errors.HSMError: when the HSM cannot sign.
+    """
     builder = (
         builder.serial_number(row.serial_number)
         .not_valid_before(row.not_before)
         .not_valid_after(row.not_after)
     )
-    certificate = builder.sign(token.private_key(issuer_key_label), hash_for(issuer_algorithm))
-    store_signed(row, certificate)
-    return certificate
+    return builder.sign(token.private_key(issuer_key_label), hash_for(issuer_algorithm))
 
 
 def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
@@ -176,21 +236,54 @@ def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
         retry after the signing grace period): the signature is discarded, never stored or
         shown, and the serial stays burnt.
     """
-    der = certificate.public_bytes(Encoding.DER)
-    values: dict[str, Any] = {
-        "der": der,
-        "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
-        "status": CertificateStatus.ISSUED,
-        "issued_at": utcnow(),
-    }
-    result = db.session.connection().execute(_STORE_SIGNED, {"reserved_id": row.id, **values})
-    if cast("sa.CursorResult[Any]", result).rowcount != 1:
+    if store_signed_many([(row, certificate)]):
         raise Conflict(
             f"certificate {row.serial} was marked failed while the HSM signed it: the signature "
             "is discarded and the serial is never used again. Issue it again."
         )
-    for name, value in values.items():
-        set_committed_value(row, name, value)
+
+
+def store_signed_many(signed: Sequence[tuple[Certificate, x509.Certificate]]) -> list[Certificate]:
+    """Record signed certificates on their reserved rows, in one executemany; returns the rows
+    that were no longer PENDING (see ``store_signed``), whose signatures are discarded."""
+    if not signed:
+        return []
+    issued_at = utcnow()
+    values: list[dict[str, Any]] = []
+    for row, certificate in signed:
+        der = certificate.public_bytes(Encoding.DER)
+        values.append(
+            {
+                "reserved_id": row.id,
+                "der": der,
+                "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
+                "status": CertificateStatus.ISSUED,
+                "issued_at": issued_at,
+            }
+        )
+    connection = db.session.connection()
+    result = connection.execute(_STORE_SIGNED, values)
+    stored = {v["reserved_id"] for v in values}
+    if cast("sa.CursorResult[Any]", result).rowcount != len(values):
+        # Rare (a reservation marked failed while the HSM signed): which rows took our DER?
+        stored = set(
+            connection.execute(
+                sa.select(_certificates.c.id).where(
+                    _certificates.c.id.in_(stored),
+                    _certificates.c.fingerprint_sha256.in_(
+                        [v["fingerprint_sha256"] for v in values]
+                    ),
+                )
+            ).scalars()
+        )
+    refused: list[Certificate] = []
+    for (row, _), row_values in zip(signed, values, strict=True):
+        if row.id not in stored:
+            refused.append(row)
+            continue
+        for name in ("der", "fingerprint_sha256", "status", "issued_at"):
+            set_committed_value(row, name, row_values[name])
+    return refused
 
 
 def public_key_matches(certificate: x509.Certificate, token: Token, key_label: str) -> bool:

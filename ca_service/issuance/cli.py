@@ -1,8 +1,10 @@
-"""`ca-service token provision`: counter provisioning of an employer's token."""
+"""`ca-service issue`: issuing approved applications in batches; `ca-service token
+provision`: counter provisioning of an employer's token."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import click
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -12,6 +14,7 @@ from ca_client.keys import build_csr, generate_token_key, subject_name, token_co
 from ca_service.app import settings_of
 from ca_service.cli_support import app_command, fail
 from ca_service.db import db
+from ca_service.errors import ServiceUnavailable
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.csr import check_request
@@ -19,6 +22,7 @@ from ca_service.issuance.models import Application
 from hsm import KeyAlgorithm, Token, find_softhsm_module
 
 ACTOR = "cli:counter"
+ISSUE_ACTOR = "cli:issue"
 ALGORITHMS = [
     a.value
     for a in (
@@ -28,6 +32,88 @@ ALGORITHMS = [
         KeyAlgorithm.RSA_3072,
     )
 ]
+
+
+@click.command("issue")
+@click.option(
+    "--application",
+    "application_ids",
+    type=int,
+    multiple=True,
+    help="An approved application to issue (repeat the option for several).",
+)
+@click.option(
+    "--all-approved",
+    is_flag=True,
+    help="Every approved application with a public key and no certificate yet.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 500),
+    default=50,
+    show_default=True,
+    help="Certificates per batch: one commit reserves a batch's serials, one stores it.",
+)
+@app_command
+def issue(application_ids: tuple[int, ...], all_approved: bool, batch_size: int) -> None:
+    """Issue the certificates of approved applications, a batch at a time.
+
+    Each batch reserves its serials and commits before the HSM signs, then stores the
+    certificates with their audit events and notices and commits: what an approval does for
+    one certificate, with two commits per batch. For approvals an HSM outage left behind, or
+    many at once. Exits with status 1 when any application was not issued.
+    """
+    if bool(application_ids) == all_approved:
+        raise click.UsageError("name applications with --application, or give --all-approved.")
+    token = app_token()
+    profile = service.EmployerProfile.from_settings(settings_of(current_app))
+    issued = failed = 0
+    hsm_failed = False
+    for batch in _batches(application_ids, batch_size):
+        for result in service.issue_certificates(
+            applications=batch,
+            token=token,
+            profile=profile,
+            commit=db.session.commit,
+            actor=ISSUE_ACTOR,
+        ):
+            if result.certificate is not None:
+                issued += 1
+                click.echo(
+                    f"application {result.application_id}: certificate "
+                    f"{result.certificate.serial} (valid until "
+                    f"{result.certificate.not_after:%Y-%m-%d})"
+                )
+            else:
+                failed += 1
+                hsm_failed = hsm_failed or isinstance(result.error, ServiceUnavailable)
+                message = result.error.message if result.error else "not issued"
+                click.echo(f"application {result.application_id}: {message}", err=True)
+        db.session.expunge_all()  # a long run keeps one batch of objects, not all of them
+        if hsm_failed:
+            click.echo("the HSM failed: stopped; run the command again later", err=True)
+            break
+    click.echo(f"{issued} issued, {failed} not issued")
+    if failed:
+        db.session.commit()  # what was issued stays issued
+        fail(f"{failed} application(s) not issued")
+
+
+def _batches(application_ids: tuple[int, ...], size: int) -> Iterator[list[Application]]:
+    """The named applications (all checked to exist first), or every one awaiting issuance."""
+    if application_ids:
+        wanted = list(dict.fromkeys(application_ids))
+        found = {a.id: a for a in service.applications_by_id(wanted)}
+        missing = [str(i) for i in wanted if i not in found]
+        if missing:
+            fail(f"there is no application {', '.join(missing)}")
+        for start in range(0, len(wanted), size):
+            yield [found[i] for i in wanted[start : start + size]]
+        return
+    after_id = 0
+    while batch := service.awaiting_issuance(after_id=after_id, limit=size):
+        after_id = batch[-1].id
+        yield batch
 
 
 @click.group("token")

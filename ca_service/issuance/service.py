@@ -1,8 +1,8 @@
 """Applications: drafting, documents and their seals, officer review, issuance, delivery.
 
 Services take the acting user explicitly, check the role again (the view checked it first)
-and only flush. The early commits are in ``issue_certificate``: the serial is reserved and
-committed before the HSM signs, and the certificate is committed before anyone sees it.
+and only flush. The early commits are in ``issue_certificates``: the serials are reserved and
+committed before the HSM signs, and the certificates are committed before anyone sees them.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ca_service.audit.service import record_event
+from ca_service.audit.service import NewEvent, record_event, record_events
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
@@ -32,12 +33,25 @@ from ca_service.authorities.service import (
     get_authority,
     load_certificate,
 )
-from ca_service.authorities.signing import normalise_serial, reserve_serial, sign_reserved
+from ca_service.authorities.signing import (
+    Reservation,
+    normalise_serial,
+    reserve_serials,
+    sign_reservation,
+    store_signed_many,
+)
 from ca_service.config import Settings
 from ca_service.db import db, rows_changed, utcnow
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
-from ca_service.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, ValidationError
+from ca_service.errors import (
+    CAError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    ValidationError,
+)
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.models import (
     Application,
@@ -49,7 +63,7 @@ from ca_service.issuance.models import (
 )
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
-from ca_service.outbox.service import notify_contact, notify_employer
+from ca_service.outbox.service import Notice, notify_contacts, notify_employer
 from ca_service.storage import DocumentStore
 from hsm import HSMError, KeyAlgorithm, Token
 
@@ -96,18 +110,28 @@ _INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table_
 
 def _record(application: Application, actor: str, note: str | None = None) -> None:
     """Add a history row for the application's current status (written at once)."""
-    db.session.flush()  # the application row and its status change go first
+    _record_many([(application, note)], actor)
+
+
+def _record_many(entries: Sequence[tuple[Application, str | None]], actor: str) -> None:
+    """``_record`` for several applications, in one executemany."""
+    db.session.flush()  # the application rows and their status changes go first
+    created_at = utcnow()
     db.session.connection().execute(
         _INSERT_APPLICATION_EVENT,
-        {
-            "application_id": application.id,
-            "status": application.status,
-            "actor": actor,
-            "note": note,
-            "created_at": utcnow(),
-        },
+        [
+            {
+                "application_id": application.id,
+                "status": application.status,
+                "actor": actor,
+                "note": note,
+                "created_at": created_at,
+            }
+            for application, note in entries
+        ],
     )
-    db.session.expire(application, ["events"])  # reloaded with the new row when next read
+    for application, _ in entries:
+        db.session.expire(application, ["events"])  # reloaded with the new row when next read
 
 
 def _active_employer(user: User) -> Employer:
@@ -557,10 +581,11 @@ _authorities = cast("sa.Table", Authority.__table__)
 # (bench/issuance.py). The ORM objects the caller holds are kept in step with
 # ``set_committed_value``, without re-reading what was just written.
 
-# What issuance reads, in one round trip: the employer's names and addresses, and the issuing
-# CA with its current certificate.
+# What issuance reads, in one round trip: the employers' names and addresses, and the issuing
+# CA with its current certificate (on every row).
 _ISSUANCE_FACTS = (
     sa.select(
+        _employers.c.id.label("employer_id"),
         _employers.c.legal_name,
         _employers.c.registration_number,
         _employers.c.email,
@@ -573,7 +598,7 @@ _ISSUANCE_FACTS = (
     .select_from(_employers)
     .join(_authorities, _authorities.c.slug == ISSUING_SLUG)
     .join(_certificates, _certificates.c.id == _authorities.c.certificate_id)
-    .where(_employers.c.id == sa.bindparam("employer_id"))
+    .where(_employers.c.id.in_(sa.bindparam("employer_ids", expanding=True)))
 )
 # Claim the application for a reservation: of two concurrent issuances only one matches.
 _CLAIM_APPLICATION = _applications.update().where(
@@ -616,24 +641,33 @@ def _parsed_certificate(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def _issuance_facts(employer_id: int) -> _IssuanceFacts:
-    """:raises NotFound: when the PKI is not initialised."""
-    row = db.session.connection().execute(_ISSUANCE_FACTS, {"employer_id": employer_id}).first()
-    if row is None or row.issuer_der is None:
+def _issuance_facts(employer_ids: set[int]) -> dict[int, _IssuanceFacts]:
+    """The facts for each employer, by id.
+
+    :raises NotFound: when the PKI is not initialised.
+    """
+    rows = db.session.connection().execute(_ISSUANCE_FACTS, {"employer_ids": list(employer_ids)})
+    facts = {
+        row.employer_id: _IssuanceFacts(
+            legal_name=row.legal_name,
+            registration_number=row.registration_number,
+            email=row.email,
+            mobile=row.mobile,
+            issuer_id=row.issuer_id,
+            issuer_key_label=row.key_label,
+            issuer_algorithm=KeyAlgorithm(row.key_algorithm),
+            issuer_certificate=_parsed_certificate(row.issuer_der),
+        )
+        for row in rows
+        if row.issuer_der is not None
+    }
+    if employer_ids and not facts:
         raise NotFound(f"no certificate authority {ISSUING_SLUG!r}; run `ca-service init`")
-    return _IssuanceFacts(
-        legal_name=row.legal_name,
-        registration_number=row.registration_number,
-        email=row.email,
-        mobile=row.mobile,
-        issuer_id=row.issuer_id,
-        issuer_key_label=row.key_label,
-        issuer_algorithm=KeyAlgorithm(row.key_algorithm),
-        issuer_certificate=_parsed_certificate(row.issuer_der),
-    )
+    return facts
 
 
-def _changed(statement: sa.Executable, parameters: dict[str, Any]) -> int:
+def _changed(statement: sa.Executable, parameters: dict[str, Any] | list[dict[str, Any]]) -> int:
+    """Rows an UPDATE changed (summed over an executemany's parameter sets)."""
     result = db.session.connection().execute(statement, parameters)
     return int(cast("sa.CursorResult[Any]", result).rowcount)
 
@@ -673,6 +707,34 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
     _set_loaded(application, certificate_id=None, certificate=None)
 
 
+@dataclass(frozen=True)
+class Issued:
+    """What ``issue_certificates`` did for one application: its certificate, or why none."""
+
+    application_id: int
+    certificate: Certificate | None
+    error: CAError | None
+
+
+@dataclass
+class _ToSign:
+    """An application on its way through a batch: checked, then reserved, then signed."""
+
+    application: Application
+    facts: _IssuanceFacts
+    public_key: CertificatePublicKeyTypes
+    subject: x509.Name
+    not_after: dt.datetime
+    row: Certificate | None = None
+    signed: x509.Certificate | None = None
+
+    @property
+    def reserved(self) -> Certificate:
+        if self.row is None:
+            raise RuntimeError("not reserved yet")
+        return self.row
+
+
 def issue_certificate(
     *,
     application: Application,
@@ -695,29 +757,122 @@ def issue_certificate(
     :raises Conflict: not approved, or being issued by a concurrent request.
     :raises ServiceUnavailable: the HSM failed; retry later.
     """
-    # The caller's pending changes are written before issuance reads and claims rows.
-    db.session.flush()
-    # Between the two commits this function holds every object it needs and changes them
-    # itself, so re-reading them all after the first commit (the session's default) would
-    # only cost round trips.
-    session = db.session()
-    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
-    try:
-        return _issue_certificate(
-            application=application, token=token, profile=profile, commit=commit, actor=actor
-        )
-    finally:
-        session.expire_on_commit = expire_on_commit
+    (issued,) = issue_certificates(
+        applications=[application], token=token, profile=profile, commit=commit, actor=actor
+    )
+    if issued.error is not None:
+        raise issued.error
+    if issued.certificate is None:
+        raise RuntimeError("issuance returned neither a certificate nor an error")
+    return issued.certificate
 
 
-def _issue_certificate(
+def issue_certificates(
     *,
-    application: Application,
+    applications: Sequence[Application],
     token: Token,
     profile: EmployerProfile,
     commit: Commit,
     actor: str,
-) -> Certificate:
+) -> list[Issued]:
+    """Issue the certificates of approved applications together, one result per application
+    (in the order given; an application given twice is issued once).
+
+    The contract of ``issue_certificate`` holds for every certificate, with the commits shared:
+    one commit reserves every serial and pending row before the HSM signs any of them, and one
+    stores every certificate (with its history row, audit event and notices) before anyone sees
+    one. So a batch costs about as many round trips to the database as one certificate
+    (`ca-service issue` and bench/issuance.py). An application that cannot be issued (not
+    approved, no key yet, claimed by a concurrent request, its reservation marked failed while
+    the HSM signed) gets its error and does not stop the others; if the HSM fails, the
+    certificates signed before stay issued and the rest are released as after a failure of
+    ``issue_certificate``.
+
+    :raises NotFound: when the PKI is not initialised.
+    :raises Conflict: when an application changed status while its certificate was signed
+        (nothing of the batch's second transaction is kept; the caller rolls back).
+    """
+    # The caller's pending changes are written before issuance reads and claims rows.
+    db.session.flush()
+    # Between the commits this function holds every object it needs and changes them itself,
+    # so re-reading them all after the first commit (the session's default) would only cost
+    # round trips.
+    session = db.session()
+    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        unique = list({application.id: application for application in applications}.values())
+        results = _issue_certificates(unique, token, profile, commit, actor)
+        return [results[application.id] for application in unique]
+    finally:
+        session.expire_on_commit = expire_on_commit
+
+
+def _issue_certificates(
+    applications: list[Application],
+    token: Token,
+    profile: EmployerProfile,
+    commit: Commit,
+    actor: str,
+) -> dict[int, Issued]:
+    results: dict[int, Issued] = {}
+    now = utcnow()
+    facts = _issuance_facts({application.employer_id for application in applications})
+    stored_before: list[tuple[Application, Certificate]] = []
+    to_sign: list[_ToSign] = []
+    for application in applications:
+        try:
+            checked = _checked_for_issuance(
+                application, facts[application.employer_id], profile, now
+            )
+        except Conflict as exc:
+            results[application.id] = Issued(application.id, None, exc)
+            continue
+        if isinstance(checked, _ToSign):
+            to_sign.append(checked)
+        elif application.status is ApplicationStatus.ISSUED:
+            results[application.id] = Issued(application.id, checked, None)
+        else:
+            stored_before.append((application, checked))  # stored, status not yet moved
+    if not to_sign and not stored_before:
+        return results  # issuance wrote nothing: the caller's boundary commits or rolls back
+    if to_sign:
+        to_sign = _reserve(to_sign, now, results)
+        # The reservations are not audited on their own: the issued (or signing_failed) events
+        # name the serials, and `reconcile` audits what a crash left pending.
+        # Early commit: the serials and the pending rows must exist before the HSM signs.
+        commit()
+    signed, unsigned, failure = _sign_all(to_sign, token, profile)
+    if failure is not None:
+        _release_unsigned(unsigned, failure, actor, results)
+    for item in _store(signed):
+        results[item.application.id] = Issued(
+            item.application.id,
+            None,
+            Conflict(
+                f"certificate {item.reserved.serial} was marked failed while the HSM signed "
+                "it: the signature is discarded and the serial is never used again. Issue it "
+                "again."
+            ),
+        )
+    stored = stored_before + [
+        (item.application, item.reserved) for item in signed if item.application.id not in results
+    ]
+    if stored:
+        _mark_issued(stored, facts, actor)
+    commit()
+    for application, row in stored:
+        results[application.id] = Issued(application.id, row, None)
+    return results
+
+
+def _checked_for_issuance(
+    application: Application, facts: _IssuanceFacts, profile: EmployerProfile, now: dt.datetime
+) -> _ToSign | Certificate:
+    """What issuance does for this application: sign a new certificate, or return the one
+    already stored. Releases a stale reservation (written at once).
+
+    :raises Conflict: when the application cannot be issued now.
+    """
     if application.status is ApplicationStatus.ISSUED and application.certificate is not None:
         return application.certificate
     if application.status is not ApplicationStatus.APPROVED:
@@ -729,118 +884,248 @@ def _issue_certificate(
         raise Conflict(
             f"Application {application.id} has no public key yet (counter provisioning)."
         )
-    public_key = x509.load_der_x509_csr(application.csr_der).public_key()
-    now = utcnow()
-    facts = _issuance_facts(application.employer_id)
     existing = application.certificate
     if existing is not None and existing.status is CertificateStatus.ISSUED:
-        _mark_issued(application, existing, facts, actor)  # stored, status not yet moved
-        commit()
         return existing
     _release_stale_reservation(application, now)
-    issuer_cert = facts.issuer_certificate
-    not_after = min(now + dt.timedelta(days=profile.validity_days), issuer_cert.not_valid_after_utc)
-    subject = profiles.employer_subject(
-        country=profile.country,
-        legal_name=facts.legal_name,
-        registration_number=facts.registration_number,
+    return _ToSign(
+        application=application,
+        facts=facts,
+        public_key=x509.load_der_x509_csr(application.csr_der).public_key(),
+        subject=profiles.employer_subject(
+            country=profile.country,
+            legal_name=facts.legal_name,
+            registration_number=facts.registration_number,
+        ),
+        not_after=min(
+            now + dt.timedelta(days=profile.validity_days),
+            facts.issuer_certificate.not_valid_after_utc,
+        ),
     )
-    row = reserve_serial(
-        issuer_id=facts.issuer_id,
+
+
+def _reserve(to_sign: list[_ToSign], now: dt.datetime, results: dict[int, Issued]) -> list[_ToSign]:
+    """Reserve a serial and pending row for each and claim its application; returns those
+    claimed (the others get a Conflict in ``results``)."""
+    rows = reserve_serials(
+        issuer_id=to_sign[0].facts.issuer_id,  # the issuing CA, the same on every row
         kind=CertificateKind.END_ENTITY,
-        subject=subject,
-        not_before=now,
-        not_after=not_after,
-        employer_id=application.employer_id,
-    )
-    claimed = _changed(
-        _CLAIM_APPLICATION,
-        {"application_id": application.id, "certificate_id": row.id, "updated_at": now},
-    )
-    if claimed != 1:
-        db.session.expunge(row)  # its INSERT is rolled back with the request
-        raise Conflict(f"Application {application.id} is being issued by another request.")
-    _set_loaded(application, certificate_id=row.id, certificate=row, updated_at=now)
-    # The reservation is not audited on its own: the issued (or signing_failed) event names
-    # the serial, and `reconcile` audits what a crash left pending.
-    # Early commit: the serial and the pending row must exist before the HSM signs.
-    commit()
-    builder = profiles.employer_builder(
-        subject=subject,
-        public_key=public_key,
-        issuer=issuer_cert,
-        issuer_slug=ISSUING_SLUG,
-        urls=profile.urls,
-        non_repudiation=profile.non_repudiation,
-    )
-    try:
-        sign_reserved(
-            row,
-            builder,
-            token=token,
-            issuer_key_label=facts.issuer_key_label,
-            issuer_algorithm=facts.issuer_algorithm,
-        )
-    except HSMError as exc:
-        db.session.rollback()
-        failed = db.session.get(Certificate, row.id)
-        refreshed = db.session.get(Application, application.id)
-        if failed is not None and refreshed is not None:
-            failed.status = CertificateStatus.FAILED
-            refreshed.certificate_id = None
-            record_event(
-                actor,
-                "certificate.signing_failed",
-                failed.serial,
-                {"application": application.id, "error": type(exc).__name__},
+        reservations=[
+            Reservation(
+                subject=item.subject,
+                not_before=now,
+                not_after=item.not_after,
+                employer_id=item.application.employer_id,
             )
-            # Committed although the request fails: the burnt serial and the released
-            # application must persist so a retry can issue.
-            commit()
-        raise ServiceUnavailable(
+            for item in to_sign
+        ],
+    )
+    claims = [
+        {"application_id": item.application.id, "certificate_id": row.id, "updated_at": now}
+        for item, row in zip(to_sign, rows, strict=True)
+    ]
+    connection = db.session.connection()
+    claimed = _changed(_CLAIM_APPLICATION, claims)
+    lost: list[Certificate] = []
+    if claimed != len(claims):
+        # A concurrent request claimed some of them since we read them: which ones?
+        holders = {
+            row.id: row.certificate_id
+            for row in connection.execute(
+                sa.select(_applications.c.id, _applications.c.certificate_id).where(
+                    _applications.c.id.in_([c["application_id"] for c in claims])
+                )
+            )
+        }
+        lost = [
+            row
+            for item, row in zip(to_sign, rows, strict=True)
+            if holders.get(item.application.id) != row.id
+        ]
+    if lost:
+        # Never committed and never signed: these rows go as if never inserted.
+        connection.execute(
+            sa.delete(_certificates).where(_certificates.c.id.in_([row.id for row in lost]))
+        )
+    kept: list[_ToSign] = []
+    for item, row in zip(to_sign, rows, strict=True):
+        if row in lost:
+            db.session.expunge(row)
+            results[item.application.id] = Issued(
+                item.application.id,
+                None,
+                Conflict(f"Application {item.application.id} is being issued by another request."),
+            )
+            continue
+        item.row = row
+        _set_loaded(item.application, certificate_id=row.id, certificate=row, updated_at=now)
+        kept.append(item)
+    return kept
+
+
+def _sign_all(
+    to_sign: list[_ToSign], token: Token, profile: EmployerProfile
+) -> tuple[list[_ToSign], list[_ToSign], HSMError | None]:
+    """Sign each reserved certificate in the HSM: (signed, not signed, the HSM's failure).
+    Stops at the first failure: an HSM that failed once is not asked again for the rest."""
+    for index, item in enumerate(to_sign):
+        builder = profiles.employer_builder(
+            subject=item.subject,
+            public_key=item.public_key,
+            issuer=item.facts.issuer_certificate,
+            issuer_slug=ISSUING_SLUG,
+            urls=profile.urls,
+            non_repudiation=profile.non_repudiation,
+        )
+        try:
+            item.signed = sign_reservation(
+                item.reserved,
+                builder,
+                token=token,
+                issuer_key_label=item.facts.issuer_key_label,
+                issuer_algorithm=item.facts.issuer_algorithm,
+            )
+        except HSMError as exc:
+            return to_sign[:index], to_sign[index:], exc
+    return to_sign, [], None
+
+
+def _release_unsigned(
+    unsigned: list[_ToSign], failure: HSMError, actor: str, results: dict[int, Issued]
+) -> None:
+    """After an HSM failure: burn the serials not signed and leave the applications approved,
+    so that a retry issues with new serials (committed with the rest of the batch)."""
+    _changed(
+        _FAIL_RESERVATION,
+        [{"reserved_id": i.reserved.id, "status": CertificateStatus.FAILED} for i in unsigned],
+    )
+    _changed(
+        _RELEASE_APPLICATION,
+        [
+            {
+                "application_id": i.application.id,
+                "reserved_id": i.reserved.id,
+                "certificate_id": None,
+            }
+            for i in unsigned
+        ],
+    )
+    events = []
+    for item in unsigned:
+        _set_loaded(item.reserved, status=CertificateStatus.FAILED)
+        _set_loaded(item.application, certificate_id=None, certificate=None)
+        events.append(
+            NewEvent(
+                "certificate.signing_failed",
+                item.reserved.serial,
+                {"application": item.application.id, "error": type(failure).__name__},
+            )
+        )
+        error = ServiceUnavailable(
             "The HSM could not sign the certificate. The application stays approved; retry "
             "the issuance in a moment."
-        ) from exc
-    _mark_issued(application, row, facts, actor)
-    commit()
-    return row
+        )
+        error.__cause__ = failure
+        results[item.application.id] = Issued(item.application.id, None, error)
+    record_events(actor, events)
+
+
+def _store(signed: list[_ToSign]) -> list[_ToSign]:
+    """Store the signed certificates; returns those whose reservation was marked failed
+    meanwhile (their signatures are discarded)."""
+    refused = store_signed_many(
+        [(item.reserved, cast("x509.Certificate", item.signed)) for item in signed]
+    )
+    return [item for item in signed if item.reserved in refused]
 
 
 def _mark_issued(
-    application: Application, row: Certificate, facts: _IssuanceFacts, actor: str
+    stored: list[tuple[Application, Certificate]], facts: dict[int, _IssuanceFacts], actor: str
 ) -> None:
+    """Move the applications to issued with their stored certificates: history, audit events
+    and notices, each kind in one statement.
+
+    :raises Conflict: when an application was changed meanwhile (the caller rolls back).
+    """
     now = utcnow()
     moved = _changed(
         _MARK_ISSUED,
-        {
-            "application_id": application.id,
-            "issued_id": row.id,
-            "status": ApplicationStatus.ISSUED,
-            "updated_at": now,
-        },
+        [
+            {
+                "application_id": application.id,
+                "issued_id": row.id,
+                "status": ApplicationStatus.ISSUED,
+                "updated_at": now,
+            }
+            for application, row in stored
+        ],
     )
-    if moved != 1:
-        raise Conflict(f"Application {application.id} was changed by someone else just now.")
-    _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
-    _record(application, actor, f"Certificate issued (serial {row.serial}).")
-    record_event(
+    if moved != len(stored):
+        names = ", ".join(str(application.id) for application, _ in stored)
+        raise Conflict(
+            f"Application {names} was changed by someone else just now."
+            if len(stored) == 1
+            else f"One of the applications {names} was changed by someone else just now."
+        )
+    for application, _ in stored:
+        _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
+    _record_many(
+        [
+            (application, f"Certificate issued (serial {row.serial}).")
+            for application, row in stored
+        ],
         actor,
-        "certificate.issued",
-        row.serial,
-        {
-            "application": application.id,
-            "employer": facts.registration_number,
-            "sha256": row.fingerprint_sha256,
-            "not_after": row.not_after,
-        },
     )
-    notify_contact(
-        email=facts.email,
-        mobile=facts.mobile,
-        subject="Your organisation certificate is ready",
-        body=f"The certificate for application {application.id} was issued: serial {row.serial}, "
-        f"valid until {row.not_after:%Y-%m-%d}.\nDownload it from your application page.",
-        dedupe_key=f"certificate:{row.id}:issued",
+    record_events(
+        actor,
+        [
+            NewEvent(
+                "certificate.issued",
+                row.serial,
+                {
+                    "application": application.id,
+                    "employer": facts[application.employer_id].registration_number,
+                    "sha256": row.fingerprint_sha256,
+                    "not_after": row.not_after,
+                },
+            )
+            for application, row in stored
+        ],
+    )
+    notify_contacts(
+        Notice(
+            email=facts[application.employer_id].email,
+            mobile=facts[application.employer_id].mobile,
+            subject="Your organisation certificate is ready",
+            body=f"The certificate for application {application.id} was issued: serial "
+            f"{row.serial}, valid until {row.not_after:%Y-%m-%d}.\n"
+            "Download it from your application page.",
+            dedupe_key=f"certificate:{row.id}:issued",
+        )
+        for application, row in stored
+    )
+
+
+def applications_by_id(ids: Sequence[int]) -> list[Application]:
+    """The applications with these ids that exist (for an operator's command)."""
+    return list(db.session.scalars(sa.select(Application).where(Application.id.in_(ids))))
+
+
+def awaiting_issuance(*, after_id: int = 0, limit: int = 50) -> list[Application]:
+    """Approved applications with a public key and no issued certificate, by id, after
+    ``after_id``: what `ca-service issue --all-approved` works through (an HSM outage leaves
+    approvals behind)."""
+    return list(
+        db.session.scalars(
+            sa.select(Application)
+            .where(
+                Application.status == ApplicationStatus.APPROVED,
+                Application.csr_der.is_not(None),
+                Application.id > after_id,
+            )
+            .order_by(Application.id)
+            .limit(limit)
+        )
     )
 
 

@@ -8,7 +8,7 @@ back. ``deliver_due`` runs from `ca-service outbox deliver` (a worker or cron jo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import cast
@@ -94,29 +94,47 @@ def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: 
     )
 
 
+@dataclass(frozen=True)
+class Notice:
+    """An e-mail and an SMS about one event to one contact (see ``notify_contacts``)."""
+
+    email: str
+    mobile: str
+    subject: str
+    body: str
+    dedupe_key: str
+
+
 def notify_contact(*, email: str, mobile: str, subject: str, body: str, dedupe_key: str) -> None:
     """``notify_employer`` for a caller that read the employer's addresses, not the object."""
-    sms = f"{subject}. {body.splitlines()[0] if body else ''}".strip()
-    _insert(
-        [
+    notify_contacts([Notice(email, mobile, subject, body, dedupe_key)])
+
+
+def notify_contacts(notices: Iterable[Notice]) -> None:
+    """E-mail and SMS for each notice, every message in one executemany."""
+    messages: list[dict[str, object]] = []
+    for notice in notices:
+        sms = f"{notice.subject}. {notice.body.splitlines()[0] if notice.body else ''}".strip()
+        messages += [
             _message(
                 channel=Channel.EMAIL,
-                recipient=email,
-                subject=subject,
-                body=body,
-                dedupe_key=f"{dedupe_key}:email",
+                recipient=notice.email,
+                subject=notice.subject,
+                body=notice.body,
+                dedupe_key=f"{notice.dedupe_key}:email",
                 sensitive=False,
             ),
             _message(
                 channel=Channel.SMS,
-                recipient=mobile,
-                subject=subject,
+                recipient=notice.mobile,
+                subject=notice.subject,
                 body=sms,
-                dedupe_key=f"{dedupe_key}:sms",
+                dedupe_key=f"{notice.dedupe_key}:sms",
                 sensitive=False,
             ),
         ]
-    )
+    if messages:
+        _insert(messages)
 
 
 def backoff(attempts: int) -> dt.timedelta:

@@ -20,7 +20,7 @@ from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import add_trust_anchor
 from ca_service.db import db, utcnow
 from ca_service.employers.service import CodePolicy, Registration, register_employer
-from ca_service.issuance.models import DocumentType
+from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture re-exported)
 from tests.auth.flows import MakeOfficer, code_at, enter_code, login, sms_login
 from tests.issuance.seal_factory import (
@@ -120,6 +120,23 @@ def make_employer(app: Flask) -> MakeEmployer:
             )
 
     return make
+
+
+def approved_application(app: Flask, make_employer: MakeEmployer) -> int:
+    """An approved application with a CSR, as after the officer's decision (committed)."""
+    account = make_employer()
+    csr = x509.load_pem_x509_csr(software_csr())
+    with app.app_context():
+        application = Application(
+            employer_id=account.employer_id,
+            status=ApplicationStatus.APPROVED,
+            key_source=KeySource.CSR,
+            csr_der=csr.public_bytes(Encoding.DER),
+            created_by_id=account.user_id,
+        )
+        db.session.add(application)
+        db.session.commit()
+        return application.id
 
 
 def employer_login(client: FlaskClient, account: EmployerAccount) -> FlaskClient:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
 from ca_service.app import settings_of
@@ -23,31 +22,13 @@ from ca_service.issuance.models import (
     Application,
     ApplicationEvent,
     ApplicationStatus,
-    KeySource,
 )
 from ca_service.models import Certificate, CertificateStatus
 from ca_service.outbox.models import OutboxMessage
 from hsm import Token
 from hsm.signers import HSMPrivateKey
-from tests.issuance.conftest import MakeEmployer, software_csr
+from tests.issuance.conftest import MakeEmployer, approved_application
 from tests.pki_tools import errors_only, pkilint_findings
-
-
-def _approved_application(app: Flask, make_employer: MakeEmployer) -> int:
-    """An approved application with a CSR, as after the officer's decision (committed)."""
-    account = make_employer()
-    csr = x509.load_pem_x509_csr(software_csr())
-    with app.app_context():
-        application = Application(
-            employer_id=account.employer_id,
-            status=ApplicationStatus.APPROVED,
-            key_source=KeySource.CSR,
-            csr_der=csr.public_bytes(Encoding.DER),
-            created_by_id=account.user_id,
-        )
-        db.session.add(application)
-        db.session.commit()
-        return application.id
 
 
 def _issue(app: Flask, application: Application, token: Any = None) -> Certificate:
@@ -64,7 +45,7 @@ def _issue(app: Flask, application: Application, token: Any = None) -> Certifica
 def test_the_objects_held_after_issuance_match_what_was_stored(
     app: Flask, make_employer: MakeEmployer, tmp_path: Path
 ) -> None:
-    application_id = _approved_application(app, make_employer)
+    application_id = approved_application(app, make_employer)
     with app.app_context():
         application = db.session.get(Application, application_id)
         assert application is not None
@@ -133,7 +114,7 @@ def test_the_objects_held_after_issuance_match_what_was_stored(
 def test_a_retry_returns_the_same_certificate_and_notifies_once(
     app: Flask, make_employer: MakeEmployer
 ) -> None:
-    application_id = _approved_application(app, make_employer)
+    application_id = approved_application(app, make_employer)
     with app.app_context():
         application = db.session.get(Application, application_id)
         assert application is not None
@@ -185,7 +166,7 @@ class _ReconcileWhileSigning:
 def test_a_signature_for_a_reservation_failed_meanwhile_is_discarded(
     app: Flask, make_employer: MakeEmployer
 ) -> None:
-    application_id = _approved_application(app, make_employer)
+    application_id = approved_application(app, make_employer)
     failed: list[str] = []
     with app.app_context():
         application = db.session.get(Application, application_id)

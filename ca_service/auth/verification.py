@@ -15,6 +15,7 @@ configured CRL source).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -23,8 +24,9 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Sequence
-from typing import cast
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -33,7 +35,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from flask import current_app
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.auth.models import Role, User
 from ca_service.binding.models import CertificateBinding, TaxCrl, TrustAnchor, TrustPurpose
@@ -264,9 +267,10 @@ def _build_context(source: Source, previous: _TrustContext | None) -> _TrustCont
     )
 
 
-def _context(source: Source) -> _TrustContext | None:
+def _context(source: Source, cache: _TrustCache | None = None) -> _TrustContext | None:
     now = time.monotonic()
-    cache = _trust_cache()
+    if cache is None:
+        cache = _trust_cache()
     with cache.lock:
         cached = cache.entries.get(source)
         if cached is not None and now - cached[0] < TRUST_CACHE_SECONDS:
@@ -437,8 +441,9 @@ def verify_certificate(
 
 def _remembered(fingerprint: str) -> tuple[Source, _TrustContext | None, _Known | None]:
     """A certificate validated before under the current trust material, and its source."""
+    cache = _trust_cache()
     for source in (Source.AGENCY, Source.TAX):
-        context = _context(source)
+        context = _context(source, cache)
         known = context.paths.get(fingerprint) if context is not None else None
         if known is not None:
             return source, context, known
@@ -504,65 +509,234 @@ def _revoked_message(kind: str, at: dt.datetime, reason: str | None) -> str:
     )
 
 
-# An employer's active administrator. A sign-in loads only the columns it uses (Flask-Login,
-# the audit record, the sign-in stamp): psycopg and SQLAlchemy take in every column of every
-# row at some cost, and the whole row would double the columns of the login's query. Any other
-# column is loaded when first read.
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """A ``_OneRowQuery`` compiled for one database dialect."""
+
+    sql: str
+    # Parameter names in the order of the placeholders (positional paramstyles), else None.
+    positions: tuple[str, ...] | None
+    defaults: dict[str, Any]  # the values the statement carries itself (LIMIT ...), processed
+    names: dict[str, str]  # a caller's parameter key -> its name in the statement
+    required: frozenset[str]  # the keys a caller must give
+    bind_processors: dict[str, Callable[[Any], Any]]  # by key, where the type converts
+    result_processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+class _OneRowQuery:
+    """A sign-in query run on the DBAPI cursor of the session's connection, in its transaction:
+    its first row as a dict by column name, or None.
+
+    SQLAlchemy's statement execution and result machinery cost about a quarter of the CPU
+    time of a whole ``SELECT 1`` transaction on PostgreSQL, on every login (among others,
+    psycopg builds a description of every result column for it at every execution). Here the
+    statement is compiled once per dialect, and its parameters and columns still go through
+    their types' processors as SQLAlchemy would do. What is left out is what one row read in
+    the session's transaction does not need; only the engine's statement events do not see
+    it. A driver error is raised as SQLAlchemy raises it (a lost connection invalidated), so
+    error handlers and the session's rollback see what they know.
+    """
+
+    def __init__(self, query: sa.Select[Any]) -> None:
+        self._query = query
+        self._keys = tuple(query.selected_columns.keys())
+        self._compiled: weakref.WeakKeyDictionary[sa.Dialect, _Compiled] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _compile(self, dialect: sa.Dialect) -> _Compiled:
+        compiled = self._query.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            # Rendered at execution time by SQLAlchemy (expanding IN and the like).
+            raise TypeError("a one-row sign-in query cannot have parameters rendered late")
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+
+        def bind_processor(name: str) -> Callable[[Any], Any] | None:
+            return binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+        caller = {bind.key: name for bind, name in compiled.bind_names.items() if bind.required}
+        defaults = {}
+        for name, value in compiled.params.items():
+            if name not in caller.values():
+                process = bind_processor(name)
+                defaults[name] = process(value) if process is not None else value
+        result = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in self._query.selected_columns
+        )
+        prepared = _Compiled(
+            sql=compiled.string,
+            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
+            defaults=defaults,
+            names=caller,
+            required=frozenset(caller),
+            bind_processors={
+                key: process
+                for key, name in caller.items()
+                if (process := bind_processor(name)) is not None
+            },
+            result_processors=result,
+        )
+        self._compiled[dialect] = prepared
+        return prepared
+
+    def row(self, session: Session, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
+        if session.autoflush:
+            session.flush()  # as session.execute would: the query sees this session's changes
+        connection = session.connection()
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect) or self._compile(dialect)
+        if missing := compiled.required - parameters.keys():
+            raise TypeError(f"a value is required for the parameters {sorted(missing)}")
+        values = dict(compiled.defaults)
+        for key, value in parameters.items():
+            process = compiled.bind_processors.get(key)
+            values[compiled.names[key]] = process(value) if process is not None else value
+        arguments: Sequence[Any] | dict[str, Any] = (
+            values if compiled.positions is None else [values[n] for n in compiled.positions]
+        )
+        dbapi_connection = connection.connection
+        cursor = None
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(compiled.sql, arguments)
+            raw = cursor.fetchone()
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                compiled.sql,
+                arguments,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+        finally:
+            if cursor is not None:
+                # The cursor of a lost connection may fail to close too: what went wrong has
+                # been raised already.
+                with contextlib.suppress(dialect.loaded_dbapi.Error):
+                    cursor.close()
+        if raw is None:
+            return None
+        return {
+            key: process(value) if process is not None else value
+            for key, process, value in zip(self._keys, compiled.result_processors, raw, strict=True)
+        }
+
+
+# The tables of the sign-in queries. They are run by ``_OneRowQuery`` and the account is made
+# from their row (``_administrator``): through the ORM (an entity in the statement, run by
+# session.execute) they took a third of a certificate login's CPU time on PostgreSQL.
+_USERS = User.__table__
+_EMPLOYERS = Employer.__table__
+_CERTIFICATES = Certificate.__table__
+_BINDINGS = CertificateBinding.__table__
+_TAX_CRLS = TaxCrl.__table__
+_USER_MAPPER = sa.inspect(User)
+_USER_CLASS = _USER_MAPPER.class_manager
+
+# An employer's active administrator: its role and disabled flag are therefore known, and its
+# employer is the one the query joins.
 _ADMINISTRATOR = sa.and_(
-    User.employer_id == Employer.id,
-    User.role == Role.EMPLOYER_ADMIN,
-    User.disabled.is_(False),
+    _USERS.c.employer_id == _EMPLOYERS.c.id,
+    _USERS.c.role == Role.EMPLOYER_ADMIN,
+    _USERS.c.disabled.is_(False),
 )
-_SIGN_IN_COLUMNS = load_only(
-    User.id,
-    User.username,
-    User.role,
-    User.employer_id,
-    User.disabled,
-    User.session_version,
-    User.last_login_at,
-    User.failed_logins,
-    User.locked_until,
+# Of the account, the columns a sign-in uses and the query's conditions do not tell:
+# Flask-Login's id and session_version, the audit record's username, the previous sign-in the
+# web page shows. Every column of every result costs psycopg and SQLAlchemy something, so no
+# more; any other is loaded when first read (the sign-in stamp only writes).
+_ACCOUNT_COLUMNS = (
+    _USERS.c.id.label("user_id"),
+    _USERS.c.username,
+    _USERS.c.session_version,
+    _USERS.c.last_login_at,
 )
 
 # The certificate's status and, in the same round trip, the administrator it would sign in
 # (an employer whose number is still the one in the certificate).
-_LEAF_STATUS = (
-    sa.select(Certificate.employer_id, Certificate.revoked_at, Certificate.revocation_reason, User)
+_LEAF_STATUS = _OneRowQuery(
+    sa.select(
+        _CERTIFICATES.c.employer_id,
+        _CERTIFICATES.c.revoked_at,
+        _CERTIFICATES.c.revocation_reason,
+        *_ACCOUNT_COLUMNS,
+    )
+    .select_from(_CERTIFICATES)
     .outerjoin(
-        Employer,
+        _EMPLOYERS,
         sa.and_(
-            Employer.id == Certificate.employer_id,
-            Employer.registration_number == sa.bindparam("number"),
+            _EMPLOYERS.c.id == _CERTIFICATES.c.employer_id,
+            _EMPLOYERS.c.registration_number == sa.bindparam("number"),
         ),
     )
-    .outerjoin(User, _ADMINISTRATOR)
-    .where(Certificate.fingerprint_sha256 == sa.bindparam("fingerprint"))
-    .order_by(User.id)
+    .outerjoin(_USERS, _ADMINISTRATOR)
+    .where(_CERTIFICATES.c.fingerprint_sha256 == sa.bindparam("fingerprint"))
+    .order_by(_USERS.c.id)
     .limit(1)
-    .options(_SIGN_IN_COLUMNS)
 )
+
+
+def _administrator(session: Session, row: dict[str, Any], employer_id: int) -> User | None:
+    """The account of a sign-in query's row (None when the row has none), a persistent
+    ``User`` of this session made from the row without another query, as the ORM would have
+    loaded it: the columns the query read are loaded, the others load when first read."""
+    user_id = row["user_id"]
+    if user_id is None:
+        return None
+    values = {
+        "id": user_id,
+        "username": row["username"],
+        "session_version": row["session_version"],
+        "last_login_at": row["last_login_at"],
+        # What the query's conditions (_ADMINISTRATOR) say.
+        "role": Role.EMPLOYER_ADMIN,
+        "disabled": False,
+        "employer_id": employer_id,
+    }
+    user = session.identity_map.get(_USER_MAPPER.identity_key_from_primary_key((user_id,)))
+    if user is None:
+        # As the ORM's loader makes an instance: no constructor (its attribute events would
+        # record the values as changes), the values straight into its state; then persistent
+        # with that state as loaded and the other columns expired.
+        user = _USER_CLASS.new_instance()
+        user.__dict__.update(values)
+        make_transient_to_detached(user)
+        session.add(user)
+    else:
+        # Already in this session: like a query, keep what it holds (and any change not yet
+        # flushed), fill in only what it has not loaded.
+        for key, value in values.items():
+            if key not in user.__dict__:
+                set_committed_value(user, key, value)
+    return user
 
 
 def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int | None, User | None]:
     """Our certificate's status straight from the database (the state OCSP and CRLs are made
     from), so a revocation takes effect on the very next login; and the account it maps to.
     (Our CA certificates: a revoked one builds no path, see ``_build_context``.)"""
-    row = db.session.execute(
-        _LEAF_STATUS, {"fingerprint": fingerprint, "number": number}
-    ).one_or_none()
+    session = db.session()
+    row = _LEAF_STATUS.row(session, {"fingerprint": fingerprint, "number": number})
     if row is None:
         raise CertificateRefused(
             Refusal.UNTRUSTED,
             "This certificate carries our CA's signature but is not in our records; "
             "it cannot be used to sign in. Contact the agency.",
         )
-    if row.revoked_at is not None:
+    if row["revoked_at"] is not None:
         raise CertificateRefused(
             Refusal.REVOKED,
-            _revoked_message("certificate", row.revoked_at, row.revocation_reason),
+            _revoked_message("certificate", row["revoked_at"], row["revocation_reason"]),
         )
-    return (int(row.employer_id) if row.employer_id is not None else None), row.User
+    if row["employer_id"] is None:
+        return None, None
+    employer_id = int(row["employer_id"])
+    return employer_id, _administrator(session, row, employer_id)
 
 
 def _crl_urls(certificate: x509.Certificate) -> list[str]:
@@ -583,30 +757,29 @@ def _crl_urls(certificate: x509.Certificate) -> list[str]:
 # live binding maps the certificate to (an employer whose number is still the one in the
 # certificate). Outer joins from a one-row probe: a row comes back whatever is missing.
 _PROBE = sa.select(sa.literal_column("1").label("one")).subquery("probe")
-_TAX_STATUS = (
+# Of the stored CRL only what tells it from the anchor's other CRLs (``StoredCrl``).
+_TAX_STATUS = _OneRowQuery(
     sa.select(
-        TaxCrl.id.label("crl_id"),
-        TaxCrl.this_update,
-        TaxCrl.next_update,
-        TaxCrl.crl_number,
-        User,
-        CertificateBinding.id.label("binding_id"),
+        _TAX_CRLS.c.this_update.label("crl_this_update"),
+        _TAX_CRLS.c.crl_number,
+        _BINDINGS.c.id.label("binding_id"),
+        _BINDINGS.c.employer_id,
+        *_ACCOUNT_COLUMNS,
     )
     .select_from(_PROBE)
-    .outerjoin(TaxCrl, TaxCrl.anchor_id == sa.bindparam("anchor_id"))
+    .outerjoin(_TAX_CRLS, _TAX_CRLS.c.anchor_id == sa.bindparam("anchor_id"))
     .outerjoin(
-        sa.join(CertificateBinding, Employer, CertificateBinding.employer_id == Employer.id).join(
-            User, _ADMINISTRATOR
+        sa.join(_BINDINGS, _EMPLOYERS, _BINDINGS.c.employer_id == _EMPLOYERS.c.id).join(
+            _USERS, _ADMINISTRATOR
         ),
         sa.and_(
-            CertificateBinding.fingerprint_sha256 == sa.bindparam("fingerprint"),
-            CertificateBinding.unbound_at.is_(None),
-            Employer.registration_number == sa.bindparam("number"),
+            _BINDINGS.c.fingerprint_sha256 == sa.bindparam("fingerprint"),
+            _BINDINGS.c.unbound_at.is_(None),
+            _EMPLOYERS.c.registration_number == sa.bindparam("number"),
         ),
     )
-    .order_by(User.id)
+    .order_by(_USERS.c.id)
     .limit(1)
-    .options(_SIGN_IN_COLUMNS)
 )
 
 
@@ -630,14 +803,17 @@ def _check_tax_revocation(
 
     # Only anchors build tax paths, so the leaf's issuer is always an anchor (crl_checks[0]).
     leaf_anchor = known.crl_checks[0].anchor if known.crl_checks else None
-    row = db.session.execute(
-        _TAX_STATUS,
+    session = db.session()
+    row = _TAX_STATUS.row(
+        session,
         {
             "anchor_id": leaf_anchor.id if leaf_anchor is not None else None,
             "fingerprint": fingerprint,
             "number": number,
         },
-    ).one()
+    )
+    if row is None:  # outer joins from a one-row probe: a row comes back whatever is missing
+        raise RuntimeError("the tax sign-in query returned no row")
     for index, check in enumerate(known.crl_checks):
         if index and check.fingerprint in context.good_cas:
             continue
@@ -646,8 +822,8 @@ def _check_tax_revocation(
                 entry = revocation_in_stored(
                     anchor=check.anchor,
                     stored=None
-                    if row.crl_id is None
-                    else StoredCrl(row.crl_id, row.this_update, row.next_update, row.crl_number),
+                    if row["crl_this_update"] is None
+                    else StoredCrl(row["crl_this_update"], row["crl_number"]),
                     serial=check.serial,
                     hint_urls=check.urls,
                     settings=settings,
@@ -670,8 +846,9 @@ def _check_tax_revocation(
             )
         if index:
             context.good_cas.add(check.fingerprint)
-    binding_id = row.binding_id
-    return row.User, (int(binding_id) if binding_id is not None else None)
+    if row["binding_id"] is None:
+        return None, None
+    return _administrator(session, row, int(row["employer_id"])), int(row["binding_id"])
 
 
 def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:

@@ -292,7 +292,10 @@ def _check_newer(
 # -- the per-process cache ------------------------------------------------------------------
 
 _AnchorKey = tuple[int, str]  # anchor id, certificate fingerprint
-_RowKey = tuple[int, dt.datetime, str | None]  # tax_crls id, this_update, crl_number
+# Which CRL of an anchor: thisUpdate and cRLNumber. A CRL replaces the stored one only when
+# it is newer, and one with the same number and thisUpdate must be the very same CRL
+# (_check_newer), so the two tell the stored CRLs of an anchor apart.
+_RowKey = tuple[dt.datetime, str | None]
 
 
 @dataclass(frozen=True)
@@ -358,8 +361,8 @@ def _anchor_key(anchor: TrustAnchor) -> _AnchorKey:
     return (anchor.id, anchor.fingerprint_sha256)
 
 
-def _row_key(row_id: int, this_update: dt.datetime, crl_number: str | None) -> _RowKey:
-    return (row_id, this_update, crl_number)
+def _row_key(this_update: dt.datetime, crl_number: str | None) -> _RowKey:
+    return (this_update, crl_number)
 
 
 # -- storing and fetching -------------------------------------------------------------------
@@ -413,7 +416,7 @@ def store_crl(
         db.session.flush()
     _cache().put(
         _anchor_key(anchor),
-        _Parsed(_row_key(row.id, this_update, number_hex), next_update, revoked),
+        _Parsed(_row_key(this_update, number_hex), next_update, revoked),
     )
     if changed:
         record_event(
@@ -645,24 +648,24 @@ def crl_states(*, now: dt.datetime) -> list[CrlState]:
 
 @dataclass(frozen=True)
 class StoredCrl:
-    """Which CRL of an anchor is stored (what the sign-in path reads: no DER)."""
+    """Which CRL of an anchor is stored, as the sign-in path reads it: only what tells it
+    from the anchor's other CRLs (its nextUpdate and entries come from this process's parse
+    of it, made once per CRL)."""
 
-    id: int
     this_update: dt.datetime
-    next_update: dt.datetime
     crl_number: str | None
 
     @property
     def key(self) -> _RowKey:
-        return _row_key(self.id, self.this_update, self.crl_number)
+        return _row_key(self.this_update, self.crl_number)
 
 
 _TAX_CRLS = TaxCrl.__table__
 # Built once and run on the session's connection: the ORM layer would cost four times as much
 # as the query itself, on every sign-in.
-_WHICH_CRL = sa.select(
-    _TAX_CRLS.c.id, _TAX_CRLS.c.this_update, _TAX_CRLS.c.next_update, _TAX_CRLS.c.crl_number
-).where(_TAX_CRLS.c.anchor_id == sa.bindparam("anchor_id"))
+_WHICH_CRL = sa.select(_TAX_CRLS.c.this_update, _TAX_CRLS.c.crl_number).where(
+    _TAX_CRLS.c.anchor_id == sa.bindparam("anchor_id")
+)
 
 
 def revocation_of(
@@ -714,32 +717,40 @@ def revocation_in_stored(
     """
     cache = _cache()
     anchor_key = _anchor_key(anchor)
-    if stored is not None and now <= stored.next_update:
+    parsed = None
+    if stored is not None:
         parsed = cache.get(anchor_key, stored.key)
         if parsed is None:
             with cache.lock(anchor_key):
                 parsed = cache.get(anchor_key, stored.key) or _parse_stored(
-                    cache, anchor_key, stored.key
+                    cache, anchor_key, anchor.id
                 )
-        if parsed is not None:
+        if parsed is not None and now <= parsed.next_update:
             return parsed.revoked.get(serial)
     with cache.lock(anchor_key):
         parsed = _current_or_graced(
-            cache, anchor, stored, hint_urls=hint_urls, settings=settings, now=now
+            cache, anchor, parsed, hint_urls=hint_urls, settings=settings, now=now
         )
     return parsed.revoked.get(serial)
 
 
-def _parse_stored(cache: _CrlCache, anchor_key: _AnchorKey, row_key: _RowKey) -> _Parsed | None:
-    """Parse the stored CRL ``row_key`` into the cache (the caller holds the anchor's lock);
-    None when it is gone meanwhile."""
+def _parse_stored(cache: _CrlCache, anchor_key: _AnchorKey, anchor_id: int) -> _Parsed | None:
+    """Parse the anchor's stored CRL into the cache (the caller holds the anchor's lock); None
+    when there is none. (Read again here, it may be newer than the one the caller saw, when
+    another transaction stored one meanwhile: never older.)"""
     stored = db.session.execute(
-        sa.select(TaxCrl.der, TaxCrl.next_update).where(TaxCrl.id == row_key[0])
+        sa.select(TaxCrl.der, TaxCrl.this_update, TaxCrl.next_update, TaxCrl.crl_number).where(
+            TaxCrl.anchor_id == anchor_id
+        )
     ).one_or_none()
     if stored is None:
         return None
     # Checked against the anchor when it was stored; only the entries are needed now.
-    parsed = _Parsed(row_key, stored.next_update, _revoked_entries(_load_crl(stored.der)))
+    parsed = _Parsed(
+        _row_key(stored.this_update, stored.crl_number),
+        stored.next_update,
+        _revoked_entries(_load_crl(stored.der)),
+    )
     cache.put(anchor_key, parsed)
     return parsed
 
@@ -747,14 +758,15 @@ def _parse_stored(cache: _CrlCache, anchor_key: _AnchorKey, row_key: _RowKey) ->
 def _current_or_graced(
     cache: _CrlCache,
     anchor: TrustAnchor,
-    stored: StoredCrl | None,
+    stale: _Parsed | None,
     *,
     hint_urls: Sequence[str],
     settings: Settings,
     now: dt.datetime,
 ) -> _Parsed:
-    """A current CRL (fetched now, or by another thread meanwhile), else the stale one within
-    the grace period (the caller holds the anchor's lock).
+    """A current CRL (fetched now, or by another thread meanwhile), else the stored one,
+    ``stale`` (None when there is none), within the grace period (the caller holds the
+    anchor's lock).
 
     :raises CrlUnavailable: when there is neither.
     """
@@ -773,11 +785,9 @@ def _current_or_graced(
         if error is None and latest is not None:
             return latest
     grace = dt.timedelta(hours=int(settings["TAX_CRL_GRACE_HOURS"]))
-    if stored is not None and now <= stored.next_update + grace:
-        parsed = cache.get(anchor_key, stored.key) or _parse_stored(cache, anchor_key, stored.key)
-        if parsed is not None:
-            return parsed
-    raise CrlUnavailable(_unavailable_message(anchor, stored, error or "no CRL was kept"))
+    if stale is not None and now <= stale.next_update + grace:
+        return stale
+    raise CrlUnavailable(_unavailable_message(anchor, stale, error or "no CRL was kept"))
 
 
 def _fetch_for_lookup(
@@ -816,8 +826,8 @@ def _fetch_for_lookup(
     return error
 
 
-def _unavailable_message(anchor: TrustAnchor, stored: StoredCrl | None, error: str) -> str:
-    state = "is missing" if stored is None else f"is out of date since {_when(stored.next_update)}"
+def _unavailable_message(anchor: TrustAnchor, stale: _Parsed | None, error: str) -> str:
+    state = "is missing" if stale is None else f"is out of date since {_when(stale.next_update)}"
     return (
         f"Certificates of the tax CA {anchor.subject} cannot be checked for revocation: its "
         f"revocation list (CRL) {state} and no current one could be fetched ({error}). "

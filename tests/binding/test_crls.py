@@ -622,6 +622,35 @@ def test_a_newer_crl_replaces_the_cached_one(
         )
 
 
+def test_a_crl_with_the_same_this_update_and_a_higher_number_is_seen(
+    app: Flask, trusted_tax_ca: TrustedTaxCA, tmp_path: Any, cli: Any
+) -> None:
+    # Sign-ins tell the stored CRLs of an anchor apart by thisUpdate and cRLNumber together:
+    # a CA may reissue its CRL within the same second, with a new number only.
+    tax = trusted_tax_ca.ca
+    certificate, _ = tax.issue("NTRCN-911100006000373411")
+    serial = certificate.serial_number
+    this_update = utcnow() - dt.timedelta(minutes=1)
+    with app.app_context():
+        anchor = anchor_of(trusted_tax_ca.intermediate_id)
+        first = tax.crl(this_update=this_update, number=7)
+        store_crl(actor="tests", anchor=anchor, der_or_pem=first, source="t", now=utcnow())
+        db.session.commit()
+        assert lookup(app, anchor.id, serial, utcnow()) is None
+
+    # Stored by another process (the CLI builds its own app), so nothing here is told.
+    reissued = tmp_path / "reissued.crl"
+    reissued.write_bytes(
+        tax.crl(this_update=this_update, number=8, revoked=[(serial, KEY_COMPROMISE)])
+    )
+    uploaded = cli("trust", "crl", "upload", str(trusted_tax_ca.intermediate_id), str(reissued))
+    assert uploaded.exit_code == 0, uploaded.output
+    with app.app_context():
+        entry = lookup(app, trusted_tax_ca.intermediate_id, serial, utcnow())
+        assert entry is not None
+        assert entry.reason == "keyCompromise"
+
+
 # -- cron ------------------------------------------------------------------------------------
 
 

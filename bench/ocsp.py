@@ -12,9 +12,20 @@ a responder certificate signed by the issuing CA's HSM key (in the throw-away to
 Both servers get the same request mix — POST ``application/ocsp-request``, no nonce, SHA-1
 CertIDs, a rotating set of pre-built bodies: 80 % good, 10 % revoked, 10 % unknown — from
 ``wrk`` with a small Lua script (install it with ``apt-get install wrk``; it is a benchmark
-tool, not a project dependency).
+tool, not a project dependency): 2 threads, ``--connections`` (16), one request per connection.
 
-Run: ``.venv/bin/python bench/ocsp.py [--seconds 15] [--connections 16]
+Both servers run on their own ports for the whole measure, are checked to answer each status
+correctly and warmed with every body five times; then they take turns, only one loaded at any
+moment: ``--rounds`` (5) rounds of one ``--seconds`` (3) wrk run against each, the first server
+alternating between rounds (ours, openssl, openssl, ours, ours, …), so that the machine's drift
+over tens of seconds falls on both alike. Per server: req/s = all its responses / all its
+measured seconds; p50 and p99 of the pooled latencies of all its runs (wrk's ``done()`` hands
+the whole latency histogram to the script, which prints it); errors = socket errors and non-2xx
+answers, summed (any is flagged). The spread is shown too: the range of each server's per-run
+req/s and of ours/openssl within each round. Before every run both servers must be idle, and
+openssl's responder is restarted after each of its runs (see ``run_wrk`` for why).
+
+Run: ``.venv/bin/python bench/ocsp.py [--rounds 5] [--seconds 3] [--connections 16]
 [--worker event-loop|threads|sync] [--threads 4] [--postgres URL]``.
 Goal (issue #4): our throughput >= 1.5x openssl's, with p99 <= 10 ms.
 """
@@ -22,8 +33,10 @@ Goal (issue #4): our throughput >= 1.5x openssl's, with p99 <= 10 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import shutil
@@ -34,8 +47,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import _common
 import sqlalchemy as sa
@@ -69,12 +84,19 @@ function request()
   }, bodies[n])
 end
 function done(summary, latency, requests)
+  -- The whole latency histogram, so that runs can be pooled before taking percentiles:
+  -- latency(i) is the i-th distinct latency (microseconds) and how many requests took it.
+  local hist = {}
+  for i = 1, #latency do
+    local us, n = latency(i)
+    hist[i] = string.format("[%%d,%%d]", us, n)
+  end
   io.write(string.format(
     '{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
-    '"errors": %%d, "status": %%d}\\n',
+    '"errors": %%d, "status": %%d, "hist": [%%s]}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status))
+    summary.errors.status, table.concat(hist, ",")))
 end
 """
 
@@ -126,7 +148,7 @@ def populate(env: _common.BenchEnv) -> tuple[list[int], list[int], list[int], x5
             }
             for serial in good + revoked
         ]
-        db.session.execute(sa.insert(Certificate.__table__), rows)
+        db.session.execute(sa.insert(cast("sa.Table", Certificate.__table__)), rows)
         db.session.commit()
         settings = settings_of(app)
         report = refresh_ocsp_responses(
@@ -303,32 +325,165 @@ def wait_for(url: str, body: bytes, process: subprocess.Popen[bytes], log: Path)
     raise SystemExit(f"server did not start: {log.read_text()}")
 
 
+def _processes(pgid: int) -> dict[int, float]:
+    """The live processes of a process group: pid -> CPU seconds used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, …
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return found
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server we started and its workers (`openssl ocsp -multi` ignores TERM)."""
+    """Stop a server we started and its workers (`openssl ocsp -multi` ignores TERM), and wait
+    until none of them is left (so that the port is free and nothing of it runs on)."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _processes(process.pid):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"processes of group {process.pid} outlived SIGKILL")
+        time.sleep(0.02)
+
+
+@dataclass
+class Server:
+    """A server we start in its own process group (so that its workers stop with it), and the
+    wrk runs against it."""
+
+    name: str
+    command: list[str]
+    port: int
+    environ: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, bodies: list[tuple[str, bytes]], warm_rounds: int) -> None:
+        """Start it, check its answers, warm it."""
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.environ,
+                stdin=subprocess.DEVNULL,
+                # openssl logs every connection; a busy log would slow it down unfairly.
+                stdout=subprocess.DEVNULL if self.name == "openssl" else sink,
+                stderr=subprocess.STDOUT if self.name == "ours" else sink,
+                process_group=0,
+            )
+        wait_for(self.url, bodies[0][1], self.process, self.log)
+        check_answers(self.url, bodies)
+        warm_up(self.url, bodies, warm_rounds)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def cpu_seconds(self) -> float:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return sum(_processes(self.process.pid).values())
+
+
+IDLE_CPU = 0.15  # share of one core above which a server not being driven counts as busy
+
+
+def ensure_idle(servers: list[Server], seconds: float = 0.5) -> None:
+    """Before a run: neither server may be working (the one not driven must not compete with the
+    one driven, nor may a stuck worker of the last run). Also the pause between runs in which
+    the last one's in-flight requests end."""
+    time.sleep(0.1)
+    before = [server.cpu_seconds() for server in servers]
+    time.sleep(seconds)
+    for server, cpu in zip(servers, before, strict=True):
+        busy = (server.cpu_seconds() - cpu) / seconds
+        if busy > IDLE_CPU:
+            raise SystemExit(
+                f"{server.name} used {busy:.0%} of a core while not driven (a stuck worker?): "
+                f"the next run would not be measured on an otherwise idle pair; see {server.log}"
+            )
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
-    # One wrk run per server start: when wrk stops it drops connections mid-request, and
-    # OpenSSL 3.0's responder processes then spin and answer nothing more. (The warm-up is
-    # done with plain requests before, see warm_up.)
+    # When wrk stops it closes its connections wherever they are, some of them accepted (or
+    # queued in the listen backlog) but before it wrote the request. Our server just closes
+    # those. OpenSSL 3.0's responder worker that reads EOF before the request line spins on that
+    # connection for ever (100 % of a core) and answers nothing more (upstream:
+    # openssl/openssl#31129): the next run against it then gets no answer at all, and the
+    # spinning workers would also steal the CPU of our next run. Killing only its workers is not
+    # enough — `-multi` respawns them (after a second's pause each) and the new ones accept the
+    # dead connections still queued on the inherited listening socket and spin in turn (tried:
+    # stuck again at the third of five renewals). So measure() restarts openssl's responder,
+    # listening socket included, after each of its runs, and ensure_idle checks that both
+    # servers are idle before each run. The requests cut off when wrk stops are in no count
+    # (wrk reports no error for them), for either server.
     proc = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if result["requests"] == 0:
+        raise SystemExit(f"no answer from {url} in {seconds} s: {proc.stdout}")
     return result
+
+
+def percentile(histogram: dict[int, int], p: float) -> int:
+    """Computed as wrk's ``latency:percentile(p)`` is (stats_percentile): the smallest latency
+    that at least C's round(p % of the count + 0.5) requests took no longer than. The histogram
+    is wrk's own, samples its stats_correct adds for a slow response included, so that one run's
+    pooled percentiles are the ones wrk reports for it."""
+    rank = math.floor(p / 100 * sum(histogram.values()) + 1.0)
+    total = 0
+    for us in sorted(histogram):
+        total += histogram[us]
+        if total >= rank:
+            return us
+    return 0
+
+
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """All runs against one server as one: requests over measured seconds, percentiles of the
+    pooled latency histogram, errors summed."""
+    histogram: Counter[int] = Counter()
+    for run in runs:
+        for us, count in run["hist"]:
+            histogram[us] += count
+    rates = [run["rps"] for run in runs]
+    return {
+        "rps": sum(run["requests"] for run in runs)
+        / (sum(run["duration_us"] for run in runs) / 1e6),
+        "rps_range": (min(rates), max(rates)),
+        "p50_us": percentile(histogram, 50),
+        "p99_us": percentile(histogram, 99),
+        "errors": sum(run["errors"] for run in runs),
+        "status": sum(run["status"] for run in runs),
+    }
 
 
 def measure(
     backend: str, database_url: str, token: tuple[Path, Path, str], args: Any
 ) -> list[dict[str, str]]:
-    """Both servers on one backend; the table rows."""
+    """Both servers on one backend, taking turns; the table rows."""
     var_dir, conf, label = token
     env = _common.prepare(var_dir, conf, label, database_url)
     work = var_dir / f"ocsp-{backend}"
@@ -339,91 +494,115 @@ def measure(
     script = work / "post.lua"
     script.write_text(LUA % {"count": len(bodies), "dir": str(work)})
 
-    results: dict[str, dict[str, Any]] = {}
+    environ = env.environ()
+    environ["CA_LOG_LEVEL"] = "WARNING"
     ours_port, openssl_port = _free_port(), _free_port()
-    servers = {
-        "ours": (
-            [
-                sys.executable,
-                "-m",
-                "ca_service",
-                "serve",
-                "--port",
-                str(ours_port),
-                "--workers",
-                "2",
-                "--worker",
-                args.worker,
-                "--threads",
-                str(args.threads),
-                # openssl's per-connection log goes to /dev/null below; ours is not written.
-                "--no-access-log",
-            ],
-            ours_port,
-        ),
-        "openssl": (
-            [
-                "openssl",
-                "ocsp",
-                "-index",
-                str(files["index"]),
-                "-port",
-                str(openssl_port),
-                "-rsigner",
-                str(files["rsigner"]),
-                "-rkey",
-                str(files["rkey"]),
-                "-CA",
-                str(files["ca"]),
-                "-multi",
-                "2",
-                "-nmin",
-                "60",
-            ],
-            openssl_port,
-        ),
-    }
-    for name, (command, port) in servers.items():
-        log = work / f"{name}.log"
-        environ = env.environ()
-        environ["CA_LOG_LEVEL"] = "WARNING"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                # openssl logs every connection; a busy log would slow it down unfairly.
-                stdout=subprocess.DEVNULL if name == "openssl" else sink,
-                stderr=subprocess.STDOUT if name == "ours" else sink,
-                process_group=0,  # its own group, so its workers stop with it
+    ours = Server(
+        "ours",
+        [
+            sys.executable,
+            "-m",
+            "ca_service",
+            "serve",
+            "--port",
+            str(ours_port),
+            "--workers",
+            "2",
+            "--worker",
+            args.worker,
+            "--threads",
+            str(args.threads),
+            # openssl's per-connection log goes to /dev/null; ours is not written.
+            "--no-access-log",
+        ],
+        ours_port,
+        environ,
+        work / "ours.log",
+    )
+    openssl = Server(
+        "openssl",
+        [
+            "openssl",
+            "ocsp",
+            "-index",
+            str(files["index"]),
+            "-port",
+            str(openssl_port),
+            "-rsigner",
+            str(files["rsigner"]),
+            "-rkey",
+            str(files["rkey"]),
+            "-CA",
+            str(files["ca"]),
+            "-multi",
+            "2",
+            "-nmin",
+            "60",
+        ],
+        openssl_port,
+        environ,
+        work / "openssl.log",
+    )
+    servers = [ours, openssl]
+    try:
+        for server in servers:
+            server.start(bodies, warm_rounds=5)
+        # ours, openssl, openssl, ours, ours, openssl, …
+        turns = [
+            (round_, server)
+            for round_ in range(args.rounds)
+            for server in (servers if round_ % 2 == 0 else servers[::-1])
+        ]
+        for turn, (round_, server) in enumerate(turns):
+            ensure_idle(servers)
+            run = run_wrk(server.url, script, args.seconds, args.connections)
+            server.runs.append(run)
+            print(
+                f"{backend} round {round_ + 1} {server.name}: {run['rps']:.0f} req/s, "
+                f"p50 {run['p50_us'] / 1000:.2f} ms, p99 {run['p99_us'] / 1000:.2f} ms, "
+                f"{run['errors']} errors, {run['status']} non-2xx",
+                file=sys.stderr,
             )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(url, bodies[0][1], process, log)
-            check_answers(url, bodies)
-            warm_up(url, bodies)
-            results[name] = run_wrk(url, script, args.seconds, args.connections)
-        finally:
-            stop(process)
-    print(json.dumps(results), file=sys.stderr)
-    ours, theirs = results["ours"], results["openssl"]
+            if server is openssl and turn < len(turns) - 1:
+                # A fresh responder (see run_wrk). It has nothing for requests to warm (it
+                # reads the index and keys at start), so one pass over the bodies is plenty.
+                openssl.stop()
+                openssl.start(bodies, warm_rounds=1)
+    finally:
+        for server in servers:
+            server.stop()
+
+    totals = {server.name: pooled(server.runs) for server in servers}
+    ratios = [o["rps"] / t["rps"] for o, t in zip(ours.runs, openssl.runs, strict=True)]
+    for name, total in totals.items():
+        if total["errors"] or total["status"]:
+            print(
+                f"WARNING: {backend} {name}: {total['errors']} socket errors, "
+                f"{total['status']} non-2xx answers",
+                file=sys.stderr,
+            )
     return [
         {
             "backend": backend,
             "server": name,
-            "req/s": f"{r['rps']:.0f}",
-            "p50 ms": f"{r['p50_us'] / 1000:.2f}",
-            "p99 ms": f"{r['p99_us'] / 1000:.2f}",
-            "errors": str(r["errors"] + r["status"]),
-            "vs openssl": f"{r['rps'] / theirs['rps']:.2f}x",
+            "req/s": f"{total['rps']:.0f}",
+            "req/s per run": "{:.0f}-{:.0f}".format(*total["rps_range"]),
+            "p50 ms": f"{total['p50_us'] / 1000:.2f}",
+            "p99 ms": f"{total['p99_us'] / 1000:.2f}",
+            "errors": str(total["errors"] + total["status"]),
+            "vs openssl": f"{total['rps'] / totals['openssl']['rps']:.2f}x",
+            "per round": f"{min(ratios):.2f}-{max(ratios):.2f}x" if name == "ours" else "",
         }
-        for name, r in (("ours", ours), ("openssl", theirs))
+        for name, total in totals.items()
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of one run against each server"
+    )
+    parser.add_argument("--seconds", type=int, default=3, help="length of each run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--worker",
@@ -436,6 +615,8 @@ def main() -> None:
     )
     parser.add_argument("--postgres", metavar="URL", help="also on this PostgreSQL database")
     args = parser.parse_args()
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     rows: list[dict[str, str]] = []
@@ -448,6 +629,11 @@ def main() -> None:
             url = _common.sqlalchemy_url(args.postgres)
             rows += measure("postgresql", url, token, args)
     print(_common.table(rows, list(rows[0])))
+    print(
+        f"\n{args.rounds} rounds of {args.seconds} s per server, taking turns. req/s: all runs'"
+        " responses over their seconds; p50, p99: of all runs' latencies pooled; errors: socket"
+        " errors and non-2xx answers; per round: lowest and highest ours/openssl in one round."
+    )
 
 
 if __name__ == "__main__":

@@ -229,6 +229,16 @@ def sign_reservation(
     return builder.sign(token.private_key(issuer_key_label), hash_for(issuer_algorithm))
 
 
+class SignatureDiscarded(Conflict):
+    """A signature made for a reservation that was marked failed meanwhile: never stored."""
+
+    def __init__(self, serial: str) -> None:
+        super().__init__(
+            f"certificate {serial} was marked failed while the HSM signed it: the signature "
+            "is discarded and the serial is never used again. Issue it again."
+        )
+
+
 def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
     """Record a signed certificate on its reserved row (in the database at once).
 
@@ -237,10 +247,7 @@ def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
         shown, and the serial stays burnt.
     """
     if store_signed_many([(row, certificate)]):
-        raise Conflict(
-            f"certificate {row.serial} was marked failed while the HSM signed it: the signature "
-            "is discarded and the serial is never used again. Issue it again."
-        )
+        raise SignatureDiscarded(row.serial)
 
 
 def store_signed_many(signed: Sequence[tuple[Certificate, x509.Certificate]]) -> list[Certificate]:

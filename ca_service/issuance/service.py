@@ -35,6 +35,7 @@ from ca_service.authorities.service import (
 )
 from ca_service.authorities.signing import (
     Reservation,
+    SignatureDiscarded,
     normalise_serial,
     reserve_serials,
     sign_reservation,
@@ -846,13 +847,7 @@ def _issue_certificates(
         _release_unsigned(unsigned, failure, actor, results)
     for item in _store(signed):
         results[item.application.id] = Issued(
-            item.application.id,
-            None,
-            Conflict(
-                f"certificate {item.reserved.serial} was marked failed while the HSM signed "
-                "it: the signature is discarded and the serial is never used again. Issue it "
-                "again."
-            ),
+            item.application.id, None, SignatureDiscarded(item.reserved.serial)
         )
     stored = stored_before + [
         (item.application, item.reserved) for item in signed if item.application.id not in results

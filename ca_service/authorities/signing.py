@@ -97,30 +97,8 @@ def reserve_certificate(
     employer_id: int | None = None,
 ) -> Certificate:
     """Insert a PENDING certificate row with a new unique serial; never commits."""
-    return reserve_serial(
-        issuer_id=issuer.id,
-        kind=kind,
-        subject=subject,
-        not_before=not_before,
-        not_after=not_after,
-        key_label=key_label,
-        employer_id=employer_id,
-    )
-
-
-def reserve_serial(
-    *,
-    issuer_id: int,
-    kind: CertificateKind,
-    subject: x509.Name,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    key_label: str | None = None,
-    employer_id: int | None = None,
-) -> Certificate:
-    """``reserve_certificate`` for a caller that holds the issuer's id, not its object."""
     (row,) = reserve_serials(
-        issuer_id=issuer_id,
+        issuer_id=issuer.id,
         kind=kind,
         reservations=[Reservation(subject, not_before, not_after, key_label, employer_id)],
     )

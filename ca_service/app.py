@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from ca_service import config as config_module
 from ca_service import db as db_module
-from ca_service import hsm_access
+from ca_service import hsm_access, i18n
 from ca_service.errors import ConfigurationError
 from ca_service.paths import templates_dir
 
@@ -60,6 +60,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     db_module.init_app(app, settings.database_url)
     hsm_access.init_app(app, settings)
     csrf.init_app(app)
+    i18n.init_app(app)
 
     from ca_service import (
         api,

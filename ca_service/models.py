@@ -76,6 +76,13 @@ class Certificate(Base):
     revoked_at: Mapped[dt.datetime | None]
     revocation_reason: Mapped[str | None] = mapped_column(sa.String(32))
     invalidity_date: Mapped[dt.datetime | None]
+    # Lineage: the certificate this one renews (None for a first issuance).
+    renews_id: Mapped[int | None] = mapped_column(sa.ForeignKey("certificates.id"), index=True)
+    # When the expiry run next looks at this row (the next warning threshold, then notAfter to
+    # mark it expired); None once there is nothing left to do. Indexed: an idle run reads nothing.
+    next_notice_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    # When the expiry run recorded that notAfter passed.
+    expired_at: Mapped[dt.datetime | None]
 
     issuer: Mapped[Authority] = relationship(foreign_keys=[issuer_id])
 
@@ -86,6 +93,32 @@ class Certificate(Base):
         sa.CheckConstraint("not_before < not_after", name="validity_ordered"),
     )
 
+    def usable_at(self, now: dt.datetime) -> bool:
+        """Issued, not revoked and inside its validity at ``now``."""
+        return (
+            self.status is CertificateStatus.ISSUED
+            and self.revoked_at is None
+            and self.not_before <= now < self.not_after
+        )
+
     @property
     def serial_number(self) -> int:
         return int(self.serial, 16)
+
+
+class ExpiryNotice(Base):
+    """One expiry warning threshold (days before notAfter) sent for a certificate: at most once."""
+
+    __tablename__ = "expiry_notices"
+
+    id: Mapped[intpk]
+    certificate_id: Mapped[int] = mapped_column(sa.ForeignKey("certificates.id"))
+    threshold_days: Mapped[int]
+    created_at: Mapped[created_at]
+
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "certificate_id", "threshold_days", name="uq_expiry_notices_certificate_threshold"
+        ),
+        sa.CheckConstraint("threshold_days > 0", name="threshold_positive"),
+    )

@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca_service.db import Base, created_at, intpk
+from ca_service.db import Base, created_at, intpk, utcnow
 
 
 class Employer(Base):
@@ -26,7 +26,12 @@ class Employer(Base):
     mobile: Mapped[str] = mapped_column(sa.String(20))
     email: Mapped[str] = mapped_column(sa.String(254))
     mobile_confirmed_at: Mapped[dt.datetime | None]
+    # Language of the e-mails and SMS sent to the administrator (one of ca_service.i18n.LANGUAGES).
+    language: Mapped[str] = mapped_column(sa.String(8), default="en", server_default="en")
     created_at: Mapped[created_at]
+    # Changed on every edit of the record: a renewal is issued without review only when the
+    # record is unchanged since the approval it relies on.
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         sa.CheckConstraint("registration_number <> ''", name="registration_number_not_empty"),

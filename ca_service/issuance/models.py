@@ -78,11 +78,14 @@ class Application(Base):
     certificate_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("certificates.id"), unique=True
     )
+    # A renewal: the certificate it replaces (its documents are those of the approval that
+    # certificate came from). At most one open renewal per certificate (partial unique index).
+    renews_id: Mapped[int | None] = mapped_column(sa.ForeignKey("certificates.id"))
     created_at: Mapped[created_at]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     employer: Mapped[Employer] = relationship()
-    certificate: Mapped[Certificate | None] = relationship()
+    certificate: Mapped[Certificate | None] = relationship(foreign_keys=[certificate_id])
     documents: Mapped[list[Document]] = relationship(
         back_populates="application", order_by="Document.id"
     )
@@ -94,6 +97,13 @@ class Application(Base):
         ),
         sa.CheckConstraint(
             "status <> 'rejected' OR rejection_reason IS NOT NULL", name="rejected_has_reason"
+        ),
+        sa.Index(
+            "uq_applications_open_renewal",
+            "renews_id",
+            unique=True,
+            sqlite_where=sa.text("renews_id IS NOT NULL AND status <> 'rejected'"),
+            postgresql_where=sa.text("renews_id IS NOT NULL AND status <> 'rejected'"),
         ),
     )
 

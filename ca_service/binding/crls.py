@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 from flask import current_app
@@ -55,10 +55,11 @@ _ERROR_LENGTH = 500  # TaxCrl.last_error
 _CACHE_KEY = "tax_crl_cache"
 # Critical CRL extensions we act on; any other critical one makes the CRL unusable (RFC 5280).
 _UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.ISSUING_DISTRIBUTION_POINT})
+# No DSA: cryptography deprecates it (touching its types warns) and no tax CA signs CRLs with it;
+# a DSA-signed CRL is refused as unusable, like any other key type not listed here.
 _CRL_SIGNER_KEYS = (
     rsa.RSAPublicKey,
     ec.EllipticCurvePublicKey,
-    dsa.DSAPublicKey,
     ed25519.Ed25519PublicKey,
     ed448.Ed448PublicKey,
 )

@@ -182,6 +182,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("SMS_CODE_MINUTES", 10, "Lifetime of one-time SMS codes in minutes.", int),
     Setting(
+        "SMS_CODE_INTERVAL_SECONDS",
+        60,
+        "At most one code of a kind (sign-in, mobile confirmation, password reset) per mobile "
+        "number in this many seconds; a request inside it sends nothing and the code already "
+        "sent stays valid. 0: no cool-down. Counters live in RATELIMIT_STORAGE_URI.",
+        int,
+    ),
+    Setting(
+        "SMS_CODES_PER_NUMBER_HOUR",
+        5,
+        "At most this many codes of a kind per mobile number in any hour.",
+        int,
+    ),
+    Setting(
+        "SMS_CODES_PER_ADDRESS_HOUR",
+        20,
+        "At most this many code requests (every kind, every number) per client address in any "
+        "hour.",
+        int,
+    ),
+    Setting(
         "SMTP_URL",
         "",
         "Mail server, smtp://host:port (STARTTLS when offered) or smtps://host:port; empty "
@@ -374,8 +395,19 @@ def _validate(values: Mapping[str, Any]) -> None:
             f"{ENV_PREFIX}TAX_NUMBER_ATTRIBUTE must be organizationIdentifier, serialNumber or a "
             "dotted OID such as 2.5.4.97"
         )
+    _validate_code_limits(values)
     if values["CHALLENGE_SECONDS"] < 10:
         raise ConfigurationError(f"{ENV_PREFIX}CHALLENGE_SECONDS must be at least 10")
+
+
+def _validate_code_limits(values: Mapping[str, Any]) -> None:
+    if not 0 <= values["SMS_CODE_INTERVAL_SECONDS"] <= 3600:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}SMS_CODE_INTERVAL_SECONDS must be between 0 and 3600 (0: no cool-down)"
+        )
+    for name in ("SMS_CODES_PER_NUMBER_HOUR", "SMS_CODES_PER_ADDRESS_HOUR"):
+        if values[name] < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}{name} must be at least 1")
 
 
 def trusted_proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -25,6 +25,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 PG_ENV = "CA_TEST_DATABASE_URL"
+# Limits on sending SMS codes loose enough for tests that sign the same account (or many
+# employers sharing one test mobile number) in again and again; tests of the limits
+# themselves (tests/auth/test_code_limits.py) set the real ones.
+RELAXED_CODE_LIMITS: dict[str, Any] = {
+    "SMS_CODE_INTERVAL_SECONDS": 0,
+    "SMS_CODES_PER_NUMBER_HOUR": 100_000,
+    "SMS_CODES_PER_ADDRESS_HOUR": 100_000,
+}
 
 
 def pkcs11_loaded() -> set[str]:
@@ -131,6 +139,7 @@ def app_overrides(database_url: str, hsm_env: HsmEnv) -> dict[str, Any]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "PUBLIC_BASE_URL": "http://ca.test",
         "LOG_LEVEL": "WARNING",
+        **RELAXED_CODE_LIMITS,
     }
 
 

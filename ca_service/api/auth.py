@@ -19,6 +19,7 @@ import secrets
 
 import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
+from flask_babel import gettext as _
 
 from ca_service.api.http import InvalidToken, TotpRequired, bp, json_body, text_field
 from ca_service.api.serialise import timestamp
@@ -26,10 +27,12 @@ from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service as auth_service
 from ca_service.auth.access import ensure_role
+from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import ApiToken, Role, User
 from ca_service.auth.service import LoginMethod, LoginPolicy, LoginStage, actor_of
+from ca_service.auth.views import client_address, code_policy
 from ca_service.db import db, utcnow
-from ca_service.employers.service import CodePolicy, mobile_hint, send_sign_in_code
+from ca_service.employers.service import mobile_hint, send_sign_in_code
 from ca_service.errors import AuthenticationFailed, Forbidden
 
 
@@ -80,11 +83,25 @@ def _second_factor(user: User, stage: LoginStage | None, totp_code: str, sms_cod
         return LoginMethod.PASSWORD_TOTP
     if stage is LoginStage.SMS_CODE:
         if not sms_code:
-            codes = CodePolicy.from_settings(settings_of(current_app), _secret_key())
-            employer = send_sign_in_code(user, codes)
+            codes = code_policy()
+            employer, sent = send_sign_in_code(user, codes, client_address=client_address())
             # Early commit, on purpose: this call answers 401, whose boundary rolls back, yet
-            # the code just queued for the SMS must be there for the repeated call.
+            # the code just queued for the SMS must be there for the repeated call (and a
+            # suppressed send's audit event must stay).
             db.session.commit()
+            if not sent.allowed:
+                raise SmsCodeRequired(
+                    str(
+                        _(
+                            "No new code was sent: too many codes were asked for in a short "
+                            "time. Repeat this call with the code sent earlier to the mobile "
+                            "number ending in %(ending)s in 'sms_code' (it still works); a new "
+                            "code can be asked for in %(wait)s.",
+                            ending=mobile_hint(employer.mobile),
+                            wait=wait_text(sent.retry_after),
+                        )
+                    )
+                )
             minutes = int(codes.lifetime.total_seconds() // 60)
             raise SmsCodeRequired(
                 "A six-digit code was sent by SMS to the reserved mobile number ending in "

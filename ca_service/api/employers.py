@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, make_response
+from flask_babel import gettext as _
 
 from ca_service.api.auth import password_user
 from ca_service.api.http import bp, json_body, text_field
 from ca_service.api.serialise import employer_json
 from ca_service.app import settings_of
 from ca_service.auth.access import ensure_role
+from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import Role, User
+from ca_service.auth.views import client_address, code_policy
 from ca_service.employers.models import Employer
 from ca_service.employers.service import (
     Registration,
@@ -18,7 +21,6 @@ from ca_service.employers.service import (
     register_employer,
     send_mobile_code,
 )
-from ca_service.employers.views import code_policy
 from ca_service.errors import Conflict
 
 _REGISTRATION_FIELDS = (
@@ -44,16 +46,27 @@ def register() -> Response:
         password=text_field(data, "password"),
         legal_representative_id=text_field(data, "legal_representative_id", required=False),
     )
-    employer, user = register_employer(
+    employer, user, sent = register_employer(
         registration,
         scheme=str(settings_of(current_app)["REGISTRATION_NUMBER_SCHEME"]),
         codes=code_policy(),
+        client_address=client_address(),
     )
-    body = {
+    body: dict[str, object] = {
         "employer": employer_json(employer),
         "username": user.username,
+        "code_sent": sent.allowed,
         "next": "confirm the SMS code at POST /api/v1/employers/confirm-mobile",
     }
+    if not sent.allowed:
+        body["retry_after_seconds"] = sent.retry_after
+        body["next"] = str(
+            _(
+                "No code was sent yet: too many codes were asked for this mobile number in a "
+                "short time. Ask for one at POST /api/v1/employers/resend-code in %(wait)s.",
+                wait=wait_text(sent.retry_after),
+            )
+        )
     return make_response(body, 201)
 
 
@@ -83,5 +96,17 @@ def resend_mobile_code() -> tuple[Response, int]:
     data = json_body(("username", "password"))
     user = password_user(text_field(data, "username"), text_field(data, "password"))
     employer = _unconfirmed_employer(user)
-    send_mobile_code(user, employer, code_policy())
-    return jsonify(message="A new code is on its way. Earlier codes no longer work."), 202
+    sent = send_mobile_code(user, employer, code_policy(), client_address=client_address())
+    if sent.allowed:
+        return jsonify(
+            message="A new code is on its way. Earlier codes no longer work.", code_sent=True
+        ), 202
+    # The same 202 as a send (the request was fine), saying nothing was sent and until when.
+    message = _(
+        "No new code was sent: too many codes were asked for in a short time. The code sent "
+        "earlier still works; you can ask for a new one in %(wait)s.",
+        wait=wait_text(sent.retry_after),
+    )
+    response = jsonify(message=str(message), code_sent=False, retry_after_seconds=sent.retry_after)
+    response.headers["Retry-After"] = str(sent.retry_after)
+    return response, 202

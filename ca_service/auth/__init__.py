@@ -29,9 +29,10 @@ def _load_user(session_id: str) -> User | None:
 
 
 def init_app(app: Flask) -> None:
-    """Register the ``auth`` blueprint, Flask-Login and the sign-in rate limits."""
+    """Register the ``auth`` blueprint, Flask-Login, the sign-in rate limits and the limits on
+    sending SMS codes."""
     from ca_service.app import settings_of
-    from ca_service.auth import certificate_views, ratelimit  # noqa: F401  (routes)
+    from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
     from ca_service.auth.views import bp
 
     manager = LoginManager()
@@ -44,3 +45,4 @@ def init_app(app: Flask) -> None:
     manager.init_app(app)
     app.register_blueprint(bp)
     ratelimit.init_app(app, str(settings_of(app)["LOGIN_RATE_LIMIT"]))
+    code_limits.init_app(app, app.extensions["auth_limiter"])

@@ -23,12 +23,14 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
+from ca_service.auth.code_limits import Allowance, code_throttle, wait_text
 from ca_service.auth.forms import (
     CancelForm,
     ChangePasswordForm,
@@ -157,7 +159,11 @@ def advance_login(user: User) -> Response:
         method = LoginMethod.PASSWORD_SMS if mobile_proven else LoginMethod.PASSWORD
         return _sign_in(user, method)
     if stage is LoginStage.SMS_CODE:
-        employers_service.send_sign_in_code(user, _code_policy())
+        _employer, sent = employers_service.send_sign_in_code(
+            user, _code_policy(), client_address=client_address()
+        )
+        if not sent.allowed:
+            flash(code_withheld(sent), "error")
     session[PENDING_USER] = (user.id, user.session_version)
     session[PENDING_STAGE] = stage.value
     session[PENDING_SINCE] = time.time()
@@ -273,7 +279,31 @@ def totp_code() -> Page:
 
 
 def _code_policy() -> CodePolicy:
-    return CodePolicy.from_settings(settings_of(current_app), _secret_key())
+    return code_policy()
+
+
+def code_policy() -> CodePolicy:
+    """The app's code settings and limits."""
+    return CodePolicy.from_settings(
+        settings_of(current_app), _secret_key(), code_throttle(current_app)
+    )
+
+
+def client_address() -> str | None:
+    """The address the limits on codes count against (the one the sign-in limiter uses)."""
+    # Behind a reverse proxy this is the proxy's unless the app is wrapped in ProxyFix.
+    return request.remote_addr
+
+
+def code_withheld(allowance: Allowance) -> str:
+    """What to say when the limits on codes kept a new one from being sent."""
+    return str(
+        _(
+            "No new code was sent: too many codes were asked for in a short time. The code "
+            "sent earlier still works; you can ask for a new one in %(wait)s.",
+            wait=wait_text(allowance.retry_after),
+        )
+    )
 
 
 @bp.route("/confirm-mobile", methods=["GET", "POST"])
@@ -306,8 +336,13 @@ def resend_mobile_code() -> Response:
     if user is None:
         return redirect(url_for("auth.login"))
     if CancelForm().validate_on_submit():
-        employers_service.send_mobile_code(user, employer_of(user), _code_policy())
-        flash("A new code is on its way. Earlier codes no longer work.", "success")
+        sent = employers_service.send_mobile_code(
+            user, employer_of(user), _code_policy(), client_address=client_address()
+        )
+        if sent.allowed:
+            flash("A new code is on its way. Earlier codes no longer work.", "success")
+        else:
+            flash(code_withheld(sent), "error")
     return redirect(url_for("auth.confirm_mobile"))
 
 
@@ -354,10 +389,15 @@ def resend_sms_code() -> Page:
             service.refuse_if_locked(user)
         except AccountLocked as exc:
             return _locked_out(exc)
-        employers_service.send_sign_in_code(user, _code_policy())
+        _employer, sent = employers_service.send_sign_in_code(
+            user, _code_policy(), client_address=client_address()
+        )
         # The stage's clock restarts: waiting for an SMS is progress, not abandonment.
         session[PENDING_SINCE] = time.time()
-        flash("A new code is on its way. Earlier codes no longer work.", "success")
+        if sent.allowed:
+            flash("A new code is on its way. Earlier codes no longer work.", "success")
+        else:
+            flash(code_withheld(sent), "error")
     return redirect(url_for("auth.sms_code"))
 
 
@@ -374,9 +414,22 @@ def reset_request() -> Page:
     form = ResetRequestForm()
     if form.validate_on_submit():
         username = (form.username.data or "").strip()
-        employers_service.request_password_reset(username, _code_policy())
+        asked = employers_service.request_password_reset(
+            username, _code_policy(), client_address=client_address()
+        )
         session[RESET_USERNAME] = username
-        flash(_RESET_SENT, "success")
+        if asked.allowed:
+            flash(_RESET_SENT, "success")
+        else:
+            # As unrevealing as _RESET_SENT: the count is the username's, account or not.
+            message = _(
+                "No new code was sent: too many codes were asked for this username in a short "
+                "time. If this is an employer administrator's account with a confirmed mobile "
+                "number, the code sent earlier still works: enter it below with your new "
+                "password. You can ask for a new code in %(wait)s.",
+                wait=wait_text(asked.retry_after),
+            )
+            flash(str(message), "error")
         return redirect(url_for("auth.reset_confirm"))
     return render_template("auth/reset.html", form=form), 400 if form.errors else 200
 

@@ -10,6 +10,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ca_service.audit.service import record_event
+from ca_service.auth.code_limits import (
+    ALLOWED,
+    Allowance,
+    CodeThrottle,
+    account_destination,
+    mobile_destination,
+)
 from ca_service.auth.codes import check_code, issue_code
 from ca_service.auth.models import CodePurpose, Role, User
 from ca_service.auth.service import (
@@ -46,16 +53,20 @@ class Registration:
 
 @dataclass(frozen=True)
 class CodePolicy:
-    """SMS-code settings, passed in from configuration."""
+    """SMS-code settings, passed in from configuration, and the limits on sending codes."""
 
     secret_key: str
     lifetime: dt.timedelta
+    throttle: CodeThrottle
 
     @classmethod
-    def from_settings(cls, settings: Settings, secret_key: str) -> CodePolicy:
+    def from_settings(
+        cls, settings: Settings, secret_key: str, throttle: CodeThrottle
+    ) -> CodePolicy:
         return cls(
             secret_key=secret_key,
             lifetime=dt.timedelta(minutes=int(settings["SMS_CODE_MINUTES"])),
+            throttle=throttle,
         )
 
 
@@ -71,10 +82,11 @@ def normalise_mobile(value: str) -> str:
 
 
 def register_employer(
-    data: Registration, *, scheme: str, codes: CodePolicy
-) -> tuple[Employer, User]:
+    data: Registration, *, scheme: str, codes: CodePolicy, client_address: str | None
+) -> tuple[Employer, User, Allowance]:
     """Create the employer and its administrator (username = registration number), and send an
-    SMS code to confirm the mobile number; flushes.
+    SMS code to confirm the mobile number unless the limits on codes refuse it (the third
+    value says which); flushes.
 
     :raises ValidationError: for each malformed field, with what is wrong.
     :raises Conflict: when the registration number is already registered.
@@ -130,8 +142,8 @@ def register_employer(
         number,
         {"legal_name": legal_name, "administrator": admin_name},
     )
-    send_mobile_code(user, employer, codes)
-    return employer, user
+    sent = send_mobile_code(user, employer, codes, client_address=client_address)
+    return employer, user, sent
 
 
 def employer_of(user: User) -> Employer:
@@ -153,9 +165,47 @@ _CODE_TEXTS = {
 }
 
 
-def _send_code(user: User, employer: Employer, purpose: CodePurpose, codes: CodePolicy) -> None:
-    """A fresh code of ``purpose`` by SMS to the reserved mobile number; earlier ones of the
-    purpose stop working."""
+def _send_code(
+    user: User,
+    employer: Employer,
+    purpose: CodePurpose,
+    codes: CodePolicy,
+    *,
+    client_address: str | None,
+) -> Allowance:
+    """A fresh code of ``purpose`` by SMS to the reserved mobile number (earlier ones of the
+    purpose stop working), if the limits on codes allow it; otherwise nothing is sent, the code
+    already sent stays valid, and the suppressed send is audited."""
+    allowance = codes.throttle.acquire(
+        kind=purpose.value,
+        destination=mobile_destination(employer.mobile),
+        client_address=client_address,
+    )
+    if not allowance.allowed:
+        _audit_suppressed(user, employer, purpose, allowance)
+        return allowance
+    _enqueue_code(user, employer, purpose, codes)
+    return allowance
+
+
+def _audit_suppressed(
+    user: User, employer: Employer, purpose: CodePurpose, allowance: Allowance
+) -> None:
+    record_event(
+        actor_of(user),
+        "auth.code_suppressed",
+        user.username,
+        {
+            "purpose": purpose.value,
+            # Masked as on the pages: the audit log holds no mobile number in clear.
+            "mobile_ending": mobile_hint(employer.mobile),
+            "limit": allowance.refused_by,
+            "retry_after_seconds": allowance.retry_after,
+        },
+    )
+
+
+def _enqueue_code(user: User, employer: Employer, purpose: CodePurpose, codes: CodePolicy) -> None:
     code, code_id = issue_code(
         user=user, purpose=purpose, secret_key=codes.secret_key, lifetime=codes.lifetime
     )
@@ -173,34 +223,59 @@ def _send_code(user: User, employer: Employer, purpose: CodePurpose, codes: Code
     )
 
 
-def send_mobile_code(user: User, employer: Employer, codes: CodePolicy) -> None:
-    """A fresh confirmation code by SMS to the reserved mobile number."""
-    _send_code(user, employer, CodePurpose.CONFIRM_MOBILE, codes)
+def send_mobile_code(
+    user: User, employer: Employer, codes: CodePolicy, *, client_address: str | None
+) -> Allowance:
+    """A fresh confirmation code by SMS to the reserved mobile number, unless the limits on
+    codes refuse it (the answer says so, and for how long)."""
+    return _send_code(
+        user, employer, CodePurpose.CONFIRM_MOBILE, codes, client_address=client_address
+    )
 
 
-def send_sign_in_code(user: User, codes: CodePolicy) -> Employer:
+def send_sign_in_code(
+    user: User, codes: CodePolicy, *, client_address: str | None
+) -> tuple[Employer, Allowance]:
     """A fresh sign-in code by SMS to the administrator's reserved mobile number (the second
-    factor after the password); returns the employer, whose number the caller may hint at.
+    factor after the password), unless the limits on codes refuse it; returns the employer,
+    whose number the caller may hint at, and whether a code went out.
 
     :raises NotFound: when the account belongs to no employer.
     """
     employer = employer_of(user)
-    _send_code(user, employer, CodePurpose.LOGIN, codes)
-    return employer
+    sent = _send_code(user, employer, CodePurpose.LOGIN, codes, client_address=client_address)
+    return employer, sent
 
 
-def request_password_reset(username: str, codes: CodePolicy) -> None:
+def request_password_reset(
+    username: str, codes: CodePolicy, *, client_address: str | None
+) -> Allowance:
     """Send a password reset code when ``username`` is an employer administrator with a
     confirmed mobile number; otherwise do nothing.
 
-    The caller answers the same either way, so nobody learns which accounts exist.
+    The caller answers the same either way, so nobody learns which accounts exist: the
+    request is counted against the username typed (and the client address) whether or not
+    the account exists, and the answer (allowed, or refused for so long) comes from that
+    count alone. The count per mobile number, which keeps the phone from being flooded
+    through several accounts, refuses silently.
     """
+    asked = codes.throttle.acquire(
+        kind=CodePurpose.PASSWORD_RESET.value,
+        destination=account_destination(username),
+        client_address=client_address,
+    )
     account = password_reset_account(username)
     if account is None:
-        return
+        return asked
     user, employer = account
-    _send_code(user, employer, CodePurpose.PASSWORD_RESET, codes)
-    record_event(actor_of(user), "auth.password_reset_requested", user.username, {})
+    if not asked.allowed:
+        _audit_suppressed(user, employer, CodePurpose.PASSWORD_RESET, asked)
+        return asked
+    # The address was counted above; this is the number's own count.
+    sent = _send_code(user, employer, CodePurpose.PASSWORD_RESET, codes, client_address=None)
+    if sent.allowed:
+        record_event(actor_of(user), "auth.password_reset_requested", user.username, {})
+    return ALLOWED
 
 
 def mobile_hint(mobile: str) -> str:

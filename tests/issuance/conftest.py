@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from flask.testing import FlaskClient
 
+from ca_service.auth.code_limits import CodeThrottle
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import add_trust_anchor
 from ca_service.db import db, utcnow
@@ -96,7 +97,7 @@ def make_employer(app: Flask) -> MakeEmployer:
         legal_name = legal_name or f"Test Employer {secrets.token_hex(3)} Co., Ltd."
         password = secrets.token_urlsafe(16)
         with app.app_context():
-            employer, user = register_employer(
+            employer, user, _sent = register_employer(
                 Registration(
                     registration_number=number,
                     legal_name=legal_name,
@@ -106,7 +107,12 @@ def make_employer(app: Flask) -> MakeEmployer:
                     password=password,
                 ),
                 scheme="stdnum.cn.uscc",
-                codes=CodePolicy(secret_key="k" * 32, lifetime=dt.timedelta(minutes=10)),
+                codes=CodePolicy(
+                    secret_key="k" * 32,
+                    lifetime=dt.timedelta(minutes=10),
+                    throttle=CodeThrottle.unlimited(),
+                ),
+                client_address=None,
             )
             employer.mobile_confirmed_at = utcnow()
             db.session.commit()

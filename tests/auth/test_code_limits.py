@@ -143,7 +143,9 @@ def test_thirty_reset_requests_send_one_code_then_five_an_hour(
     ]
     assert sms_count(limited_app, CodePurpose.PASSWORD_RESET) == 1
     assert "a six-digit code is on its way" in pages[0]
-    assert all(WITHHELD in page and "new code in 60 seconds" in str(flashes(page)) for page in pages[1:])
+    for page in pages[1:]:
+        assert WITHHELD in page
+        assert "new code in 60 seconds" in str(flashes(page))
     # The code sent first still works after 29 suppressed requests.
     code = sms_code_for(limited_app, account.user_id, CodePurpose.PASSWORD_RESET)
     client = fresh_client(limited_app)

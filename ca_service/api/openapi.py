@@ -185,7 +185,25 @@ SCHEMAS: JSON = {
         "properties": {
             "employer": _ref("Employer"),
             "username": {"type": "string"},
+            "code_sent": {
+                "type": "boolean",
+                "description": "false: the limits on SMS codes held the confirmation code back; "
+                "ask for one at /employers/resend-code after retry_after_seconds.",
+            },
+            "retry_after_seconds": {"type": "integer"},
             "next": {"type": "string"},
+        },
+    },
+    "CodeResent": {
+        "type": "object",
+        "properties": {
+            "message": {"type": "string"},
+            "code_sent": {"type": "boolean"},
+            "retry_after_seconds": {
+                "type": "integer",
+                "description": "When code_sent is false: seconds until a new code can be asked "
+                "for (also in Retry-After); the code sent earlier still works.",
+            },
         },
     },
     "MobileConfirmation": {
@@ -578,7 +596,10 @@ def _paths() -> JSON:
                     "mobile number and answers 401 with error code `sms_code_required` (the "
                     "message gives the number's last digits). Repeat the call with the same "
                     "username and password and the code in `sms_code`; each call without it sends "
-                    "a new code and the earlier one stops working. A wrong code answers 401 and "
+                    "a new code and the earlier one stops working, unless the limits on SMS codes "
+                    "hold it back (one per number per CA_SMS_CODE_INTERVAL_SECONDS, a few an "
+                    "hour): then the message says so and when to ask again, and the earlier code "
+                    "still works. A wrong code answers 401 and "
                     "counts as a failed sign-in (too many lock the account: 423). Each sign-in is "
                     "audited and announced to the employer by e-mail and SMS.\n\n"
                     "Agency staff send the current authenticator code in `totp_code` (without it: "
@@ -728,7 +749,13 @@ def _paths() -> JSON:
                 "resend_mobile_code",
                 "Send a new SMS confirmation code (password-authenticated)",
                 "registration",
-                {"202": _json(_ref("Message"), "A new code is queued for delivery.")},
+                {
+                    "202": _json(
+                        _ref("CodeResent"),
+                        "A new code is queued for delivery, or (code_sent false) the limits "
+                        "on SMS codes held it back.",
+                    )
+                },
                 errors=(400, 401, 403, 404, 409, 415, 423, 429),
                 public=True,
                 body=_body(_ref("Credentials")),

@@ -287,8 +287,9 @@ def test_the_migration_blocks_keys_revoked_before_it(tmp_path: Path, backend: st
 
 def _backfill_check(url: str) -> None:
     upgrade_database(url, "0007")
-    compromised, superseded = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-        ec.SECP256R1()
+    compromised, superseded = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
     )
     engine = sa.create_engine(url)
     now = utcnow()

@@ -69,6 +69,7 @@ from ca_service.revocation.blocked_keys import (
     KeyBlocked,
     blocked_among,
     blocked_message,
+    is_key_blocked,
     refuse_blocked_key,
     spki_sha256,
 )
@@ -474,6 +475,11 @@ def approval_blockers(application: Application, today: dt.date | None = None) ->
             blockers.append(f"“{d.doc_type.label}” expired on {d.valid_until:%Y-%m-%d}")
     if application.key_source is KeySource.CSR and application.csr_der is None:
         blockers.append("there is no certificate request")
+    # Blocked after the request was attached: the officer sees it before approving.
+    if application.public_key_sha256 is not None and is_key_blocked(
+        db.session(), application.public_key_sha256
+    ):
+        blockers.append(blocked_message())
     return blockers
 
 

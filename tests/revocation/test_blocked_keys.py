@@ -336,3 +336,29 @@ def _backfill_check(url: str) -> None:
     assert [tuple(row) for row in rows] == [
         (spki_sha256(compromised.public_key()), "a1", "keyCompromise")
     ]
+
+
+def test_a_key_blocked_after_its_request_was_attached_blocks_the_approval(
+    app: Flask,
+    agency_certificate: IssueFor,  # noqa: F811
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = agency_certificate(key)
+    with app.app_context():
+        application = Application(
+            employer_id=issued.account.employer_id,
+            status=ApplicationStatus.SUBMITTED,
+            key_source=KeySource.CSR,
+            csr_der=x509.load_pem_x509_csr(csr_for(key)).public_bytes(Encoding.DER),
+            public_key_sha256=spki_sha256(key.public_key()),
+            created_by_id=issued.account.user_id,
+        )
+        db.session.add(application)
+        db.session.commit()
+        application_id = application.id
+        assert not any(BLOCKED in b for b in service.approval_blockers(application))
+    revoke(app, issued, "keyCompromise")
+    with app.app_context():
+        application = db.session.get(Application, application_id)
+        assert application is not None
+        assert any(BLOCKED in b for b in service.approval_blockers(application))

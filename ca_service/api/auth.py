@@ -7,8 +7,9 @@ Only the SHA-256 of a token is stored. The session cookie never authenticates an
 exempt from CSRF: a forged cross-site request carries no bearer token.
 
 What ends a token: its expiry (``API_TOKEN_HOURS``), ``DELETE /api/v1/auth/token``, the
-account being disabled (checked on every call), and a password change or reset (the auth
-service revokes the account's tokens, as it ends its web sessions).
+account being disabled (checked on every call), a password change or reset (the auth
+service revokes the account's tokens, as it ends its web sessions), and for a token obtained
+by certificate login, that certificate's revocation or expiry (read with the token).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service as auth_service
 from ca_service.auth.access import ensure_role
+from ca_service.auth.certificate_login import CertificateLogin, certificate_ended_message
 from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import ApiToken, Role, User
 from ca_service.auth.service import LoginMethod, LoginPolicy, LoginStage, actor_of
@@ -34,6 +36,7 @@ from ca_service.auth.views import client_address, code_policy
 from ca_service.db import db, utcnow
 from ca_service.employers.service import mobile_hint, send_sign_in_code
 from ca_service.errors import AuthenticationFailed, Forbidden
+from ca_service.models import Certificate
 
 
 class SmsCodeRequired(AuthenticationFailed):
@@ -131,11 +134,28 @@ def _presented_token() -> str:
 
 
 def _token_row(token: str) -> ApiToken:
-    row = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
-    if row is None or row.revoked_at is not None:
+    # The certificate a token came from is read in the same query (one primary-key join).
+    found = db.session.execute(
+        sa.select(ApiToken, Certificate.revoked_at, Certificate.not_after)
+        .outerjoin(Certificate, Certificate.id == ApiToken.certificate_id)
+        .where(ApiToken.token_hash == token_digest(token))
+    ).one_or_none()
+    if found is None or found[0].revoked_at is not None:
         raise InvalidToken("This token is unknown or was revoked; request a new one.")
-    if row.expires_at <= utcnow():
+    row, certificate_revoked_at, certificate_not_after = found
+    now = utcnow()
+    if row.expires_at <= now:
         raise InvalidToken("This token has expired; request a new one.")
+    if row.certificate_id is not None or row.certificate_not_after is not None:
+        not_after = min(
+            (d for d in (row.certificate_not_after, certificate_not_after) if d is not None),
+            default=None,
+        )
+        ended = certificate_ended_message(
+            revoked_at=certificate_revoked_at, not_after=not_after, now=now
+        )
+        if ended is not None:
+            raise InvalidToken(ended)
     return row
 
 
@@ -184,9 +204,10 @@ def create_token() -> Response:
     return issue_token(user, method=method)
 
 
-def issue_token(user: User, *, method: str) -> Response:
+def issue_token(user: User, *, method: str, login: CertificateLogin | None = None) -> Response:
     """Every factor passed (``method`` says which): record the sign-in and answer 201 with a
-    new bearer token, of which only the hash is stored."""
+    new bearer token, of which only the hash is stored. A token of a certificate ``login``
+    ends when that certificate is revoked or expires."""
     auth_service.complete_login(user, method)
     token = secrets.token_urlsafe(32)
     hours = int(settings_of(current_app)["API_TOKEN_HOURS"])
@@ -194,6 +215,8 @@ def issue_token(user: User, *, method: str) -> Response:
         user_id=user.id,
         token_hash=token_digest(token),
         expires_at=utcnow() + dt.timedelta(hours=hours),
+        certificate_id=login.certificate_id if login is not None else None,
+        certificate_not_after=login.not_after if login is not None else None,
     )
     db.session.add(row)
     db.session.flush()
@@ -201,7 +224,11 @@ def issue_token(user: User, *, method: str) -> Response:
         actor_of(user),
         "api.token_created",
         user.username,
-        {"api_credential_id": row.id, "expires_at": row.expires_at},
+        {
+            "api_credential_id": row.id,
+            "expires_at": row.expires_at,
+            "certificate_id": row.certificate_id,
+        },
     )
     body = {
         "token": token,

@@ -86,7 +86,7 @@ def certificate_login() -> Response:
             {"signed_in": "browser", "username": login.user.username, "method": login.method},
             200,
         )
-    return issue_token(login.user, method=login.method)
+    return issue_token(login.user, method=login.method, login=login)
 
 
 @bp.post("/auth/tls-token")
@@ -99,7 +99,7 @@ def tls_token() -> Response:
             "with your certificate and key, or use POST /api/v1/auth/challenges."
         )
     login = login_with_certificate(chain, settings=settings, now=utcnow())
-    return issue_token(login.user, method=login.method)
+    return issue_token(login.user, method=login.method, login=login)
 
 
 def binding_json(binding: CertificateBinding) -> JSON:

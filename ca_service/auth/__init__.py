@@ -33,7 +33,7 @@ def init_app(app: Flask) -> None:
     sending SMS codes."""
     from ca_service.app import settings_of
     from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
-    from ca_service.auth.views import bp
+    from ca_service.auth.views import bp, end_certificate_sessions
 
     manager = LoginManager()
     manager.login_view = "auth.login"
@@ -44,5 +44,6 @@ def init_app(app: Flask) -> None:
     manager.user_loader(_load_user)
     manager.init_app(app)
     app.register_blueprint(bp)
+    app.before_request(end_certificate_sessions)
     ratelimit.init_app(app, str(settings_of(app)["LOGIN_RATE_LIMIT"]))
     code_limits.init_app(app, app.extensions["auth_limiter"])

@@ -11,7 +11,9 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from cryptography import x509
+from flask_babel import gettext as _
 
 from ca_service.audit.service import record_event
 from ca_service.auth.challenges import claim_challenge, signed_message, verify_possession
@@ -26,10 +28,13 @@ from ca_service.auth.verification import (
 )
 from ca_service.config import Settings
 from ca_service.db import db
+from ca_service.models import Certificate
 
 __all__ = [
     "CertificateLogin",
     "answer_challenge",
+    "certificate_ended_message",
+    "certificate_session_end",
     "login_with_certificate",
     "record_refusal",
 ]
@@ -42,6 +47,16 @@ class CertificateLogin:
     binding_id: int | None
     method: str  # "certificate:tls" or "certificate:challenge"
     challenge: LoginChallenge | None = None
+
+    @property
+    def certificate_id(self) -> int | None:
+        """Ours: the certificate's row, whose revocation ends the tokens and sessions it gave."""
+        return self.verified.certificate_id
+
+    @property
+    def not_after(self) -> dt.datetime:
+        """The certificate's notAfter: tokens and sessions it gave end then at the latest."""
+        return self.verified.certificate.not_valid_after_utc
 
 
 def record_refusal(exc: CertificateRefused, chain: Sequence[x509.Certificate], method: str) -> None:
@@ -131,6 +146,51 @@ def answer_challenge(
         raise
     challenge.result_user_id = login.user.id
     challenge.result_method = method
+    challenge.result_certificate_id = login.certificate_id
+    challenge.result_certificate_not_after = login.not_after
     db.session.flush()
     _audit_login(login)
     return dataclasses.replace(login, challenge=challenge)
+
+
+def certificate_ended_message(
+    *, revoked_at: dt.datetime | None, not_after: dt.datetime | None, now: dt.datetime
+) -> str | None:
+    """Why a token or session obtained by certificate login has ended: its certificate was
+    revoked or is past notAfter; None while the certificate is usable."""
+    if revoked_at is not None:
+        return str(
+            _(
+                "The certificate you signed in with was revoked on %(date)s UTC, which ended "
+                "this sign-in. Sign in again with a valid certificate or your password.",
+                date=f"{revoked_at:%Y-%m-%d %H:%M}",
+            )
+        )
+    if not_after is not None and not_after <= now:
+        return str(
+            _(
+                "The certificate you signed in with expired on %(date)s UTC, which ended this "
+                "sign-in. Sign in again with a valid certificate or your password.",
+                date=f"{not_after:%Y-%m-%d %H:%M}",
+            )
+        )
+    return None
+
+
+def certificate_session_end(
+    certificate_id: int | None, not_after: dt.datetime | None, now: dt.datetime
+) -> str | None:
+    """``certificate_ended_message`` for a certificate known by its row (one primary-key
+    lookup) and/or its notAfter."""
+    revoked_at = None
+    if certificate_id is not None:
+        row = db.session.execute(
+            sa.select(Certificate.revoked_at, Certificate.not_after).where(
+                Certificate.id == certificate_id
+            )
+        ).one_or_none()
+        if row is None:
+            return str(_("The certificate you signed in with is no longer known; sign in again."))
+        revoked_at = row.revoked_at
+        not_after = min(not_after, row.not_after) if not_after is not None else row.not_after
+    return certificate_ended_message(revoked_at=revoked_at, not_after=not_after, now=now)

@@ -108,7 +108,12 @@ def certificate_login() -> Response | tuple[str, int]:
         user = _pick_up(live[0])
         if user is not None:
             session.pop(CHALLENGE, None)
-            return views._sign_in(user, method=str(live[0].result_method))
+            return views._sign_in(
+                user,
+                method=str(live[0].result_method),
+                certificate_id=live[0].result_certificate_id,
+                certificate_not_after=live[0].result_certificate_not_after,
+            )
     return _page()
 
 
@@ -133,4 +138,9 @@ def certificate_tls() -> Response | tuple[str, int]:
         flash(exc.message, "error")
         return _page(exc.status_code)
     session.pop(CHALLENGE, None)
-    return views._sign_in(login.user, method=login.method)
+    return views._sign_in(
+        login.user,
+        method=login.method,
+        certificate_id=login.certificate_id,
+        certificate_not_after=login.not_after,
+    )

@@ -99,6 +99,10 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
     created_at: Mapped[created_at]
+    # A token obtained by certificate login ends with that certificate: ours by its row (its
+    # revocation, read with the token in one join), any (a tax certificate too) by its notAfter.
+    certificate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("certificates.id"))
+    certificate_not_after: Mapped[dt.datetime | None]
 
 
 class ChallengePurpose(enum.StrEnum):
@@ -130,5 +134,9 @@ class LoginChallenge(Base):
     # Whom the signature signed in (picked up once by the browser that started it).
     result_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     result_method: Mapped[str | None] = mapped_column(sa.String(32))
+    # The certificate that answered it (ours: its row; any: its notAfter): the session the
+    # answer signs in ends with that certificate.
+    result_certificate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("certificates.id"))
+    result_certificate_not_after: Mapped[dt.datetime | None]
     picked_up_at: Mapped[dt.datetime | None]
     created_at: Mapped[created_at]

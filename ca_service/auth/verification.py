@@ -120,6 +120,8 @@ class VerifiedCertificate:
     employer_id: int | None = None
     administrator: User | None = dataclasses.field(default=None, repr=False, compare=False)
     binding_id: int | None = None
+    # Ours: the certificate's row (tokens and sessions it gives end with it).
+    certificate_id: int | None = None
 
     @property
     def subject(self) -> str:
@@ -419,9 +421,11 @@ def verify_certificate(
         if source is Source.AGENCY
         else str(settings["TAX_NUMBER_ATTRIBUTE"]),
     )
-    employer_id = binding_id = None
+    employer_id = binding_id = certificate_id = None
     if source is Source.AGENCY:
-        employer_id, administrator = _check_agency_revocation(fingerprint, number or "")
+        certificate_id, employer_id, administrator = _check_agency_revocation(
+            fingerprint, number or ""
+        )
     else:
         administrator, binding_id = _check_tax_revocation(
             known, context, fingerprint, number or "", settings=settings, now=now
@@ -436,6 +440,7 @@ def verify_certificate(
         employer_id=employer_id,
         administrator=administrator,
         binding_id=binding_id,
+        certificate_id=certificate_id,
     )
 
 
@@ -661,6 +666,7 @@ _ACCOUNT_COLUMNS = (
 # (an employer whose number is still the one in the certificate).
 _LEAF_STATUS = _OneRowQuery(
     sa.select(
+        _CERTIFICATES.c.id.label("certificate_id"),
         _CERTIFICATES.c.employer_id,
         _CERTIFICATES.c.revoked_at,
         _CERTIFICATES.c.revocation_reason,
@@ -716,10 +722,11 @@ def _administrator(session: Session, row: dict[str, Any], employer_id: int) -> U
     return user
 
 
-def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int | None, User | None]:
+def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int, int | None, User | None]:
     """Our certificate's status straight from the database (the state OCSP and CRLs are made
     from), so a revocation takes effect on the very next login; and the account it maps to.
-    (Our CA certificates: a revoked one builds no path, see ``_build_context``.)"""
+    (Our CA certificates: a revoked one builds no path, see ``_build_context``.) Returns the
+    certificate's row id, its employer and that employer's administrator."""
     session = db.session()
     row = _LEAF_STATUS.row(session, {"fingerprint": fingerprint, "number": number})
     if row is None:
@@ -733,10 +740,11 @@ def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int | None,
             Refusal.REVOKED,
             _revoked_message("certificate", row["revoked_at"], row["revocation_reason"]),
         )
+    certificate_id = int(row["certificate_id"])
     if row["employer_id"] is None:
-        return None, None
+        return certificate_id, None, None
     employer_id = int(row["employer_id"])
-    return employer_id, _administrator(session, row, employer_id)
+    return certificate_id, employer_id, _administrator(session, row, employer_id)
 
 
 def _crl_urls(certificate: x509.Certificate) -> list[str]:

@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response
 from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
+from ca_service.auth.certificate_login import certificate_session_end
 from ca_service.auth.code_limits import Allowance, code_throttle, wait_text
 from ca_service.auth.forms import (
     CancelForm,
@@ -42,7 +43,7 @@ from ca_service.auth.forms import (
 )
 from ca_service.auth.models import User
 from ca_service.auth.service import LoginMethod, LoginStage
-from ca_service.db import db
+from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
 from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
@@ -170,8 +171,19 @@ def advance_login(user: User) -> Response:
     return redirect(url_for(_STAGE_ENDPOINTS[stage]))
 
 
-def _sign_in(user: User, method: str = LoginMethod.PASSWORD) -> Response:
-    """Every factor passed: a fresh session (no fixation), then Flask-Login's."""
+# Session key of a certificate login: {"id": our certificate's row or None, "not_after": ISO}.
+CERTIFICATE_SESSION = "certificate_session"
+
+
+def _sign_in(
+    user: User,
+    method: str = LoginMethod.PASSWORD,
+    *,
+    certificate_id: int | None = None,
+    certificate_not_after: dt.datetime | None = None,
+) -> Response:
+    """Every factor passed: a fresh session (no fixation), then Flask-Login's. A session of a
+    certificate login notes the certificate (``end_certificate_sessions`` ends it with it)."""
     target = _safe_next(session.get(NEXT))
     previous = user.last_login_at
     flashes = session.get("_flashes")  # "Your password is set." and the like survive
@@ -182,7 +194,43 @@ def _sign_in(user: User, method: str = LoginMethod.PASSWORD) -> Response:
     service.complete_login(user, method)
     login_user(user)
     session[PREVIOUS_LOGIN] = previous.isoformat() if previous else None
+    if certificate_id is not None or certificate_not_after is not None:
+        session[CERTIFICATE_SESSION] = {
+            "id": certificate_id,
+            "not_after": certificate_not_after.isoformat() if certificate_not_after else None,
+        }
     return redirect(target or url_for("auth.home"))
+
+
+def end_certificate_sessions() -> Response | None:
+    """Before every request: a session of a certificate login ends (signed out, with the
+    reason) once that certificate is revoked or past notAfter. One primary-key lookup, and
+    only for such sessions; the JSON API reads no session."""
+    entry = session.get(CERTIFICATE_SESSION)
+    if not isinstance(entry, dict) or request.blueprint == "api":
+        return None
+    certificate_id = entry.get("id")
+    raw = entry.get("not_after")
+    not_after = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    ended = certificate_session_end(
+        certificate_id if isinstance(certificate_id, int) else None,
+        not_after,
+        utcnow(),
+    )
+    if ended is None:
+        return None
+    user = current_user
+    if user.is_authenticated:
+        record_event(
+            service.actor_of(user),
+            "auth.certificate_session_ended",
+            user.username,
+            {"certificate_id": certificate_id},
+        )
+    logout_user()
+    session.clear()
+    flash(ended, "error")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

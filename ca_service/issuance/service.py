@@ -65,6 +65,14 @@ from ca_service.issuance.models import (
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import Notice, notify_contacts, notify_employer
+from ca_service.revocation.blocked_keys import (
+    KeyBlocked,
+    blocked_among,
+    blocked_message,
+    is_key_blocked,
+    refuse_blocked_key,
+    spki_sha256,
+)
 from ca_service.storage import DocumentStore
 from hsm import HSMError, KeyAlgorithm, Token
 
@@ -206,6 +214,7 @@ def attach_request(*, user: User, application: Application, data: bytes) -> Chec
     if application.key_source is KeySource.COUNTER:
         raise Conflict("This application's key is generated at the counter; no request needed.")
     checked = check_request(data)
+    refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
     _record(
         application, actor_of(user), f"Certificate request attached ({checked.key_description})."
@@ -466,6 +475,11 @@ def approval_blockers(application: Application, today: dt.date | None = None) ->
             blockers.append(f"“{d.doc_type.label}” expired on {d.valid_until:%Y-%m-%d}")
     if application.key_source is KeySource.CSR and application.csr_der is None:
         blockers.append("there is no certificate request")
+    # Blocked after the request was attached: the officer sees it before approving.
+    if application.public_key_sha256 is not None and is_key_blocked(
+        db.session(), application.public_key_sha256
+    ):
+        blockers.append(blocked_message())
     return blockers
 
 
@@ -834,6 +848,7 @@ def _issue_certificates(
             results[application.id] = Issued(application.id, checked, None)
         else:
             stored_before.append((application, checked))  # stored, status not yet moved
+    to_sign = _refuse_blocked_keys(to_sign, results)
     if not to_sign and not stored_before:
         return results  # issuance wrote nothing: the caller's boundary commits or rolls back
     if to_sign:
@@ -858,6 +873,24 @@ def _issue_certificates(
     for application, row in stored:
         results[application.id] = Issued(application.id, row, None)
     return results
+
+
+def _refuse_blocked_keys(to_sign: list[_ToSign], results: dict[int, Issued]) -> list[_ToSign]:
+    """Those whose key is not blocked; the others get KeyBlocked in ``results``. Checked here,
+    on the key about to be signed and before anything is reserved, whatever the row says: the
+    key may have been blocked after its request was attached. One query for the batch."""
+    hashes = {item.application.id: spki_sha256(item.public_key) for item in to_sign}
+    blocked = blocked_among(db.session(), hashes.values())
+    if not blocked:
+        return to_sign
+    kept = []
+    for item in to_sign:
+        if hashes[item.application.id] in blocked:
+            error = KeyBlocked(blocked_message())
+            results[item.application.id] = Issued(item.application.id, None, error)
+        else:
+            kept.append(item)
+    return kept
 
 
 def _checked_for_issuance(
@@ -1135,6 +1168,7 @@ def provision_request(*, application: Application, checked: CheckedRequest, acto
         )
     if application.csr_der is not None:
         raise Conflict(f"Application {application.id} already has a key from the counter.")
+    refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
     _record(application, actor, f"Key generated at the counter ({checked.key_description}).")
 

@@ -40,6 +40,7 @@ from ca_service.issuance.forms import (
 )
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
 from ca_service.qr import qr_svg_data_uri
+from ca_service.revocation.blocked_keys import KeyBlocked
 from ca_service.storage import DocumentStore
 from ca_service.web import stateless
 
@@ -185,7 +186,7 @@ def attach_request(application_id: int) -> Page:
     data = _read(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     try:
         checked = service.attach_request(user=_user(), application=application, data=data)
-    except ValidationError as exc:
+    except (ValidationError, KeyBlocked) as exc:
         flash(exc.message, "error")
         return employer_page(application, exc.status_code)
     flash(f"Certificate request accepted ({checked.key_description}).", "success")

@@ -109,3 +109,18 @@ class OCSPEpoch(Base):
     value: Mapped[int] = mapped_column(sa.BigInteger)
 
     __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+
+class BlockedKey(Base):
+    """A public key that must never be certified again: its certificate was revoked for
+    keyCompromise. Keyed by the SHA-256 of the DER SubjectPublicKeyInfo (hex), the value
+    ``applications.public_key_sha256`` holds, so a check is one indexed lookup."""
+
+    __tablename__ = "blocked_keys"
+
+    id: Mapped[intpk]
+    spki_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The revoked certificate that put the key here (the first one, if several carried it).
+    certificate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("certificates.id"))
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    blocked_at: Mapped[dt.datetime]

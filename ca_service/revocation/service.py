@@ -39,6 +39,7 @@ from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.errors import Conflict, NotFound, ValidationError
 from ca_service.models import Authority, Certificate, CertificateStatus
+from ca_service.revocation.blocked_keys import block_certificate_key
 from ca_service.revocation.models import PendingCRL, PublishedCRL
 from ca_service.revocation.ocsp import presign_for_certificate
 from hsm import KeyAlgorithm, Token
@@ -115,6 +116,9 @@ def revoke_certificate(
         certificate.serial,
         {"reason": flag.value, "issuer_id": certificate.issuer_id, "subject": certificate.subject},
     )
+    if flag is x509.ReasonFlags.key_compromise:
+        # Of any kind (an OCSP responder's key too): the key is never certified again.
+        block_certificate_key(db.session(), certificate, reason=flag.value, actor=actor)
     return _status_changed(token, settings, certificate, actor, publish_now=publish_now)
 
 

@@ -201,6 +201,18 @@ SETTINGS: tuple[Setting, ...] = (
         "(development); a gateway backend plugs in at ca_service.outbox.senders.",
     ),
     Setting("OUTBOX_MAX_ATTEMPTS", 8, "Delivery attempts before a message is marked failed.", int),
+    Setting(
+        "EXPIRY_WARNING_DAYS",
+        "30,14,7,1",
+        "Days before notAfter at which `ca-service expiry run` warns the employer administrator "
+        "(e-mail and SMS), comma-separated distinct positive whole numbers; each at most once.",
+    ),
+    Setting(
+        "EXPIRY_ALERT_EMAIL",
+        "",
+        "CA administrators' address, warned when an issuing CA or OCSP responder certificate "
+        "nears its end (same thresholds); empty means the warning is only audited.",
+    ),
     Setting("API_TOKEN_HOURS", 8, "Lifetime of JSON API bearer tokens in hours.", int),
     Setting(
         "CHALLENGE_SECONDS",
@@ -302,6 +314,10 @@ class Settings:
         return Path(self.values["DOCUMENT_DIR"] or self.var_dir / "documents")
 
     @property
+    def warning_days(self) -> tuple[int, ...]:
+        return parse_warning_days(str(self.values["EXPIRY_WARNING_DAYS"]))
+
+    @property
     def public_base_url(self) -> str:
         return str(self.values["PUBLIC_BASE_URL"]).rstrip("/")
 
@@ -374,8 +390,29 @@ def _validate(values: Mapping[str, Any]) -> None:
             f"{ENV_PREFIX}TAX_NUMBER_ATTRIBUTE must be organizationIdentifier, serialNumber or a "
             "dotted OID such as 2.5.4.97"
         )
+    try:
+        parse_warning_days(str(values["EXPIRY_WARNING_DAYS"]))
+    except ValueError as exc:
+        raise ConfigurationError(f"{ENV_PREFIX}EXPIRY_WARNING_DAYS: {exc}") from None
     if values["CHALLENGE_SECONDS"] < 10:
         raise ConfigurationError(f"{ENV_PREFIX}CHALLENGE_SECONDS must be at least 10")
+
+
+def parse_warning_days(value: str) -> tuple[int, ...]:
+    """The thresholds of ``EXPIRY_WARNING_DAYS`` (``"30,14,7,1"``), largest first.
+
+    :raises ValueError: for an entry that is not a positive whole number, a repeated one, or
+        none at all.
+    """
+    days: list[int] = []
+    for entry in value.split(","):
+        text = entry.strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{text!r} is not a positive whole number of days")
+        if int(text) in days:
+            raise ValueError(f"{text} days is given twice")
+        days.append(int(text))
+    return tuple(sorted(days, reverse=True))
 
 
 def trusted_proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -411,5 +448,6 @@ __all__ = [
     "Settings",
     "describe_settings",
     "load_settings",
+    "parse_warning_days",
     "trusted_proxy_networks",
 ]

@@ -8,7 +8,7 @@ portal's language switch sets, else from ``Accept-Language``; messages sent outs
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import Babel
 
 # Locale identifiers as Babel spells them; ``zh_Hans`` is Simplified Chinese.
@@ -33,6 +33,8 @@ def normalise_language(value: str | None) -> str:
 
 
 def select_locale() -> str:
+    if not has_request_context():
+        return DEFAULT_LANGUAGE  # a command (the expiry run) chooses with force_locale
     chosen = request.cookies.get(LANGUAGE_COOKIE)
     if chosen:
         return normalise_language(chosen)

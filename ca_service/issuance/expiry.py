@@ -29,9 +29,12 @@ from flask_babel import gettext as _
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ca_service.audit.service import NewEvent, record_events
+from ca_service.auth.access import ensure_role
+from ca_service.auth.models import Role, User
 from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
+from ca_service.errors import ValidationError
 from ca_service.i18n import DEFAULT_LANGUAGE, normalise_language
 from ca_service.models import (
     Authority,
@@ -46,6 +49,7 @@ from ca_service.outbox.service import Notice, enqueue, notify_contacts
 DEFAULT_WARNING_DAYS: tuple[int, ...] = (30, 14, 7, 1)
 ACTOR = "expiry-run"
 DAY = dt.timedelta(days=1)
+OFFICER_ROLES = (Role.RA_OFFICER, Role.CA_ADMIN)
 CA_KINDS = (CertificateKind.ROOT_CA, CertificateKind.ISSUING_CA, CertificateKind.OCSP_RESPONDER)
 
 
@@ -372,3 +376,89 @@ def run_expiry(
     while run_batch(policy, now, batch_size, report):
         commit()
     return report
+
+
+# -- what officers see ------------------------------------------------------------------------
+
+MAX_HORIZON_DAYS = 365
+PAGE_SIZE = 50
+CHART_WEEKS = 26
+
+
+def parse_horizon(raw: str | None) -> int:
+    """The ``days`` of the officer's list: 1..365, 30 when absent.
+
+    :raises ValidationError: for anything else.
+    """
+    if raw is None or raw == "":
+        return 30
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_HORIZON_DAYS:
+        raise ValidationError(
+            _("The number of days must be a whole number from 1 to %(max)s.", max=MAX_HORIZON_DAYS)
+        )
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Expiring:
+    serial: str
+    employer: str
+    registration_number: str
+    not_after: dt.datetime
+    days_left: int
+
+
+def _valid_employer_certificates(now: dt.datetime) -> sa.Select[Any]:
+    return sa.select(Certificate.not_after).where(
+        Certificate.kind == CertificateKind.END_ENTITY,
+        Certificate.status == CertificateStatus.ISSUED,
+        Certificate.revoked_at.is_(None),
+        Certificate.not_after > now,
+    )
+
+
+def expiring_certificates(
+    *, officer: User, days: int, page: int, now: dt.datetime
+) -> tuple[list[Expiring], int]:
+    """Valid employer certificates ending within ``days``, soonest first, one page of them,
+    and how many there are in all."""
+    ensure_role(officer, *OFFICER_ROLES)
+    end = now + days * DAY
+    base = _valid_employer_certificates(now).where(Certificate.not_after <= end)
+    total = int(db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0)
+    rows = db.session.execute(
+        sa.select(
+            Certificate.serial,
+            Employer.legal_name,
+            Employer.registration_number,
+            Certificate.not_after,
+        )
+        .join(Employer, Employer.id == Certificate.employer_id)
+        .where(
+            Certificate.kind == CertificateKind.END_ENTITY,
+            Certificate.status == CertificateStatus.ISSUED,
+            Certificate.revoked_at.is_(None),
+            Certificate.not_after > now,
+            Certificate.not_after <= end,
+        )
+        .order_by(Certificate.not_after, Certificate.id)
+        .offset((page - 1) * PAGE_SIZE)
+        .limit(PAGE_SIZE)
+    )
+    return [
+        Expiring(serial, name, number, not_after, days_left(not_after, now))
+        for serial, name, number, not_after in rows
+    ], total
+
+
+def weekly_expiries(*, officer: User, now: dt.datetime, weeks: int = CHART_WEEKS) -> list[int]:
+    """How many valid employer certificates end in each of the next ``weeks`` weeks."""
+    ensure_role(officer, *OFFICER_ROLES)
+    ends = db.session.scalars(
+        _valid_employer_certificates(now).where(Certificate.not_after <= now + weeks * 7 * DAY)
+    )
+    counts = [0] * weeks
+    for end in ends:
+        counts[min(int((end - now) / (7 * DAY)), weeks - 1)] += 1
+    return counts

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 from flask import Flask
+from flask.testing import FlaskClient
 from flask_babel import force_locale, get_locale
 
 from ca_service.app import settings_of
@@ -36,7 +37,7 @@ from ca_service.issuance.models import Application
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
 from tests.conftest import CliInvoke, free_port
-from tests.issuance.conftest import MakeEmployer, approved_application
+from tests.issuance.conftest import MakeEmployer, approved_application, employer_login
 from tests.outbox.test_delivery import Inbox, run_cli
 
 DAY = dt.timedelta(days=1)
@@ -379,3 +380,35 @@ def test_two_runs_at_once_send_each_warning_exactly_once(
     for certificate_id in ids:
         assert len(_warnings(app, certificate_id)) == 2
         assert _events(app, "expiry.warned", _row(app, certificate_id).serial) == 1
+
+
+def test_officers_see_expiring_certificates_and_a_weekly_chart(
+    app: Flask,
+    make_certificate: MakeCertificate,
+    officer_client: Callable[..., FlaskClient],
+    make_employer: MakeEmployer,
+) -> None:
+    soon = make_certificate(utcnow() + 10 * DAY)
+    later = make_certificate(utcnow() + 100 * DAY)
+    client = officer_client()
+    page = client.get("/officer/expiring/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert _row(app, soon).serial in html
+    assert _row(app, later).serial not in html  # beyond the default 30 days
+    assert "<svg" in html
+    assert "<script" not in html
+    assert "<title>Week 2 (from" in html
+    assert ": 1</title>" in html
+    wide = client.get("/officer/expiring/?days=120").get_data(as_text=True)
+    assert _row(app, later).serial in wide
+    for bad in ("0", "366", "abc", "-5"):
+        response = client.get(f"/officer/expiring/?days={bad}")
+        assert response.status_code == 400
+        assert "from 1 to 365" in response.get_data(as_text=True)
+    assert client.get("/officer/expiring/?page=x").status_code == 400
+    # Employers may not see it; signed-out visitors are sent to the login page.
+    account = make_employer()
+    employer = employer_login(app.test_client(), account)
+    assert employer.get("/officer/expiring/").status_code == 403
+    assert app.test_client().get("/officer/expiring/").status_code == 302

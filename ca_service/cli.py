@@ -328,7 +328,7 @@ def _register_feature_commands() -> None:
     from ca_service.audit.cli import audit_cli
     from ca_service.auth.cli import user_cli
     from ca_service.binding.cli import trust_cli
-    from ca_service.issuance.cli import issue, token_cli
+    from ca_service.issuance.cli import expiry_cli, issue, token_cli
     from ca_service.outbox.cli import outbox_cli
     from ca_service.revocation.cli import crl_cli, ocsp_refresh, revoke
 
@@ -341,6 +341,7 @@ def _register_feature_commands() -> None:
     main.add_command(trust_cli, "trust")
     main.add_command(token_cli, "token")
     main.add_command(issue, "issue")
+    main.add_command(expiry_cli, "expiry")
 
 
 _register_feature_commands()

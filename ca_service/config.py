@@ -222,6 +222,18 @@ SETTINGS: tuple[Setting, ...] = (
         "(development); a gateway backend plugs in at ca_service.outbox.senders.",
     ),
     Setting("OUTBOX_MAX_ATTEMPTS", 8, "Delivery attempts before a message is marked failed.", int),
+    Setting(
+        "EXPIRY_WARNING_DAYS",
+        "30,14,7,1",
+        "Days before notAfter at which `ca-service expiry run` warns the employer administrator "
+        "(e-mail and SMS), comma-separated distinct positive whole numbers; each at most once.",
+    ),
+    Setting(
+        "EXPIRY_ALERT_EMAIL",
+        "",
+        "CA administrators' address, warned when an issuing CA or OCSP responder certificate "
+        "nears its end (same thresholds); empty means the warning is only audited.",
+    ),
     Setting("API_TOKEN_HOURS", 8, "Lifetime of JSON API bearer tokens in hours.", int),
     Setting(
         "CHALLENGE_SECONDS",
@@ -323,6 +335,10 @@ class Settings:
         return Path(self.values["DOCUMENT_DIR"] or self.var_dir / "documents")
 
     @property
+    def warning_days(self) -> tuple[int, ...]:
+        return parse_warning_days(str(self.values["EXPIRY_WARNING_DAYS"]))
+
+    @property
     def public_base_url(self) -> str:
         return str(self.values["PUBLIC_BASE_URL"]).rstrip("/")
 
@@ -396,6 +412,10 @@ def _validate(values: Mapping[str, Any]) -> None:
             "dotted OID such as 2.5.4.97"
         )
     _validate_code_limits(values)
+    try:
+        parse_warning_days(str(values["EXPIRY_WARNING_DAYS"]))
+    except ValueError as exc:
+        raise ConfigurationError(f"{ENV_PREFIX}EXPIRY_WARNING_DAYS: {exc}") from None
     if values["CHALLENGE_SECONDS"] < 10:
         raise ConfigurationError(f"{ENV_PREFIX}CHALLENGE_SECONDS must be at least 10")
 
@@ -408,6 +428,23 @@ def _validate_code_limits(values: Mapping[str, Any]) -> None:
     for name in ("SMS_CODES_PER_NUMBER_HOUR", "SMS_CODES_PER_ADDRESS_HOUR"):
         if values[name] < 1:
             raise ConfigurationError(f"{ENV_PREFIX}{name} must be at least 1")
+
+
+def parse_warning_days(value: str) -> tuple[int, ...]:
+    """The thresholds of ``EXPIRY_WARNING_DAYS`` (``"30,14,7,1"``), largest first.
+
+    :raises ValueError: for an entry that is not a positive whole number, a repeated one, or
+        none at all.
+    """
+    days: list[int] = []
+    for entry in value.split(","):
+        text = entry.strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{text!r} is not a positive whole number of days")
+        if int(text) in days:
+            raise ValueError(f"{text} days is given twice")
+        days.append(int(text))
+    return tuple(sorted(days, reverse=True))
 
 
 def trusted_proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -443,5 +480,6 @@ __all__ = [
     "Settings",
     "describe_settings",
     "load_settings",
+    "parse_warning_days",
     "trusted_proxy_networks",
 ]

@@ -223,12 +223,23 @@ def _clean(app: Flask, baseline: Baseline) -> None:
         db.session.execute(
             sa.delete(Certificate).where(Certificate.id.not_in(baseline.certificate_ids))
         )
-        # Revocations made by a test are undone: the hierarchy is shared by the session.
+        # Revocations and expiry runs made by a test are undone: the hierarchy is shared by
+        # the session.
         db.session.execute(
             sa.update(Certificate).values(
-                revoked_at=None, revocation_reason=None, invalidity_date=None
+                revoked_at=None, revocation_reason=None, invalidity_date=None, expired_at=None
             )
         )
+        from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS, first_notice_at
+
+        for row_id, not_after in db.session.execute(
+            sa.select(Certificate.id, Certificate.not_after)
+        ):
+            db.session.execute(
+                sa.update(Certificate)
+                .where(Certificate.id == row_id)
+                .values(next_notice_at=first_notice_at(not_after, DEFAULT_WARNING_DAYS))
+            )
         db.session.commit()
 
 

@@ -20,6 +20,7 @@ from ca_service.authorities.signing import (
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.errors import ConfigurationError, NotFound
+from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from hsm import KeyAlgorithm, Token
 
@@ -40,6 +41,8 @@ class PkiParameters:
     root_days: int
     issuing_days: int
     ocsp_days: int
+    # EXPIRY_WARNING_DAYS: CA administrators are warned max() days before a CA certificate ends.
+    warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PkiParameters:
@@ -53,6 +56,7 @@ class PkiParameters:
             root_days=int(settings["ROOT_VALIDITY_DAYS"]),
             issuing_days=int(settings["ISSUING_VALIDITY_DAYS"]),
             ocsp_days=int(settings["OCSP_VALIDITY_DAYS"]),
+            warning_days=settings.warning_days,
         )
 
 
@@ -227,7 +231,12 @@ def _ensure_authority(
     )
     commit()  # the serial is reserved before the HSM signs (DESIGN.md: nothing signed is lost)
     certificate = sign_reserved(
-        row, builder, token=token, issuer_key_label=signer_label, issuer_algorithm=signer_algorithm
+        row,
+        builder,
+        token=token,
+        issuer_key_label=signer_label,
+        issuer_algorithm=signer_algorithm,
+        warning_days=params.warning_days,
     )
     authority.certificate_id = row.id
     db.session.flush()
@@ -323,6 +332,7 @@ def ensure_ocsp_responder(
         token=token,
         issuer_key_label=issuer.key_label,
         issuer_algorithm=KeyAlgorithm(issuer.key_algorithm),
+        warning_days=params.warning_days,
     )
     record_event(
         actor,

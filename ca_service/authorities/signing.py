@@ -32,6 +32,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.db import db, utcnow
 from ca_service.errors import Conflict
+from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS, first_notice_at
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from hsm import KeyAlgorithm, Token
 
@@ -168,6 +169,7 @@ def sign_reserved(
     token: Token,
     issuer_key_label: str,
     issuer_algorithm: KeyAlgorithm,
+    warning_days: Sequence[int] = DEFAULT_WARNING_DAYS,
 ) -> x509.Certificate:
     """Sign ``builder`` (serial, validity taken from ``row``) and store the result on the row.
 
@@ -182,7 +184,7 @@ def sign_reserved(
         issuer_key_label=issuer_key_label,
         issuer_algorithm=issuer_algorithm,
     )
-    store_signed(row, certificate)
+    store_signed(row, certificate, warning_days=warning_days)
     return certificate
 
 
@@ -217,20 +219,31 @@ class SignatureDiscarded(Conflict):
         )
 
 
-def store_signed(row: Certificate, certificate: x509.Certificate) -> None:
-    """Record a signed certificate on its reserved row (in the database at once).
+def store_signed(
+    row: Certificate,
+    certificate: x509.Certificate,
+    *,
+    warning_days: Sequence[int] = DEFAULT_WARNING_DAYS,
+) -> None:
+    """Record a signed certificate on its reserved row (in the database at once), due for its
+    first expiry warning ``max(warning_days)`` before its end.
 
     :raises Conflict: when the row is no longer PENDING (marked failed by ``reconcile`` or by a
         retry after the signing grace period): the signature is discarded, never stored or
         shown, and the serial stays burnt.
     """
-    if store_signed_many([(row, certificate)]):
+    if store_signed_many([(row, certificate)], warning_days=warning_days):
         raise SignatureDiscarded(row.serial)
 
 
-def store_signed_many(signed: Sequence[tuple[Certificate, x509.Certificate]]) -> list[Certificate]:
+def store_signed_many(
+    signed: Sequence[tuple[Certificate, x509.Certificate]],
+    *,
+    warning_days: Sequence[int] = DEFAULT_WARNING_DAYS,
+) -> list[Certificate]:
     """Record signed certificates on their reserved rows, in one executemany; returns the rows
-    that were no longer PENDING (see ``store_signed``), whose signatures are discarded."""
+    that were no longer PENDING (see ``store_signed``), whose signatures are discarded. Each
+    is due for the expiry run ``max(warning_days)`` before its end (``first_notice_at``)."""
     if not signed:
         return []
     issued_at = utcnow()
@@ -244,6 +257,7 @@ def store_signed_many(signed: Sequence[tuple[Certificate, x509.Certificate]]) ->
                 "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
                 "status": CertificateStatus.ISSUED,
                 "issued_at": issued_at,
+                "next_notice_at": first_notice_at(row.not_after, warning_days),
             }
         )
     connection = db.session.connection()
@@ -266,7 +280,7 @@ def store_signed_many(signed: Sequence[tuple[Certificate, x509.Certificate]]) ->
         if row.id not in stored:
             refused.append(row)
             continue
-        for name in ("der", "fingerprint_sha256", "status", "issued_at"):
+        for name in ("der", "fingerprint_sha256", "status", "issued_at", "next_notice_at"):
             set_committed_value(row, name, row_values[name])
     return refused
 

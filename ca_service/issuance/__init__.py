@@ -6,8 +6,10 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from ca_service.issuance.expiry_views import officer_expiry_bp
     from ca_service.issuance.views import employer_bp, officer_bp, public_bp
 
     app.register_blueprint(employer_bp)
     app.register_blueprint(officer_bp)
     app.register_blueprint(public_bp)
+    app.register_blueprint(officer_expiry_bp)

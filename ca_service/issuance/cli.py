@@ -215,3 +215,32 @@ def _token_key_matches(application: Application, employer_token: Token, key_labe
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).hexdigest() == application.public_key_sha256
+
+
+@click.group("expiry")
+def expiry_cli() -> None:
+    """Expiry warnings to employers and CA administrators; marking certificates expired."""
+
+
+@expiry_cli.command("run")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Certificates handled per transaction.",
+)
+@app_command
+def expiry_run(batch: int) -> None:
+    """Send the warnings that are due and mark expired certificates (safe from cron every
+    minute, and with several instances at once)."""
+    from ca_service.db import utcnow
+    from ca_service.issuance.expiry import ExpiryPolicy, run_expiry
+
+    report = run_expiry(
+        ExpiryPolicy.from_settings(settings_of(current_app)),
+        now=utcnow(),
+        commit=db.session.commit,
+        batch_size=batch,
+    )
+    click.echo(report.summary())

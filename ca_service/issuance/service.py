@@ -54,6 +54,7 @@ from ca_service.errors import (
     ValidationError,
 )
 from ca_service.issuance.csr import CheckedRequest, check_request
+from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
 from ca_service.issuance.models import (
     Application,
     ApplicationEvent,
@@ -100,6 +101,8 @@ class EmployerProfile:
     validity_days: int
     non_repudiation: bool
     urls: profiles.PublicUrls
+    # EXPIRY_WARNING_DAYS: a stored certificate is due for its first warning max() days early.
+    warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmployerProfile:
@@ -108,6 +111,7 @@ class EmployerProfile:
             validity_days=int(settings["EMPLOYER_VALIDITY_DAYS"]),
             non_repudiation=bool(settings["EMPLOYER_NON_REPUDIATION"]),
             urls=profiles.PublicUrls(settings.public_base_url),
+            warning_days=settings.warning_days,
         )
 
 
@@ -860,7 +864,7 @@ def _issue_certificates(
     signed, unsigned, failure = _sign_all(to_sign, token, profile)
     if failure is not None:
         _release_unsigned(unsigned, failure, actor, results)
-    for item in _store(signed):
+    for item in _store(signed, profile.warning_days):
         results[item.application.id] = Issued(
             item.application.id, None, SignatureDiscarded(item.reserved.serial)
         )
@@ -1058,11 +1062,12 @@ def _release_unsigned(
     record_events(actor, events)
 
 
-def _store(signed: list[_ToSign]) -> list[_ToSign]:
+def _store(signed: list[_ToSign], warning_days: tuple[int, ...]) -> list[_ToSign]:
     """Store the signed certificates; returns those whose reservation was marked failed
     meanwhile (their signatures are discarded)."""
     refused = store_signed_many(
-        [(item.reserved, cast("x509.Certificate", item.signed)) for item in signed]
+        [(item.reserved, cast("x509.Certificate", item.signed)) for item in signed],
+        warning_days=warning_days,
     )
     return [item for item in signed if item.reserved in refused]
 

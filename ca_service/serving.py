@@ -24,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from ca_service.app import create_app, settings_of
-from ca_service.errors import ConfigurationError
+from ca_service.errors import ConfigurationError, echoed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -397,7 +397,7 @@ def run_gunicorn(
     """
     worker = worker or (THREADS if tls is not None else EVENT_LOOP)
     if worker not in WORKER_KINDS:
-        raise ConfigurationError(f"unknown worker kind {worker!r}: one of {WORKER_KINDS}")
+        raise ConfigurationError(f"unknown worker kind {echoed(worker)}: one of {WORKER_KINDS}")
     if worker == EVENT_LOOP and tls is not None:
         # The app reads the client certificate from gunicorn's socket (PeerCertificate);
         # uvicorn does not hand it to the app.

@@ -20,7 +20,7 @@ from ca_service.app import settings_of
 from ca_service.auth.models import Role, User
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
-from ca_service.errors import ValidationError
+from ca_service.errors import ValidationError, echoed
 from ca_service.issuance import service
 from ca_service.issuance.csr import MAX_CSR_BYTES
 from ca_service.issuance.models import Application, DocumentType, KeySource
@@ -91,7 +91,9 @@ def upload_document(application_id: int) -> Response:
         (set(request.form) - {"doc_type"}) | (set(request.files) - {"file", "signature"})
     )
     if unknown:
-        raise ValidationError(f"Unknown form field(s): {', '.join(unknown)}.")
+        raise ValidationError(
+            f"Unknown form field(s): {', '.join(echoed(name) for name in unknown[:10])}."
+        )
     doc_type = choice(request.form.get("doc_type", ""), "doc_type", (t.value for t in DocumentType))
     upload = request.files.get("file")
     if upload is None:

@@ -32,6 +32,7 @@ from ca_service.errors import (
     Conflict,
     NotFound,
     ValidationError,
+    echoed,
 )
 from ca_service.outbox.service import notify_employer
 
@@ -144,7 +145,7 @@ def find_user(username: str) -> User | None:
 def _get_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise NotFound(f"There is no user {username!r}.")
+        raise NotFound(f"There is no user {echoed(username)}.")
     return user
 
 
@@ -169,11 +170,11 @@ def create_user(
             "(starting with a letter or digit)."
         )
     if "@" not in email.strip("@") or len(email) > 254:
-        raise ValidationError(f"{email!r} is not an e-mail address.")
+        raise ValidationError(f"{echoed(email)} is not an e-mail address.")
     if not full_name:
         raise ValidationError("Give the person's full name.")
     if find_user(username) is not None:
-        raise Conflict(f"The username {username!r} is taken.")
+        raise Conflict(f"The username {echoed(username)} is taken.")
     one_time_password = _new_one_time_password()
     user = User(
         username=username,

@@ -52,6 +52,7 @@ from ca_service.errors import (
     NotFound,
     ServiceUnavailable,
     ValidationError,
+    echoed,
 )
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.models import (
@@ -1208,7 +1209,7 @@ def delivery_bytes(certificate: x509.Certificate, kind: str) -> bytes:
         return chain_pem(certificate)
     if kind == "p7b":
         return pkcs7_bundle(certificate)
-    raise NotFound(f"No download {kind!r}.")
+    raise NotFound(f"No download {echoed(kind)}.")
 
 
 def certificate_download(application: Application, kind: str) -> Download:
@@ -1218,7 +1219,7 @@ def certificate_download(application: Application, kind: str) -> Download:
     """
     certificate = certificate_of(application)
     if kind not in DOWNLOAD_FORMATS:
-        raise NotFound(f"No download {kind!r}.")
+        raise NotFound(f"No download {echoed(kind)}.")
     name, mimetype = DOWNLOAD_FORMATS[kind]
     serial = certificate_row(application).serial
     return Download(delivery_bytes(certificate, kind), mimetype, f"{serial}-{name}")

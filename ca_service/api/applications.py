@@ -39,8 +39,9 @@ def _own(user: User, application_id: int) -> Application:
 
 
 def _read(upload: FileStorage | None, limit: int) -> bytes:
-    """An uploaded file's bytes, at most one byte beyond the limit (the service says why)."""
-    return upload.stream.read(limit + 1) if upload is not None else b""
+    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
+    the service refuses a file over ``limit`` with its real size."""
+    return upload.stream.read() if upload is not None else b""
 
 
 @bp.get("/applications")

@@ -9,6 +9,7 @@ request that carries it fails, its boundary rolls back, and yet the attempt must
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -247,7 +248,8 @@ def refuse_if_locked(user: User) -> None:
 
 def _refuse_if_locked(user: User, now: dt.datetime) -> None:
     if user.locked_until is not None and user.locked_until > now:
-        minutes = int((user.locked_until - now).total_seconds() // 60) + 1
+        # Rounded up, but a lock of exactly LOCKOUT_MINUTES reads as that many, not one more.
+        minutes = max(1, math.ceil((user.locked_until - now).total_seconds() / 60))
         raise AccountLocked(
             "This account is locked after too many failed attempts. Try again after "
             f"{user.locked_until:%H:%M} UTC (in {minutes} minute{'s' if minutes > 1 else ''}), "

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from flask_babel import gettext
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
@@ -108,6 +109,16 @@ class EmployerProfile:
 
 
 _INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__))
+
+
+def size_above(size: int, limit: int) -> str:
+    """``size`` bytes in MB with just enough decimals to read as more than ``limit`` bytes
+    (8.000001 MB, not 8.0 MB against a limit of 8 MB); in bytes when even six do not."""
+    for decimals in range(1, 7):
+        shown = f"{size / 1048576:.{decimals}f}"
+        if float(shown) > limit / 1048576:
+            return f"{shown} MB"
+    return f"{size:,} bytes"
 
 
 def _record(application: Application, actor: str, note: str | None = None) -> None:
@@ -249,8 +260,13 @@ def upload_document(
     for blob, what in ((content, "file"), (detached_signature or b"", "signature file")):
         if len(blob) > limits.max_bytes:
             raise ValidationError(
-                f"The {what} for “{doc_type.label}” is {len(blob) / 1048576:.1f} MB; "
-                f"the limit is {limits.max_bytes // 1048576} MB."
+                gettext(
+                    "The %(what)s for “%(label)s” is %(size)s; the limit is %(limit)s MB.",
+                    what=what,
+                    label=doc_type.label,
+                    size=size_above(len(blob), limits.max_bytes),
+                    limit=f"{limits.max_bytes / 1048576:g}",
+                )
             )
     media_type = sniff_media_type(content)
     if media_type is None:

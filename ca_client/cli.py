@@ -23,6 +23,7 @@ from ca_client.certificates import (
     load_certificate_file,
 )
 from ca_client.errors import ClientError
+from ca_service.click_errors import OneLineErrors
 from hsm import (
     HSMError,
     KeyAlgorithm,
@@ -41,7 +42,7 @@ _SUBJECT_NOTE = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Employer client of the certificate authority.
 

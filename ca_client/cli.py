@@ -23,6 +23,7 @@ from ca_client.certificates import (
     load_certificate_file,
 )
 from ca_client.errors import ClientError
+from ca_service.click_errors import OneLineErrors
 from hsm import (
     HSMError,
     KeyAlgorithm,
@@ -41,7 +42,7 @@ _SUBJECT_NOTE = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Employer client of the certificate authority.
 
@@ -110,7 +111,11 @@ def _key_file_options(func: F) -> F:
             "--key-file",
             metavar="FILE",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Keep the key in this encrypted PKCS#8 PEM file instead of on a token.",
+            help=(
+                "Keep the key in this file instead of on a token: keygen writes encrypted "
+                "PKCS#8 PEM; csr and login also read unencrypted PEM/PKCS#8 (with a warning) "
+                "and PKCS#12."
+            ),
         ),
         click.option(
             "--passphrase-env",
@@ -213,6 +218,17 @@ def _passphrase(env_name: str, file: Path | None) -> bytes:
     return secret.encode()
 
 
+def _load_file_key(
+    key_file: Path, passphrase_env: str, passphrase_file: Path | None
+) -> keys.PrivateKey:
+    """The key in ``key_file``; the passphrase is read only if the file is encrypted."""
+    return keys.load_file_key(
+        key_file,
+        lambda: _passphrase(passphrase_env, passphrase_file),
+        lambda message: click.echo(message, err=True),
+    )
+
+
 def _key_location(token_label: str | None, key_file: Path | None) -> None:
     if (token_label is None) == (key_file is None):
         raise click.UsageError("give either --token-label (key on a token) or --key-file")
@@ -312,7 +328,7 @@ def csr(
     subject = keys.subject_name(subject_cn, organization_identifier)
     with _errors(token_label, key_label):
         if key_file is not None:
-            private_key = keys.load_file_key(key_file, _passphrase(passphrase_env, passphrase_file))
+            private_key = _load_file_key(key_file, passphrase_env, passphrase_file)
             request = keys.build_csr(private_key, subject)
         else:
             assert token_label is not None  # noqa: S101  (checked by _key_location)
@@ -436,7 +452,7 @@ def _answer(
         if key_file is not None:
             if not chain:
                 raise click.UsageError("with --key-file, give the certificate with --certificate")
-            private_key = keys.load_file_key(key_file, _passphrase(passphrase_env, passphrase_file))
+            private_key = _load_file_key(key_file, passphrase_env, passphrase_file)
             signature = remote.sign_challenge(private_key, purpose, nonce)
         else:
             assert token_label is not None  # noqa: S101  (checked by _key_location)

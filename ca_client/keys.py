@@ -1,4 +1,4 @@
-"""Employer key pairs (in a PKCS#11 token or an encrypted PKCS#8 file) and their CSRs.
+"""Employer key pairs (in a PKCS#11 token or a key file) and their CSRs.
 
 The CA server's counter provisioning imports ``build_csr`` and the token functions, so
 nothing here reads options, files named by options or the environment beyond its arguments.
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from ca_client.errors import KeyFileExists, KeyFileUnreadable
@@ -119,30 +121,81 @@ def generate_file_key(path: Path, algorithm: KeyAlgorithm, passphrase: bytes) ->
     return key
 
 
-def load_file_key(path: Path, passphrase: bytes) -> PrivateKey:
-    """Read and decrypt a PKCS#8 key file.
+def load_file_key(
+    path: Path, passphrase: Callable[[], bytes], warn: Callable[[str], None]
+) -> PrivateKey:
+    """Read a key file: PEM or DER PKCS#8 (encrypted, or not with a warning), traditional
+    PEM (PKCS#1, SEC 1), or PKCS#12. ``passphrase`` is asked for only when the file is
+    encrypted, so a missing passphrase never hides what is wrong with the file.
 
     :raises KeyFileUnreadable: when the file is missing, the passphrase is wrong, the file is
-        not an encrypted key, or the key is of a type the CA does not accept.
+        not a private key, or the key is of a type the CA does not accept.
     """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
-    except TypeError:
-        # cryptography's TypeError here means the file is not encrypted.
-        raise KeyFileUnreadable(
-            f"{path} is not encrypted: keep keys in passphrase-protected PKCS#8 files"
-        ) from None
-    except ValueError:
-        raise KeyFileUnreadable(
-            f"cannot decrypt {path}: wrong passphrase, or not a PEM private key"
-        ) from None
+    if b"-----BEGIN" in data:
+        key = _load_pem_key(path, data, passphrase, warn)
+    else:
+        key = _load_der_key(path, data, passphrase, warn)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyFileUnreadable(f"{path} holds a {type(key).__name__}, not an RSA or EC key")
     return key
+
+
+def _unencrypted(path: Path) -> str:
+    return (
+        f"warning: {path} is not encrypted: anyone who can read it can use the key "
+        "(a passphrase-protected PKCS#8 file keeps it safe at rest)"
+    )
+
+
+def _load_pem_key(
+    path: Path, data: bytes, passphrase: Callable[[], bytes], warn: Callable[[str], None]
+) -> Any:
+    if b"ENCRYPTED" in data:  # BEGIN ENCRYPTED PRIVATE KEY, or Proc-Type: 4,ENCRYPTED
+        try:
+            return serialization.load_pem_private_key(data, password=passphrase())
+        except ValueError:
+            raise KeyFileUnreadable(
+                f"cannot decrypt {path}: wrong passphrase, or the key in it is damaged"
+            ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except ValueError:
+        raise KeyFileUnreadable(
+            f"{path} is not a PEM private key (PKCS#8, PKCS#1 or SEC 1)"
+        ) from None
+    warn(_unencrypted(path))
+    return key
+
+
+def _load_der_key(
+    path: Path, data: bytes, passphrase: Callable[[], bytes], warn: Callable[[str], None]
+) -> Any:
+    try:
+        key = serialization.load_der_private_key(data, password=None)
+    except TypeError:  # an encrypted DER PKCS#8 key
+        try:
+            return serialization.load_der_private_key(data, password=passphrase())
+        except ValueError:
+            raise KeyFileUnreadable(f"cannot decrypt {path}: wrong passphrase") from None
+    except ValueError:
+        pass  # not PKCS#8: perhaps PKCS#12
+    else:
+        warn(_unencrypted(path))
+        return key
+    try:
+        bundle = pkcs12.load_pkcs12(data, passphrase())
+    except ValueError:
+        raise KeyFileUnreadable(
+            f"cannot open {path}: not a private key (PEM, DER PKCS#8 or PKCS#12), "
+            "or a PKCS#12 file with another passphrase"
+        ) from None
+    if bundle.key is None:
+        raise KeyFileUnreadable(f"{path} is a PKCS#12 file without a private key")
+    return bundle.key
 
 
 def algorithm_of(public_key: PublicKey) -> str:

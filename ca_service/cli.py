@@ -19,12 +19,13 @@ from ca_service.cli_support import (
     load_command_settings,
     operator_errors,
 )
+from ca_service.click_errors import OneLineErrors
 from ca_service.db import db, upgrade_database, utcnow
 
 ACTOR = "cli"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Employer certificate authority: set-up, service and operations."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ca_service.errors import ConfigurationError
+from ca_service.errors import ConfigurationError, echoed
 
 
 @dataclass(frozen=True)
@@ -289,13 +289,15 @@ def _coerce(setting: Setting, raw: object) -> Any:
             return True
         if text in _FALSE:
             return False
-        raise ConfigurationError(f"{ENV_PREFIX}{setting.name} must be true or false, not {raw!r}")
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{setting.name} must be true or false, not {echoed(raw)}"
+        )
     if setting.kind is int:
         try:
             return int(str(raw).strip())
         except ValueError:
             raise ConfigurationError(
-                f"{ENV_PREFIX}{setting.name} must be a whole number, not {raw!r}"
+                f"{ENV_PREFIX}{setting.name} must be a whole number, not {echoed(raw)}"
             ) from None
     return str(raw)
 
@@ -362,7 +364,7 @@ def load_settings(
     for name, value in (overrides or {}).items():
         known = _BY_NAME.get(name)
         if known is None:
-            raise ConfigurationError(f"unknown setting {name!r}")
+            raise ConfigurationError(f"unknown setting {echoed(name)}")
         values[name] = _coerce(known, value)
     _validate(values)
     return Settings(values=values)
@@ -380,7 +382,8 @@ def _validate(values: Mapping[str, Any]) -> None:
     ):
         if values[name] not in allowed:
             raise ConfigurationError(
-                f"{ENV_PREFIX}{name}={values[name]!r} is not one of {', '.join(sorted(allowed))}"
+                f"{ENV_PREFIX}{name}={echoed(values[name])} is not one of "
+                f"{', '.join(sorted(allowed))}"
             )
     base = str(values["PUBLIC_BASE_URL"])
     if not base.startswith(("http://", "https://")):
@@ -458,7 +461,9 @@ def trusted_proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddres
             try:
                 networks.append(ipaddress.ip_network(entry.strip(), strict=False))
             except ValueError:
-                raise ValueError(f"{entry.strip()!r} is not an IP address or network") from None
+                raise ValueError(
+                    f"{echoed(entry.strip())} is not an IP address or network"
+                ) from None
     return tuple(networks)
 
 

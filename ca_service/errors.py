@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+#: How much of a value a message quotes back: enough to recognise it, never the whole of a
+#: 200 kB field.
+ECHO_LIMIT = 64
+
+
+def echoed(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``value`` quoted for a message: its repr, cut to ``limit`` characters with "…"."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return repr(text[:limit] + "…")
+    return repr(text)
+
 
 class CAError(Exception):
     """Base of every error the service shows to a user, the CLI or an API client."""

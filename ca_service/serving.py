@@ -4,6 +4,7 @@ certificates (asked for, not required: password sign-in keeps working without on
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import os
 import ssl
@@ -23,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from ca_service.app import create_app, settings_of
-from ca_service.errors import ConfigurationError
+from ca_service.errors import ConfigurationError, echoed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -66,6 +67,54 @@ class PeerCertificate:
 # once instead (certificate, key and CA bundle read at the worker's start).
 _contexts: dict[int, ssl.SSLContext] = {}
 _X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL's flag; Python's ssl has no name for it
+_SSL_VERIFY_PEER = 0x01  # OpenSSL's SSL_VERIFY_PEER: ask for a certificate, do not require one
+
+# OpenSSL's verify callback: int (*)(int preverify_ok, X509_STORE_CTX *store).
+_VerifyCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+def _accept_chain(preverify_ok: int, store: int | None) -> int:
+    # Whatever OpenSSL thinks of the chain (unknown CA, wrong EKU, expired), the handshake
+    # goes on: the CertificateVerify message still proves the client holds the key, and the
+    # app's verification core (auth.verification) decides, with a reason the person can read.
+    return 1
+
+
+# Kept alive for the life of the process: OpenSSL holds a bare pointer to it.
+_ACCEPT_CHAIN = _VerifyCallback(_accept_chain)
+
+
+def _accept_any_client_certificate(context: ssl.SSLContext) -> None:
+    """Ask for a client certificate and accept any one whose key the client proves to hold.
+
+    Python's ssl has no verify callback, so it is set on the context's ``SSL_CTX`` through
+    the libssl that ``_ssl`` is linked with. The ``SSL_CTX *`` is the first field after the
+    object header of CPython's ``PySSLContext``; the verify mode and options read back
+    through it confirm that layout before anything is written.
+
+    :raises ConfigurationError: if the context's layout is not the one expected.
+    """
+    import _ssl
+
+    libssl = ctypes.CDLL(_ssl.__file__)  # its symbols resolve to the libssl it links
+    get_mode = libssl.SSL_CTX_get_verify_mode
+    get_mode.restype, get_mode.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    get_options = libssl.SSL_CTX_get_options
+    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    set_verify = libssl.SSL_CTX_set_verify
+    set_verify.restype = None
+    set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VerifyCallback]
+    context.verify_mode = ssl.CERT_OPTIONAL
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if (
+        not pointer
+        or get_mode(pointer) != _SSL_VERIFY_PEER
+        or get_options(pointer) != int(context.options)
+    ):
+        raise ConfigurationError(
+            "cannot set the TLS client-certificate callback on this Python's ssl module"
+        )
+    set_verify(pointer, _SSL_VERIFY_PEER, _ACCEPT_CHAIN)
 
 
 def _tls_context(
@@ -77,10 +126,12 @@ def _tls_context(
     if context is None:  # two threads racing here build two equal contexts: harmless
         context = default_factory()
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        # The handshake proves possession of the key and the chain; validity in time is the
-        # app's decision (auth.verification), so that the owner of an expired certificate
-        # gets the page that names the ways back in instead of a failed handshake.
+        # The handshake proves possession of the key; the chain, the key usage and validity
+        # in time are the app's decision (auth.verification), so that the owner of an
+        # expired, unknown or wrongly made certificate hears why instead of a failed
+        # handshake.
         context.verify_flags |= _X509_V_FLAG_NO_CHECK_TIME
+        _accept_any_client_certificate(context)
         _contexts[pid] = context
     return context
 
@@ -311,6 +362,7 @@ def _check_tls_files(tls: TlsFiles, client_ca: Path) -> None:
         ) from None
     try:
         context.load_cert_chain(str(tls.certfile), str(tls.keyfile), password=_no_password)
+        _accept_any_client_certificate(context)  # fails here, not in every worker
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(
             f"cannot load the TLS certificate {tls.certfile} with the key {tls.keyfile} "
@@ -345,7 +397,7 @@ def run_gunicorn(
     """
     worker = worker or (THREADS if tls is not None else EVENT_LOOP)
     if worker not in WORKER_KINDS:
-        raise ConfigurationError(f"unknown worker kind {worker!r}: one of {WORKER_KINDS}")
+        raise ConfigurationError(f"unknown worker kind {echoed(worker)}: one of {WORKER_KINDS}")
     if worker == EVENT_LOOP and tls is not None:
         # The app reads the client certificate from gunicorn's socket (PeerCertificate);
         # uvicorn does not hand it to the app.
@@ -368,8 +420,8 @@ def run_gunicorn(
             keyfile=str(tls.keyfile),
             ca_certs=str(client_ca),
             # Asked for, not required: without one a client gets no SSL_CLIENT_CERT and signs
-            # in another way. A presented certificate that does not chain to ``ca_certs``
-            # fails the handshake.
+            # in another way. Any presented certificate completes the handshake
+            # (_accept_any_client_certificate); the app says why it refuses one.
             cert_reqs=int(ssl.CERT_OPTIONAL),
             ssl_context=_tls_context,
         )

@@ -20,7 +20,7 @@ from ca_service.app import settings_of
 from ca_service.auth.models import Role, User
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
-from ca_service.errors import ValidationError
+from ca_service.errors import ValidationError, echoed
 from ca_service.issuance import service
 from ca_service.issuance.csr import MAX_CSR_BYTES
 from ca_service.issuance.models import Application, DocumentType, KeySource
@@ -39,8 +39,9 @@ def _own(user: User, application_id: int) -> Application:
 
 
 def _read(upload: FileStorage | None, limit: int) -> bytes:
-    """An uploaded file's bytes, at most one byte beyond the limit (the service says why)."""
-    return upload.stream.read(limit + 1) if upload is not None else b""
+    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
+    the service refuses a file over ``limit`` with its real size."""
+    return upload.stream.read() if upload is not None else b""
 
 
 @bp.get("/applications")
@@ -91,7 +92,9 @@ def upload_document(application_id: int) -> Response:
         (set(request.form) - {"doc_type"}) | (set(request.files) - {"file", "signature"})
     )
     if unknown:
-        raise ValidationError(f"Unknown form field(s): {', '.join(unknown)}.")
+        raise ValidationError(
+            f"Unknown form field(s): {', '.join(echoed(name) for name in unknown[:10])}."
+        )
     doc_type = choice(request.form.get("doc_type", ""), "doc_type", (t.value for t in DocumentType))
     upload = request.files.get("file")
     if upload is None:

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, make_response, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from ca_service.db import db
-from ca_service.errors import AuthenticationFailed, ValidationError
+from ca_service.errors import AuthenticationFailed, ValidationError, echoed
 from ca_service.errors_views import error_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -110,7 +110,9 @@ def date_field(data: Mapping[str, Any], name: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ValidationError(f"The field {name!r} is not a calendar date: {value}.") from None
+        raise ValidationError(
+            f"The field {name!r} is not a calendar date: {echoed(value)}."
+        ) from None
 
 
 def choice(value: str, name: str, choices: Iterable[str]) -> str:

@@ -14,7 +14,7 @@ from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import certificate_json, timestamp
 from ca_service.app import settings_of
 from ca_service.auth.models import Role
-from ca_service.errors import ValidationError
+from ca_service.errors import ValidationError, echoed
 from ca_service.hsm_access import app_token
 from ca_service.revocation import portal
 from ca_service.revocation.service import StatusChange
@@ -34,7 +34,8 @@ def datetime_field(data: Mapping[str, Any], name: str) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ValidationError(
-            f"The field {name!r} is not an ISO 8601 date-time (2026-01-02T03:04:05Z): {value}."
+            f"The field {name!r} is not an ISO 8601 date-time (2026-01-02T03:04:05Z): "
+            f"{echoed(value)}."
         ) from None
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.validators import DataRequired, EqualTo
+
+from ca_service.form_validators import Length
 
 # An upper bound only, so nobody posts megabytes to the password hasher; the policy itself
 # (length, not the username) is the service's check_password_policy, with its own messages.

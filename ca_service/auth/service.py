@@ -9,6 +9,7 @@ request that carries it fails, its boundary rolls back, and yet the attempt must
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ca_service.errors import (
     Conflict,
     NotFound,
     ValidationError,
+    echoed,
 )
 from ca_service.outbox.service import notify_employer
 
@@ -144,7 +146,7 @@ def find_user(username: str) -> User | None:
 def _get_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise NotFound(f"There is no user {username!r}.")
+        raise NotFound(f"There is no user {echoed(username)}.")
     return user
 
 
@@ -169,11 +171,11 @@ def create_user(
             "(starting with a letter or digit)."
         )
     if "@" not in email.strip("@") or len(email) > 254:
-        raise ValidationError(f"{email!r} is not an e-mail address.")
+        raise ValidationError(f"{echoed(email)} is not an e-mail address.")
     if not full_name:
         raise ValidationError("Give the person's full name.")
     if find_user(username) is not None:
-        raise Conflict(f"The username {username!r} is taken.")
+        raise Conflict(f"The username {echoed(username)} is taken.")
     one_time_password = _new_one_time_password()
     user = User(
         username=username,
@@ -246,7 +248,8 @@ def refuse_if_locked(user: User) -> None:
 
 def _refuse_if_locked(user: User, now: dt.datetime) -> None:
     if user.locked_until is not None and user.locked_until > now:
-        minutes = int((user.locked_until - now).total_seconds() // 60) + 1
+        # Rounded up, but a lock of exactly LOCKOUT_MINUTES reads as that many, not one more.
+        minutes = max(1, math.ceil((user.locked_until - now).total_seconds() / 60))
         raise AccountLocked(
             "This account is locked after too many failed attempts. Try again after "
             f"{user.locked_until:%H:%M} UTC (in {minutes} minute{'s' if minutes > 1 else ''}), "

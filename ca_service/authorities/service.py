@@ -19,7 +19,7 @@ from ca_service.authorities.signing import (
 )
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
-from ca_service.errors import ConfigurationError, NotFound
+from ca_service.errors import ConfigurationError, NotFound, echoed
 from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from hsm import KeyAlgorithm, Token
@@ -82,7 +82,7 @@ def get_authority(slug: str) -> Authority:
     """
     authority = db.session.scalar(sa.select(Authority).where(Authority.slug == slug))
     if authority is None or authority.certificate is None:
-        raise NotFound(f"no certificate authority {slug!r}; run `ca-service init`")
+        raise NotFound(f"no certificate authority {echoed(slug)}; run `ca-service init`")
     return authority
 
 

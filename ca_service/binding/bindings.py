@@ -35,7 +35,7 @@ from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
-from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError
+from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, echoed
 from ca_service.outbox.service import notify_employer
 
 __all__ = [
@@ -196,7 +196,7 @@ def employer_by_number(number: str) -> Employer:
         sa.select(Employer).where(Employer.registration_number == number.strip().upper())
     )
     if employer is None:
-        raise NotFound(f"There is no employer {number.strip()!r}.")
+        raise NotFound(f"There is no employer {echoed(number.strip())}.")
     return employer
 
 

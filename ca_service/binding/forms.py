@@ -6,10 +6,11 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Optional
 
 from ca_service.binding.models import TrustPurpose
 from ca_service.errors import ValidationError
+from ca_service.form_validators import Length
 
 FORM_EXPIRED = "The form expired or is incomplete; reload the page and try again."
 # TrustAnchor.crl_url; the service checks the scheme and says why a URL is refused.

@@ -16,7 +16,7 @@ from ca_service.auth.verification import invalidate_trust_cache
 from ca_service.authorities.signing import fingerprint
 from ca_service.binding.models import TrustAnchor, TrustPurpose
 from ca_service.db import db
-from ca_service.errors import Conflict, NotFound, ValidationError
+from ca_service.errors import Conflict, NotFound, ValidationError, echoed
 
 # Who changes trust: a signed-in user, who must be a CA administrator, or the name of an
 # operator tool ("cli", "tests"), whose operator holds the database credentials anyway.
@@ -49,7 +49,7 @@ def check_crl_url(url: str) -> str:
         usable = False
     if not usable or any(c.isspace() or ord(c) < 32 for c in url):
         raise ValidationError(
-            f"The CRL URL must be an http:// or https:// URL with a host name, not {url!r}."
+            f"The CRL URL must be an http:// or https:// URL with a host name, not {echoed(url)}."
         )
     if len(url) > _URL_LENGTH:
         raise ValidationError(f"The CRL URL is longer than {_URL_LENGTH} characters.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms.validators import DataRequired, EqualTo, Optional
+
+from ca_service.form_validators import Length
 
 
 class RegistrationForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information

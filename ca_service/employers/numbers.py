@@ -13,7 +13,7 @@ from types import ModuleType
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
-from ca_service.errors import ConfigurationError, ValidationError
+from ca_service.errors import ConfigurationError, ValidationError, echoed
 
 
 @cache
@@ -38,7 +38,7 @@ def registration_number(value: str, scheme: str) -> str:
     except StdnumError as exc:
         name = getattr(module, "__doc__", "") or scheme
         raise ValidationError(
-            f"{value.strip()!r} is not a valid registration number "
+            f"{echoed(value.strip())} is not a valid registration number "
             f"({name.splitlines()[0].rstrip('.')}): {exc}"
         ) from None
     return compact.upper()
@@ -53,5 +53,5 @@ def legal_representative_id(value: str) -> str:
         return str(ric.validate(value)).upper()
     except StdnumError as exc:
         raise ValidationError(
-            f"{value.strip()!r} is not a valid resident ID number: {exc}"
+            f"{echoed(value.strip())} is not a valid resident ID number: {exc}"
         ) from None

@@ -30,7 +30,7 @@ from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers import numbers
 from ca_service.employers.models import Employer
-from ca_service.errors import Conflict, NotFound, ValidationError
+from ca_service.errors import Conflict, NotFound, ValidationError, echoed
 from ca_service.outbox.models import Channel
 from ca_service.outbox.service import enqueue
 
@@ -77,7 +77,7 @@ def normalise_mobile(value: str) -> str:
     """
     compact = re.sub(r"[\s\-().]", "", value)
     if not _MOBILE.fullmatch(compact):
-        raise ValidationError(f"{value!r} is not a mobile number (6 to 15 digits).")
+        raise ValidationError(f"{echoed(value)} is not a mobile number (6 to 15 digits).")
     return compact
 
 
@@ -102,7 +102,7 @@ def register_employer(
         raise ValidationError("Give the administrator's name (at most 200 characters).")
     email = data.email.strip()
     if not _EMAIL.fullmatch(email) or len(email) > 254:
-        raise ValidationError(f"{data.email!r} is not an e-mail address.")
+        raise ValidationError(f"{echoed(data.email)} is not an e-mail address.")
     mobile = normalise_mobile(data.mobile)
     representative = (
         numbers.legal_representative_id(data.legal_representative_id)

@@ -7,7 +7,10 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from ca_service.issuance.expiry_views import officer_expiry_bp
+    from ca_service.issuance.seals import quiet_pyhanko_verdicts
     from ca_service.issuance.views import employer_bp, officer_bp, public_bp
+
+    quiet_pyhanko_verdicts()
 
     app.register_blueprint(employer_bp)
     app.register_blueprint(officer_bp)

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ca_service.db import Base, created_at, enum_column, intpk, utcnow
@@ -56,6 +57,13 @@ _DOCUMENT_TITLES = {
 }
 
 
+_SHOWN_STATES = {
+    "revoked": lazy_gettext("certificate revoked"),
+    "on_hold": lazy_gettext("certificate on hold"),
+    "expired": lazy_gettext("certificate expired"),
+}
+
+
 class Application(Base):
     __tablename__ = "applications"
 
@@ -90,6 +98,28 @@ class Application(Base):
         back_populates="application", order_by="Document.id"
     )
     events: Mapped[list[ApplicationEvent]] = relationship(order_by="ApplicationEvent.id")
+
+    @property
+    def certificate_state(self) -> str | None:
+        """What became of the issued certificate now: ``valid``, ``on_hold``, ``revoked`` or
+        ``expired``; None before issuance."""
+        certificate = self.certificate
+        if self.status is not ApplicationStatus.ISSUED or certificate is None:
+            return None
+        if certificate.revoked_at is not None:
+            return "on_hold" if certificate.revocation_reason == "certificateHold" else "revoked"
+        if certificate.not_after <= utcnow():
+            return "expired"
+        return "valid"
+
+    @property
+    def shown_status(self) -> str:
+        """The status as a person reads it: an issued application whose certificate was
+        revoked, put on hold or has expired says so instead of "issued"."""
+        state = self.certificate_state
+        if state in _SHOWN_STATES:
+            return str(_SHOWN_STATES[state])
+        return self.status.value.replace("_", " ")
 
     __table_args__ = (
         sa.CheckConstraint(

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import enum
 import io
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,41 @@ def sniff_media_type(content: bytes) -> str | None:
     if content.startswith(_JPEG_SOI):
         return JPEG
     return None
+
+
+# pyHanko's validation modules log each untrusted, expired or otherwise failed certificate
+# path at WARNING with the whole traceback; for this service those are ordinary verdicts.
+_PYHANKO_VERDICT_LOGGERS = (
+    "pyhanko.sign.validation.generic_cms",
+    "pyhanko.sign.validation.pdf_embedded",
+    "pyhanko.sign.validation.status",
+    "pyhanko.sign.validation.ades",
+)
+
+
+class _OneLineVerdicts(logging.Filter):
+    """A pyHanko warning with a traceback becomes one INFO line naming the exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {first})"
+                record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_ONE_LINE_VERDICTS = _OneLineVerdicts()
+
+
+def quiet_pyhanko_verdicts() -> None:
+    """Log pyHanko's per-path validation failures as one INFO line each (idempotent)."""
+    for name in _PYHANKO_VERDICT_LOGGERS:
+        logging.getLogger(name).addFilter(_ONE_LINE_VERDICTS)
 
 
 def verify_seal(

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from flask_babel import gettext
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
@@ -52,6 +53,7 @@ from ca_service.errors import (
     NotFound,
     ServiceUnavailable,
     ValidationError,
+    echoed,
 )
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
@@ -119,6 +121,16 @@ class EmployerProfile:
 
 
 _INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__))
+
+
+def size_above(size: int, limit: int) -> str:
+    """``size`` bytes in MB with just enough decimals to read as more than ``limit`` bytes
+    (8.000001 MB, not 8.0 MB against a limit of 8 MB); in bytes when even six do not."""
+    for decimals in range(1, 7):
+        shown = f"{size / 1048576:.{decimals}f}"
+        if float(shown) > limit / 1048576:
+            return f"{shown} MB"
+    return f"{size:,} bytes"
 
 
 def _record(application: Application, actor: str, note: str | None = None) -> None:
@@ -261,8 +273,13 @@ def upload_document(
     for blob, what in ((content, "file"), (detached_signature or b"", "signature file")):
         if len(blob) > limits.max_bytes:
             raise ValidationError(
-                f"The {what} for “{doc_type.label}” is {len(blob) / 1048576:.1f} MB; "
-                f"the limit is {limits.max_bytes // 1048576} MB."
+                gettext(
+                    "The %(what)s for “%(label)s” is %(size)s; the limit is %(limit)s MB.",
+                    what=what,
+                    label=doc_type.label,
+                    size=size_above(len(blob), limits.max_bytes),
+                    limit=f"{limits.max_bytes / 1048576:g}",
+                )
             )
     media_type = sniff_media_type(content)
     if media_type is None:
@@ -1247,7 +1264,7 @@ def delivery_bytes(certificate: x509.Certificate, kind: str) -> bytes:
         return chain_pem(certificate)
     if kind == "p7b":
         return pkcs7_bundle(certificate)
-    raise NotFound(f"No download {kind!r}.")
+    raise NotFound(f"No download {echoed(kind)}.")
 
 
 def certificate_download(application: Application, kind: str) -> Download:
@@ -1257,7 +1274,7 @@ def certificate_download(application: Application, kind: str) -> Download:
     """
     certificate = certificate_of(application)
     if kind not in DOWNLOAD_FORMATS:
-        raise NotFound(f"No download {kind!r}.")
+        raise NotFound(f"No download {echoed(kind)}.")
     name, mimetype = DOWNLOAD_FORMATS[kind]
     serial = certificate_row(application).serial
     return Download(delivery_bytes(certificate, kind), mimetype, f"{serial}-{name}")

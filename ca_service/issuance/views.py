@@ -61,10 +61,11 @@ def document_store() -> DocumentStore:
 
 
 def _read(upload: FileStorage | None, limit: int) -> bytes:
-    """An uploaded file's bytes, reading at most one byte beyond the limit."""
+    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
+    a file over ``limit`` is refused with its real size."""
     if upload is None:
         return b""
-    return upload.stream.read(limit + 1)
+    return upload.stream.read()
 
 
 def content_disposition(kind: str, filename: str) -> str:

@@ -22,7 +22,7 @@ from ca_service.authorities.service import ISSUING_SLUG, get_authority
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
-from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError
+from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, echoed
 from ca_service.issuance.models import Application
 from ca_service.issuance.service import certificate_row, employer_application
 from ca_service.models import Certificate, CertificateKind
@@ -109,7 +109,7 @@ def revoke_by_officer(
     ensure_role(officer, *REVOKING_ROLES)
     if reason not in OFFICER_REASONS:
         raise ValidationError(
-            f"Unknown revocation reason {reason!r}; one of {', '.join(OFFICER_REASONS)}."
+            f"Unknown revocation reason {echoed(reason)}; one of {', '.join(OFFICER_REASONS)}."
         )
     certificate = employer_certificate(serial)
     if officer.employer_id is not None and officer.employer_id == certificate.employer_id:

@@ -37,7 +37,7 @@ from ca_service.authorities.service import (
 from ca_service.authorities.signing import hash_for, normalise_serial
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
-from ca_service.errors import Conflict, NotFound, ValidationError
+from ca_service.errors import Conflict, NotFound, ValidationError, echoed
 from ca_service.models import Authority, Certificate, CertificateStatus
 from ca_service.revocation.blocked_keys import block_certificate_key
 from ca_service.revocation.models import PendingCRL, PublishedCRL
@@ -95,7 +95,9 @@ def revoke_certificate(
     """
     flag = REASONS.get(reason)
     if flag is None:
-        raise ValidationError(f"unknown revocation reason {reason!r}; one of {', '.join(REASONS)}")
+        raise ValidationError(
+            f"unknown revocation reason {echoed(reason)}; one of {', '.join(REASONS)}"
+        )
     now = utcnow()
     if invalidity_date is not None and invalidity_date > now:
         raise ValidationError("the invalidity date cannot be in the future")
@@ -503,5 +505,7 @@ def latest_crl(slug: str) -> PublishedCRL:
         .limit(1)
     )
     if row is None:
-        raise NotFound(f"no CRL has been published for {slug!r}; run `ca-service crl publish`")
+        raise NotFound(
+            f"no CRL has been published for {echoed(slug)}; run `ca-service crl publish`"
+        )
     return row

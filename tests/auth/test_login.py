@@ -82,6 +82,8 @@ def test_lockout_after_failures_then_unlock(
     text = locked.get_data(as_text=True)
     assert "locked" in text
     assert "Try again after" in text
+    minutes = int(app.extensions["ca_settings"]["LOCKOUT_MINUTES"])
+    assert f"(in {minutes} minutes)" in text  # the setting, not one more
     assert 'name="username"' in text  # the form again, not an error page
     actions = _actions(app)
     assert actions.count("auth.login_failed") == max_failures

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import re
 import shutil
-import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from flask import Flask
 
 from ca_service.authorities.service import (
@@ -124,15 +124,34 @@ def test_the_tls_client_certificate_gets_an_api_token(
     assert "No TLS client certificate" in anonymous.json()["error"]["message"]
 
 
-def test_a_certificate_from_an_untrusted_ca_fails_the_handshake(
+def test_a_certificate_from_an_untrusted_ca_reaches_the_app_and_hears_why(
     tls_server: Served, server_tls: ServerTls, tmp_path: Path
 ) -> None:
-    # The server verifies a presented certificate against its client-CA bundle (our CAs and
-    # the tax anchors): one from any other CA ends the handshake with an alert, so the app
-    # never sees it. With TLS 1.3 the client learns of it only when it reads the answer.
+    # Any certificate whose key the client proves to hold completes the handshake; one from a
+    # CA neither we nor a tax anchor are is refused by the app, which names the issuer.
     context = server_tls.client_context(untrusted_identity(tmp_path))
-    with pytest.raises(ssl.SSLError, match=r"UNKNOWN_CA|unknown ca"):
-        https_call(tls_server.port, "POST", TLS_TOKEN, context=context)
+    reply = https_call(tls_server.port, "POST", TLS_TOKEN, context=context)
+    assert reply.status == 403, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "untrusted_issuer"
+    assert "CN=Throwaway CA" in error["message"]
+    assert "not a certificate authority trusted for signing in" in error["message"]
+
+
+def test_a_certificate_without_client_auth_reaches_the_app_and_hears_why(
+    app: Flask, tls_server: Served, server_tls: ServerTls, tmp_path: Path
+) -> None:
+    # OpenSSL alone would end this handshake with "unsupported certificate purpose".
+    identity = _agency_certificate(
+        app, tmp_path, expired=False, usage=ExtendedKeyUsageOID.SERVER_AUTH
+    )
+    reply = https_call(
+        tls_server.port, "POST", TLS_TOKEN, context=server_tls.client_context(identity)
+    )
+    assert reply.status == 403, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "wrong_key_usage"
+    assert "lacks clientAuth" in error["message"]
 
 
 def test_curl_gets_an_api_token_with_the_certificate(
@@ -347,40 +366,61 @@ def test_a_key_that_does_not_match_the_certificate_fails_at_start_up(
     assert "Starting gunicorn" not in result.stdout + result.stderr
 
 
-def _expired_agency_certificate(app: Flask, directory: Path) -> KeyPair:
-    """A certificate our issuing CA signed (in the HSM) that expired yesterday."""
-    from ca_service.app import settings_of
+def _agency_certificate(
+    app: Flask,
+    directory: Path,
+    *,
+    expired: bool = True,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
+) -> KeyPair:
+    """A certificate our issuing CA signed (in the HSM): by default one that expired
+    yesterday; ``usage`` its only extended key usage."""
     from ca_service.authorities import profiles
     from ca_service.authorities.signing import hash_for, new_serial
     from ca_service.hsm_access import app_token
-    from ca_service.issuance.service import EmployerProfile
     from hsm import KeyAlgorithm
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(days=366) if expired else now - dt.timedelta(minutes=5)
+    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=30)
     with app.app_context():
         issuer = get_authority(ISSUING_SLUG)
         issuer_cert = load_certificate(current_certificate(issuer))
         certificate = (
-            profiles.employer_builder(
-                subject=profiles.employer_subject(
+            x509.CertificateBuilder()
+            .subject_name(
+                profiles.employer_subject(
                     country="CN", legal_name="Expired Co., Ltd.", registration_number="X"
-                ),
-                public_key=key.public_key(),
-                issuer=issuer_cert,
-                issuer_slug=ISSUING_SLUG,
-                urls=EmployerProfile.from_settings(settings_of(app)).urls,
-                non_repudiation=False,
+                )
             )
+            .issuer_name(issuer_cert.subject)
+            .public_key(key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .serial_number(new_serial())
-            .not_valid_before(now - dt.timedelta(days=366))
-            .not_valid_after(now - dt.timedelta(days=1))
+            .not_valid_before(start)
+            .not_valid_after(end)
             .sign(
                 app_token().private_key(issuer.key_label),
                 hash_for(KeyAlgorithm(issuer.key_algorithm)),
             )
         )
-    return key_pair(directory, "expired", key, [certificate])
+    return key_pair(directory, "agency", key, [certificate])
 
 
 def test_an_expired_certificate_reaches_the_app_and_hears_the_ways_back_in(
@@ -388,7 +428,7 @@ def test_an_expired_certificate_reaches_the_app_and_hears_the_ways_back_in(
 ) -> None:
     # The TLS layer does not judge validity in time (the app does): the handshake completes
     # and the answer names the password + SMS and tax-certificate ways back in.
-    identity = _expired_agency_certificate(app, tmp_path)
+    identity = _agency_certificate(app, tmp_path)
     reply = https_call(
         tls_server.port, "POST", TLS_TOKEN, context=server_tls.client_context(identity)
     )

@@ -159,6 +159,7 @@ def test_repository_page_lists_fingerprints(app: Flask, client: FlaskClient) -> 
         assert fingerprint in text
         assert f"/pki/ca/{slug}.crt" in text
         assert f"/pki/ca/{slug}.pem" in text
+        assert f'href="/pki/crl/{slug}.crl"' in text
 
 
 @pytest.mark.parametrize("slug", [ROOT_SLUG, ISSUING_SLUG])

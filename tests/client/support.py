@@ -20,11 +20,11 @@ def read_csr(path: Path) -> x509.CertificateSigningRequest:
 
 
 def assert_fails_cleanly(result: Result, message: str, exit_code: int = 1) -> None:
-    """The command ended with one `Error: ...` line holding ``message``, and no traceback."""
+    """The command ended with one `error: ...` line holding ``message``, and no traceback."""
     assert result.exit_code == exit_code, result.output
     # An exception click did not turn into an exit would show up here instead of SystemExit.
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1, result.stderr
     assert message in error_lines[0]

@@ -108,3 +108,40 @@ def test_too_many_wrong_codes_burn_the_code(client: FlaskClient, cli: CliInvoke)
     response = post_form(client, "/auth/confirm-mobile", {"code": code})
     assert response.status_code == 401
     assert "Too many wrong codes" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("registration_number", "is not a valid registration number"),
+        ("legal_representative_id", "is not a valid resident ID number"),
+        ("mobile", "is not a mobile number"),
+        ("email", "is not an e-mail address"),
+    ],
+)
+def test_a_huge_value_is_quoted_short_in_the_error(
+    client: FlaskClient, field: str, message: str
+) -> None:
+    huge = "9" * 200_000
+    # The page names the limit and leaves the field empty rather than filled with 200 kB.
+    status, text = register(client, new_number(), **{field: huge})
+    assert status == 400
+    assert "cannot be longer than" in text
+    assert len(text) < 20_000
+    reply = client.post(
+        "/api/v1/employers",
+        json={
+            "registration_number": new_number(),
+            "legal_name": "Fujian Example Trading Co., Ltd.",
+            "administrator_name": "Li Hua",
+            "mobile": "+86 138 0013 8000",
+            "email": "hr@example.test",
+            "password": "a long enough password",
+            field: huge,
+        },
+    )
+    assert reply.status_code == 400
+    error = reply.get_json()["error"]["message"]
+    assert message in error
+    assert f"'{'9' * 64}…'" in error  # the first 64 characters, quoted
+    assert len(reply.data) < 1_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import os
 import textwrap
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from flask import Flask
 
 from ca_service.issuance.seals import SealResult, SealVerdict, sniff_media_type, verify_seal
 from tests.issuance.seal_factory import (
@@ -381,3 +383,20 @@ def test_truncated_p7s_is_invalid(pki: SealPki) -> None:
     signature = sign_detached(png, pki.employer, signing_time=NOW)
 
     assert verify(pki, png, signature[:-40]).verdict is SealVerdict.INVALID_FILE
+
+
+@pytest.mark.parametrize("signer", ["untrusted", "expired"])
+def test_ordinary_verdicts_log_one_line_without_traceback(
+    app: Flask, pki: SealPki, signer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # create_app (the app fixture) installs the filter on pyHanko's loggers.
+    caplog.set_level(logging.DEBUG, logger="pyhanko")
+    result = verify(pki, seal_pdf(minimal_pdf(), getattr(pki, signer)))
+    assert result.verdict in (SealVerdict.UNTRUSTED_SIGNER, SealVerdict.SIGNER_EXPIRED)
+    records = [r for r in caplog.records if r.name.startswith("pyhanko")]
+    assert records  # pyHanko did say something about the failed path
+    for record in records:
+        assert record.exc_info is None, record.getMessage()
+        assert record.levelno <= logging.INFO
+        assert "\n" not in record.getMessage()
+    assert "Traceback" not in caplog.text

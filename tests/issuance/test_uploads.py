@@ -104,7 +104,11 @@ def test_a_document_above_the_limit_is_refused(
     content = b"%PDF-1.7\n" + b"0" * 1_200_000
     status, text = post_raw_upload(client, application_id, LICENCE, content)
     assert status == 400
-    assert "the limit is 1 MB" in text
+    assert "is 1.1 MB; the limit is 1 MB" in text
+    # Just over the limit: enough decimals to differ from it.
+    status, text = post_raw_upload(client, application_id, LICENCE, content[: 1048576 + 1])
+    assert status == 400
+    assert "is 1.000001 MB; the limit is 1 MB" in text
 
 
 def test_a_request_body_above_the_upload_cap_is_a_413(

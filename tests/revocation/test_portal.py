@@ -4,6 +4,7 @@ employer by e-mail and SMS and visible in OCSP and on /verify at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -327,3 +328,47 @@ def test_employer_cannot_revoke_before_issuance(
         application = db.session.get(Application, application_id)
         assert application is not None
         assert application.certificate_id is None
+
+
+def test_the_application_shows_what_became_of_its_certificate(
+    app: Flask,
+    issued: IssuedApplication,
+    officer_client: Callable[..., FlaskClient],  # noqa: F811
+) -> None:
+    page_path = f"/applications/{issued.application_id}"
+    page = issued.client.get(page_path).get_data(as_text=True)
+    assert f"Application {issued.application_id} — issued" in page
+    assert f"{page_path}/revoke" in page
+
+    # Revoked: the application, its list and the officer's page say so, and offer no Revoke.
+    assert employer_revoke(issued, "cessationOfOperation", issued.owner.password).status_code == 302
+    page = issued.client.get(page_path).get_data(as_text=True)
+    assert f"Application {issued.application_id} — certificate revoked" in page
+    assert f"{page_path}/revoke" not in page
+    assert "certificate revoked" in issued.client.get("/applications/").get_data(as_text=True)
+    officer = officer_client()
+    review = officer.get(f"/officer/applications/{issued.application_id}").get_data(as_text=True)
+    assert "— certificate revoked" in review
+    assert f"/officer/certificates/{issued.serial}/revoke" not in review
+
+
+def test_an_expired_certificate_is_shown_expired_and_offers_no_revoke(
+    app: Flask,
+    issued: IssuedApplication,
+    officer_client: Callable[..., FlaskClient],  # noqa: F811
+) -> None:
+    with app.app_context():
+        row = db.session.scalar(sa.select(Certificate).where(Certificate.serial == issued.serial))
+        assert row is not None
+        row.not_before = row.not_before - dt.timedelta(days=800)
+        row.not_after = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        db.session.commit()
+    page_path = f"/applications/{issued.application_id}"
+    page = issued.client.get(page_path).get_data(as_text=True)
+    assert f"Application {issued.application_id} — certificate expired" in page
+    assert f"{page_path}/revoke" not in page
+    assert "it needs no revocation" in page
+    review = officer_client().get(f"/officer/applications/{issued.application_id}")
+    text = review.get_data(as_text=True)
+    assert "— certificate expired" in text
+    assert f"/officer/certificates/{issued.serial}/revoke" not in text

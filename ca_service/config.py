@@ -169,6 +169,19 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting(
+        "RENEWAL_WINDOW_DAYS",
+        60,
+        "An employer certificate can be renewed online from this many days before its notAfter.",
+        int,
+    ),
+    Setting(
+        "RENEWAL_GRACE_DAYS",
+        90,
+        "... and until this many days after it (signed in by password + SMS code or a bound tax "
+        "certificate); later, a new application is needed.",
+        int,
+    ),
+    Setting(
         "EMPLOYER_NON_REPUDIATION",
         False,
         "Also set nonRepudiation (contentCommitment) in employer certificates' key usage.",

@@ -37,6 +37,7 @@ def init_app(app: Flask) -> None:
         certificates,
         employers,
         public,
+        renewal,
         review,
         revocation,
     )

@@ -315,6 +315,67 @@ SCHEMAS: JSON = {
             "revocation_reason": _NULLABLE_STRING,
         },
     },
+    "RenewalInfo": {
+        "type": "object",
+        "required": ["serial", "state", "due", "suggested_window", "renewable_until"],
+        "properties": {
+            "serial": {"type": "string"},
+            "not_after": _TIME,
+            "state": {
+                "type": "string",
+                "enum": ["not_due", "due", "grace", "past_grace", "pending", "renewed", "revoked"],
+            },
+            "due": {"type": "boolean", "description": "Renew now (inside the window or grace)."},
+            "days_left": {"type": "integer"},
+            "suggested_window": {
+                "type": "object",
+                "properties": {"start": _TIME, "end": _TIME},
+            },
+            "renewable_until": _TIME,
+            "renewed_by": _NULLABLE_STRING,
+            "explanation_url": {"type": "string"},
+        },
+    },
+    "CertificateList": {
+        "type": "object",
+        "properties": {
+            "certificates": {
+                "type": "array",
+                "items": {
+                    "allOf": [
+                        _ref("Certificate"),
+                        {"type": "object", "properties": {"renewal": _ref("RenewalInfo")}},
+                    ]
+                },
+            }
+        },
+    },
+    "RenewalRequest": {
+        "type": "object",
+        "required": ["csr_pem"],
+        "additionalProperties": False,
+        "properties": {
+            "csr_pem": {"type": "string", "description": "PKCS#10 request for the new key."},
+            "supersede": {
+                "type": "boolean",
+                "description": "Revoke the old certificate as superseded once renewed.",
+            },
+            "contacts_confirmed": {
+                "type": "boolean",
+                "description": "After expiry: the administrator's mobile and e-mail are current.",
+            },
+        },
+    },
+    "RenewalResult": {
+        "type": "object",
+        "properties": {
+            "application": _ref("Application"),
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "certificate": _ref("Certificate"),
+            "certificate_pem": {"type": "string"},
+            "chain_pem": {"type": "string"},
+        },
+    },
     "ApplicationStatus": {
         "type": "string",
         "enum": [
@@ -981,6 +1042,44 @@ def _paths() -> JSON:
                 errors=(404,),
                 public=True,
                 parameters=_path("serial"),
+            )
+        },
+        "/certificates": {
+            "get": _operation(
+                "list_certificates",
+                "The employer's certificates, newest first, with their renewal state",
+                _EMPLOYER,
+                {"200": _json(_ref("CertificateList"), "The certificates.")},
+                errors=(401, 403),
+            )
+        },
+        "/certificates/{serial}/renewal-info": {
+            "get": _operation(
+                "renewal_info",
+                "Suggested renewal window of an employer certificate (as RFC 9773's renewal "
+                "information; Retry-After says when to ask again)",
+                "public",
+                {"200": _json(_ref("RenewalInfo"), "Where the certificate stands for renewal.")},
+                errors=(404,),
+                public=True,
+                parameters=_path("serial"),
+            )
+        },
+        "/certificates/{serial}/renewal": {
+            "post": _operation(
+                "renew_certificate",
+                "Renew (re-key) a certificate with a new CSR: issued at once when the employer "
+                "record and documents are unchanged, else waiting for an officer or documents",
+                _EMPLOYER,
+                {
+                    "201": _json(_ref("RenewalResult"), "Renewed: the new certificate."),
+                    "202": _json(
+                        _ref("RenewalResult"), "Accepted; it waits (see reasons and application)."
+                    ),
+                },
+                errors=(400, 401, 403, 404, 409, 415, 503),
+                parameters=_path("serial"),
+                body=_body(_ref("RenewalRequest")),
             )
         },
         "/openapi.json": {

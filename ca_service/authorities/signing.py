@@ -115,6 +115,7 @@ class Reservation:
     not_after: dt.datetime
     key_label: str | None = None
     employer_id: int | None = None
+    renews_id: int | None = None  # the certificate this one renews (lineage)
 
 
 def reserve_serials(
@@ -143,6 +144,9 @@ def reserve_serials(
             "revoked_at": None,
             "revocation_reason": None,
             "invalidity_date": None,
+            "renews_id": reservation.renews_id,
+            "next_notice_at": None,
+            "expired_at": None,
         }
         for reservation in reservations
     ]

@@ -7,6 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from ca_service.issuance.expiry_views import officer_expiry_bp
+    from ca_service.issuance.renewal_views import bp as renewal_bp
     from ca_service.issuance.seals import quiet_pyhanko_verdicts
     from ca_service.issuance.views import employer_bp, officer_bp, public_bp
 
@@ -16,3 +17,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(officer_bp)
     app.register_blueprint(public_bp)
     app.register_blueprint(officer_expiry_bp)
+    app.register_blueprint(renewal_bp)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import DateField, RadioField, SelectField, TextAreaField
+from wtforms import BooleanField, DateField, RadioField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
 from wtforms.validators import DataRequired, Optional
 
@@ -53,3 +54,16 @@ class RejectForm(FlaskForm):  # type: ignore[misc]
 
 class ValidityForm(FlaskForm):  # type: ignore[misc]
     valid_until = DateField("Valid until", validators=[Optional()])
+
+
+class RenewalForm(FlaskForm):  # type: ignore[misc]
+    """A renewal: the new key's CSR, and what happens to the old certificate."""
+
+    file = FileField(_l("Certificate request for the new key (PEM or DER)"))
+    pem = TextAreaField(_l("…or paste the PEM text"), validators=[Optional(), Length(max=65536)])
+    supersede = BooleanField(
+        _l("Revoke the old certificate (as superseded) as soon as the new one is issued")
+    )
+    contacts_confirmed = BooleanField(
+        _l("The administrator's mobile number and e-mail address shown above are current")
+    )

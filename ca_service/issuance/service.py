@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask_babel import gettext
+from flask_babel import gettext as _
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
@@ -57,6 +58,7 @@ from ca_service.errors import (
 )
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
+from ca_service.issuance.lineage import documents_of_record
 from ca_service.issuance.models import (
     Application,
     ApplicationEvent,
@@ -133,7 +135,7 @@ def size_above(size: int, limit: int) -> str:
     return f"{size:,} bytes"
 
 
-def _record(application: Application, actor: str, note: str | None = None) -> None:
+def record_history(application: Application, actor: str, note: str | None = None) -> None:
     """Add a history row for the application's current status (written at once)."""
     _record_many([(application, note)], actor)
 
@@ -155,7 +157,7 @@ def _record_many(entries: Sequence[tuple[Application, str | None]], actor: str) 
             for application, note in entries
         ],
     )
-    for application, _ in entries:
+    for application, _unused in entries:
         db.session.expire(application, ["events"])  # reloaded with the new row when next read
 
 
@@ -178,7 +180,7 @@ def create_application(*, user: User, key_source: KeySource) -> Application:
     )
     db.session.add(application)
     db.session.flush()
-    _record(application, actor_of(user), "Draft created.")
+    record_history(application, actor_of(user), "Draft created.")
     record_event(
         actor_of(user),
         "application.created",
@@ -232,7 +234,7 @@ def attach_request(*, user: User, application: Application, data: bytes) -> Chec
     checked = check_request(data)
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
-    _record(
+    record_history(
         application, actor_of(user), f"Certificate request attached ({checked.key_description})."
     )
     return checked
@@ -330,11 +332,23 @@ def upload_document(
 
 def missing_for_submission(application: Application) -> list[str]:
     """What the employer must still provide, in words."""
-    missing = [f"“{t.label}”" for t in DocumentType if application.document(t) is None]
+    documents = documents_of_record(application)
+    present = {d.doc_type for d in documents}
+    missing = [f"“{t.label}”" for t in DocumentType if t not in present]
     problems = [
         f"“{d.doc_type.label}” ({d.verdict.value.replace('_', ' ')}: upload it again)"
-        for d in application.documents
+        for d in documents
         if d.verdict not in (SealVerdict.VERIFIED, SealVerdict.UNSIGNED)
+    ]
+    today = utcnow().date()
+    problems += [
+        _(
+            "a current “%(document)s” (the one on record expired on %(date)s)",
+            document=d.doc_type.label,
+            date=f"{d.valid_until:%Y-%m-%d}",
+        )
+        for d in documents
+        if d.valid_until is not None and d.valid_until < today
     ]
     if application.key_source is KeySource.CSR and application.csr_der is None:
         missing.append("the certificate request (CSR)")
@@ -354,7 +368,7 @@ def submit_application(*, user: User, application: Application) -> Application:
     application.status = ApplicationStatus.SUBMITTED
     application.submitted_at = utcnow()
     db.session.flush()
-    _record(application, actor_of(user), "Submitted for review.")
+    record_history(application, actor_of(user), "Submitted for review.")
     record_event(
         actor_of(user), "application.submitted", str(application.id), _evidence(application)
     )
@@ -481,8 +495,10 @@ def set_document_validity(
 def approval_blockers(application: Application, today: dt.date | None = None) -> list[str]:
     """Why the application cannot be approved yet (empty: it can)."""
     today = today or utcnow().date()
-    blockers = [f"“{t.label}” is missing" for t in DocumentType if application.document(t) is None]
-    for d in application.documents:
+    documents = documents_of_record(application)
+    present = {d.doc_type for d in documents}
+    blockers = [f"“{t.label}” is missing" for t in DocumentType if t not in present]
+    for d in documents:
         if not d.acceptable:
             blockers.append(
                 f"“{d.doc_type.label}” is {d.verdict.value.replace('_', ' ')}"
@@ -550,7 +566,7 @@ def approve_application(
         if target is ApplicationStatus.AWAITING_CONFIRMATION
         else "Approved."
     )
-    _record(application, actor_of(officer), note)
+    record_history(application, actor_of(officer), note)
     action = (
         "application.first_approval"
         if target is ApplicationStatus.AWAITING_CONFIRMATION
@@ -586,7 +602,7 @@ def reject_application(*, officer: User, application: Application, reason: str) 
     if moved != 1:
         raise Conflict(f"Application {application.id} was decided by someone else just now.")
     db.session.refresh(application)
-    _record(application, actor_of(officer), f"Rejected: {reason}")
+    record_history(application, actor_of(officer), f"Rejected: {reason}")
     record_event(
         actor_of(officer),
         "application.rejected",
@@ -965,6 +981,7 @@ def _reserve(to_sign: list[_ToSign], now: dt.datetime, results: dict[int, Issued
                 not_before=now,
                 not_after=item.not_after,
                 employer_id=item.application.employer_id,
+                renews_id=item.application.renews_id,
             )
             for item in to_sign
         ],
@@ -1111,13 +1128,13 @@ def _mark_issued(
         ],
     )
     if moved != len(stored):
-        names = ", ".join(str(application.id) for application, _ in stored)
+        names = ", ".join(str(application.id) for application, _unused in stored)
         raise Conflict(
             f"Application {names} was changed by someone else just now."
             if len(stored) == 1
             else f"One of the applications {names} was changed by someone else just now."
         )
-    for application, _ in stored:
+    for application, _unused in stored:
         _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
     _record_many(
         [
@@ -1192,7 +1209,7 @@ def provision_request(*, application: Application, checked: CheckedRequest, acto
         raise Conflict(f"Application {application.id} already has a key from the counter.")
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
-    _record(application, actor, f"Key generated at the counter ({checked.key_description}).")
+    record_history(application, actor, f"Key generated at the counter ({checked.key_description}).")
 
 
 # -- delivery -------------------------------------------------------------------------------

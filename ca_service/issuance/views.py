@@ -38,6 +38,7 @@ from ca_service.issuance.forms import (
     RequestForm,
     ValidityForm,
 )
+from ca_service.issuance.lineage import documents_of_record
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
 from ca_service.qr import qr_svg_data_uri
 from ca_service.revocation.blocked_keys import KeyBlocked
@@ -60,7 +61,7 @@ def document_store() -> DocumentStore:
     return DocumentStore(settings_of(current_app).document_dir)
 
 
-def _read(upload: FileStorage | None, limit: int) -> bytes:
+def read_upload(upload: FileStorage | None, limit: int) -> bytes:
     """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
     a file over ``limit`` is refused with its real size."""
     if upload is None:
@@ -163,8 +164,8 @@ def upload(application_id: int) -> Page:
             application=application,
             doc_type=DocumentType(form.doc_type.data),
             filename=form.file.data.filename or "",
-            content=_read(form.file.data, limits.max_bytes),
-            detached_signature=_read(form.signature.data, limits.max_bytes) or None,
+            content=read_upload(form.file.data, limits.max_bytes),
+            detached_signature=read_upload(form.signature.data, limits.max_bytes) or None,
             store=document_store(),
             anchors=trusted_certificates(TrustPurpose.SEAL),
             limits=limits,
@@ -184,7 +185,7 @@ def attach_request(application_id: int) -> Page:
     if not form.validate_on_submit():
         flash("Upload or paste a certificate request.", "error")
         return employer_page(application, 400)
-    data = _read(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
+    data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     try:
         checked = service.attach_request(user=_user(), application=application, data=data)
     except (ValidationError, KeyBlocked) as exc:
@@ -278,6 +279,7 @@ def officer_page(application: Application, status: int = 200) -> tuple[str, int]
         render_template(
             "issuance/review.html",
             application=application,
+            documents=documents_of_record(application),
             action=ActionForm(),
             reject_form=RejectForm(),
             validity_form=ValidityForm(),

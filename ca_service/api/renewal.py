@@ -1,0 +1,109 @@
+"""Renewal through the API.
+
+- ``GET /certificates`` lists the employer's certificates with their renewal state.
+- ``GET /certificates/<serial>/renewal-info`` (public, like RFC 9773's renewal information)
+  gives the suggested renewal window; ``ca-client renew --if-due`` renews only inside it.
+- ``POST /certificates/<serial>/renewal`` renews with a new CSR: 201 with the new certificate
+  when it is issued at once, 202 with the reasons when it waits for an officer or documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, make_response, url_for
+
+from ca_service.api.auth import bearer_user
+from ca_service.api.http import JSON, bp, json_body, text_field
+from ca_service.api.serialise import application_json, certificate_json, timestamp
+from ca_service.app import settings_of
+from ca_service.auth.models import Role
+from ca_service.db import db, read_first
+from ca_service.errors import ValidationError
+from ca_service.hsm_access import app_token
+from ca_service.issuance import renewal, service
+from ca_service.issuance.renewal import RenewalState, RenewalWindow
+
+# How often a client should ask again (RFC 9773 Retry-After): the window does not move faster.
+RETRY_AFTER_SECONDS = 6 * 3600
+
+
+def renewal_json(window: RenewalWindow) -> JSON:
+    base = str(settings_of(current_app)["PUBLIC_BASE_URL"]).rstrip("/")
+    cert = window.certificate
+    return {
+        "serial": cert.serial,
+        "not_after": timestamp(cert.not_after),
+        "state": window.state.value,
+        "due": window.state in (RenewalState.DUE, RenewalState.GRACE),
+        "days_left": window.days_left,
+        "suggested_window": {"start": timestamp(window.opens_at), "end": timestamp(cert.not_after)},
+        "renewable_until": timestamp(window.closes_at),
+        "renewed_by": window.successor.serial if window.successor is not None else None,
+        "explanation_url": f"{base}/renewal/{cert.serial}",
+    }
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise ValidationError(f"The field {name!r} must be true or false.")
+    return value
+
+
+@bp.get("/certificates")
+def list_certificates() -> JSON:
+    user = bearer_user(Role.EMPLOYER_ADMIN)
+    settings = settings_of(current_app)
+    return {
+        "certificates": [
+            {
+                **certificate_json(row),
+                "renewal": renewal_json(renewal.renewal_window(row, settings)),
+            }
+            for row in renewal.employer_certificates(user)
+        ]
+    }
+
+
+@bp.get("/certificates/<serial>/renewal-info")
+def renewal_info(serial: str) -> Response:
+    with read_first():
+        row = renewal.certificate_by_serial(serial)
+        window = renewal.renewal_window(row, settings_of(current_app))
+        response = make_response(renewal_json(window), 200)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+@bp.post("/certificates/<serial>/renewal")
+def renew_certificate(serial: str) -> Response:
+    user = bearer_user(Role.EMPLOYER_ADMIN)
+    data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
+    csr = text_field(data, "csr_pem").encode()
+    certificate = renewal.employer_certificate(user=user, serial=serial)
+    outcome = renewal.request_renewal(
+        user=user,
+        certificate=certificate,
+        csr=csr,
+        supersede=_flag(data, "supersede"),
+        contacts_confirmed=_flag(data, "contacts_confirmed"),
+        token=app_token(),
+        settings=settings_of(current_app),
+        commit=db.session.commit,
+    )
+    body: JSON = {
+        "application": application_json(outcome.application),
+        "reasons": outcome.reasons,
+    }
+    location = url_for(".get_application", application_id=outcome.application.id)
+    if outcome.certificate is None:
+        response = make_response(body, 202)
+    else:
+        issued = service.certificate_of(outcome.application)
+        body["certificate"] = certificate_json(outcome.certificate)
+        body["certificate_pem"] = service.delivery_bytes(issued, "pem").decode()
+        body["chain_pem"] = service.chain_pem(issued).decode()
+        response = make_response(body, 201)
+    response.headers["Location"] = location
+    return response

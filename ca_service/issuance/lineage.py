@@ -1,0 +1,64 @@
+"""Certificate lineage: what a renewal relies on (the last officer approval, the documents in
+force), shared by renewal and by the officer review of a renewal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ca_service.db import db
+from ca_service.issuance.models import Application, Document
+from ca_service.models import Certificate
+
+# How far back a lineage is followed to find the approval and documents a renewal relies on.
+_MAX_LINEAGE = 200
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What a renewal relies on: the last officer approval of the lineage and the documents."""
+
+    approved_at: dt.datetime | None
+    documents: dict[str, Document]
+
+
+def lineage_basis(certificate: Certificate) -> Basis:
+    """Follow the lineage back to the last officer approval and the documents in force."""
+    approved_at: dt.datetime | None = None
+    documents: dict[str, Document] = {}
+    current: Certificate | None = certificate
+    for _step in range(_MAX_LINEAGE):
+        if current is None:
+            break
+        application = db.session.scalar(
+            sa.select(Application).where(Application.certificate_id == current.id)
+        )
+        if application is None:
+            break
+        for document in application.documents:
+            documents.setdefault(document.doc_type.value, document)
+        if approved_at is None and application.decided_by_id is not None:
+            approved_at = application.decided_at
+        if application.renews_id is None:
+            break
+        current = db.session.get(Certificate, application.renews_id)
+    return Basis(approved_at, documents)
+
+
+def documents_of_record(application: Application) -> list[Document]:
+    """The documents an application's approval relies on: its own, and for a renewal those of
+    the lineage it renews that it did not replace."""
+    own = {d.doc_type.value: d for d in application.documents}
+    if application.renews_id is None:
+        return list(application.documents)
+    renewed = db.session.get(Certificate, application.renews_id)
+    inherited = lineage_basis(renewed).documents if renewed is not None else {}
+    merged = {**inherited, **own}
+    return sorted(merged.values(), key=lambda d: (d.doc_type.value, d.id))
+
+
+def expired_documents(documents: list[Document], today: dt.date) -> list[Document]:
+    """Documents whose recorded validity ended before ``today``."""
+    return [d for d in documents if d.valid_until is not None and d.valid_until < today]

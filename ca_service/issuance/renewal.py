@@ -1,0 +1,437 @@
+"""Renewal (re-key) of an employer certificate, before and after it expires.
+
+A renewal is an application that names the certificate it replaces (``renews_id``): it carries
+a new CSR and relies on the documents of the approval the certificate came from. It is issued
+at once, without review, when the employer record is unchanged since the last officer approval
+and no document that approval relied on has passed its validity end; otherwise it goes to an
+officer (record changed) or back to the employer for the expired documents, with the reason
+recorded in its history. Issuance is the applications' own (``issue_certificate``), so a
+renewal has the same guarantees: one certificate per renewal, serial reserved before the HSM
+signs. At most one open renewal per certificate (a partial unique index), so two renewals at
+once yield one new certificate.
+
+Services take the acting user explicitly, check the role again and only flush, except that a
+renewal issued at once commits inside ``issue_certificate`` (the serial before the HSM signs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+from flask_babel import gettext as _
+
+from ca_service.audit.service import record_event
+from ca_service.auth.access import ensure_role
+from ca_service.auth.models import Role, User
+from ca_service.auth.service import actor_of
+from ca_service.authorities.signing import normalise_serial
+from ca_service.config import Settings
+from ca_service.db import db, utcnow
+from ca_service.employers.models import Employer
+from ca_service.employers.service import employer_of
+from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError
+from ca_service.issuance import service as applications
+from ca_service.issuance.csr import CheckedRequest, check_request
+from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
+from ca_service.issuance.models import Application, ApplicationStatus, KeySource
+from ca_service.models import Certificate, CertificateKind, CertificateStatus
+from ca_service.revocation.blocked_keys import refuse_blocked_key
+from ca_service.revocation.service import revoke_certificate
+from hsm import Token
+
+
+class RenewalState(enum.StrEnum):
+    """Where a certificate stands for renewal."""
+
+    NOT_DUE = "not_due"  # before the renewal window
+    DUE = "due"  # inside the window, not yet expired
+    GRACE = "grace"  # expired, within the grace period
+    PAST_GRACE = "past_grace"  # a new application is needed
+    PENDING = "pending"  # a renewal of it waits for the employer or an officer
+    RENEWED = "renewed"  # a newer certificate of the lineage exists
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """The renewal facts of one certificate at one moment."""
+
+    certificate: Certificate
+    state: RenewalState
+    opens_at: dt.datetime  # notAfter - RENEWAL_WINDOW_DAYS
+    closes_at: dt.datetime  # notAfter + RENEWAL_GRACE_DAYS
+    now: dt.datetime
+    successor: Certificate | None  # the certificate that renewed it
+    pending: Application | None  # the renewal under way
+
+    @property
+    def days_left(self) -> int:
+        """Whole days until notAfter (negative once expired)."""
+        return (self.certificate.not_after - self.now) // dt.timedelta(days=1)
+
+    @property
+    def renewable(self) -> bool:
+        return self.state in (RenewalState.DUE, RenewalState.GRACE)
+
+
+@dataclass(frozen=True)
+class RenewalOutcome:
+    """What a renewal request did: issued at once, or where it waits and why."""
+
+    application: Application
+    certificate: Certificate | None  # the new certificate when issued at once
+    reasons: list[str]  # why it was not issued at once (empty when it was)
+
+
+def window_days(settings: Settings) -> tuple[dt.timedelta, dt.timedelta]:
+    """(window before notAfter, grace after it)."""
+    return (
+        dt.timedelta(days=int(settings["RENEWAL_WINDOW_DAYS"])),
+        dt.timedelta(days=int(settings["RENEWAL_GRACE_DAYS"])),
+    )
+
+
+def _successor(certificate: Certificate) -> Certificate | None:
+    return db.session.scalar(
+        sa.select(Certificate)
+        .where(
+            Certificate.renews_id == certificate.id,
+            Certificate.status == CertificateStatus.ISSUED,
+        )
+        .order_by(Certificate.id.desc())
+        .limit(1)
+    )
+
+
+def _open_renewal(certificate: Certificate) -> Application | None:
+    return db.session.scalar(
+        sa.select(Application).where(
+            Application.renews_id == certificate.id,
+            Application.status != ApplicationStatus.REJECTED,
+        )
+    )
+
+
+def renewal_window(
+    certificate: Certificate, settings: Settings, now: dt.datetime | None = None
+) -> RenewalWindow:
+    """Where ``certificate`` stands for renewal at ``now``."""
+    now = now or utcnow()
+    before, grace = window_days(settings)
+    opens_at = certificate.not_after - before
+    closes_at = certificate.not_after + grace
+    successor = _successor(certificate)
+    pending = None if successor is not None else _open_renewal(certificate)
+    if certificate.revoked_at is not None:
+        state = RenewalState.REVOKED
+    elif successor is not None:
+        state = RenewalState.RENEWED
+    elif pending is not None and pending.status is not ApplicationStatus.ISSUED:
+        state = RenewalState.PENDING
+    elif now < opens_at:
+        state = RenewalState.NOT_DUE
+    elif now < certificate.not_after:
+        state = RenewalState.DUE
+    elif now < closes_at:
+        state = RenewalState.GRACE
+    else:
+        state = RenewalState.PAST_GRACE
+    return RenewalWindow(certificate, state, opens_at, closes_at, now, successor, pending)
+
+
+def employer_certificates(user: User) -> list[Certificate]:
+    """The issued certificates of the user's employer, newest first."""
+    ensure_role(user, Role.EMPLOYER_ADMIN)
+    employer = employer_of(user)
+    return list(
+        db.session.scalars(
+            sa.select(Certificate)
+            .where(
+                Certificate.employer_id == employer.id,
+                Certificate.kind == CertificateKind.END_ENTITY,
+                Certificate.status == CertificateStatus.ISSUED,
+            )
+            .order_by(Certificate.not_after.desc(), Certificate.id.desc())
+            .limit(200)
+        )
+    )
+
+
+def employer_certificate(*, user: User, serial: str) -> Certificate:
+    """An issued certificate of the user's own employer, by serial (hex).
+
+    :raises NotFound: also for another employer's certificate (its existence is not revealed).
+    """
+    ensure_role(user, Role.EMPLOYER_ADMIN)
+    employer = employer_of(user)
+    canonical = normalise_serial(serial)
+    row = db.session.scalar(
+        sa.select(Certificate).where(
+            Certificate.serial == canonical,
+            Certificate.employer_id == employer.id,
+            Certificate.kind == CertificateKind.END_ENTITY,
+            Certificate.status == CertificateStatus.ISSUED,
+        )
+    )
+    if row is None:
+        raise NotFound(_("You have no certificate with serial %(serial)s.", serial=canonical))
+    return row
+
+
+def certificate_by_serial(serial: str) -> Certificate:
+    """An issued employer certificate by serial, for the public renewal information.
+
+    :raises NotFound: no such certificate.
+    """
+    canonical = normalise_serial(serial)
+    row = db.session.scalar(
+        sa.select(Certificate).where(
+            Certificate.serial == canonical,
+            Certificate.kind == CertificateKind.END_ENTITY,
+            Certificate.status == CertificateStatus.ISSUED,
+        )
+    )
+    if row is None:
+        raise NotFound(_("No employer certificate has serial %(serial)s.", serial=canonical))
+    return row
+
+
+def _refusal(window: RenewalWindow) -> Conflict | None:
+    """Why this certificate cannot be renewed now (None: it can)."""
+    cert = window.certificate
+    if window.state is RenewalState.REVOKED:
+        return Conflict(
+            _(
+                "Certificate %(serial)s was revoked (%(reason)s); a revoked certificate cannot "
+                "be renewed. File a new application.",
+                serial=cert.serial,
+                reason=cert.revocation_reason or "",
+            )
+        )
+    if window.state is RenewalState.RENEWED and window.successor is not None:
+        return Conflict(
+            _(
+                "Certificate %(serial)s was already renewed by certificate %(successor)s; only "
+                "the newest certificate can be renewed.",
+                serial=cert.serial,
+                successor=window.successor.serial,
+            )
+        )
+    if window.state is RenewalState.PENDING and window.pending is not None:
+        return Conflict(
+            _(
+                "A renewal of certificate %(serial)s is already under way (application "
+                "%(application)s).",
+                serial=cert.serial,
+                application=window.pending.id,
+            )
+        )
+    if window.state is RenewalState.NOT_DUE:
+        return Conflict(
+            _(
+                "Certificate %(serial)s can be renewed from %(date)s (it expires on %(end)s).",
+                serial=cert.serial,
+                date=f"{window.opens_at:%Y-%m-%d}",
+                end=f"{cert.not_after:%Y-%m-%d}",
+            )
+        )
+    if window.state is RenewalState.PAST_GRACE:
+        return Conflict(
+            _(
+                "Certificate %(serial)s expired on %(end)s, too long ago to renew online; "
+                "file a new application (it is pre-filled from your employer record).",
+                serial=cert.serial,
+                end=f"{cert.not_after:%Y-%m-%d}",
+            )
+        )
+    return None
+
+
+def _spki_sha256(certificate: Certificate) -> str:
+    if certificate.der is None:
+        raise Conflict(_("Certificate %(serial)s has no stored DER.", serial=certificate.serial))
+    key = x509.load_der_x509_certificate(certificate.der).public_key()
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _check_subject(checked: CheckedRequest, employer: Employer) -> None:
+    """The CA takes only the key from a CSR; a CSR naming another organisation is refused."""
+    named = [
+        attribute.value
+        for oid in (NameOID.ORGANIZATION_IDENTIFIER, NameOID.SERIAL_NUMBER)
+        for attribute in checked.csr.subject.get_attributes_for_oid(oid)
+    ]
+    for value in named:
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        if text.strip().upper() != employer.registration_number:
+            raise ValidationError(
+                _(
+                    "The request names another organisation (%(value)s); a renewal keeps the "
+                    "subject of %(number)s. Leave the subject empty or use your own number.",
+                    value=text[:64] + ("…" if len(text) > 64 else ""),
+                    number=employer.registration_number,
+                )
+            )
+
+
+def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[str]:
+    reasons: list[str] = []
+    if basis.approved_at is None:
+        reasons.append(_("no officer approval was found for this certificate"))
+    elif employer.updated_at > basis.approved_at:
+        reasons.append(
+            _(
+                "your employer record changed on %(date)s, after the last approval",
+                date=f"{employer.updated_at:%Y-%m-%d}",
+            )
+        )
+    for document in expired_documents(list(basis.documents.values()), today):
+        reasons.append(
+            _(
+                "“%(document)s” expired on %(date)s: upload a current one",
+                document=document.doc_type.label,
+                date=f"{document.valid_until:%Y-%m-%d}",
+            )
+        )
+    return reasons
+
+
+def request_renewal(
+    *,
+    user: User,
+    certificate: Certificate,
+    csr: bytes,
+    supersede: bool,
+    contacts_confirmed: bool,
+    token: Token,
+    settings: Settings,
+    commit: applications.Commit,
+) -> RenewalOutcome:
+    """Renew ``certificate`` with the key of ``csr``.
+
+    Issued at once when nothing needs review (commits inside ``issue_certificate``); else a
+    renewal application waits for an officer (SUBMITTED) or for the employer's replacement
+    documents (DRAFT). With ``supersede`` the old certificate is revoked as superseded once the
+    new one is issued.
+
+    :raises Conflict: outside the window, revoked, already renewed or being renewed.
+    :raises ValidationError: bad CSR, same key as before, another subject, details unconfirmed.
+    :raises Forbidden: not the employer's administrator, or its mobile not confirmed.
+    """
+    ensure_role(user, Role.EMPLOYER_ADMIN)
+    employer = employer_of(user)
+    if not employer.active:
+        raise Forbidden(_("Confirm your mobile number before renewing."))
+    if certificate.employer_id != employer.id or certificate.kind is not CertificateKind.END_ENTITY:
+        raise NotFound(
+            _("You have no certificate with serial %(serial)s.", serial=certificate.serial)
+        )
+    now = utcnow()
+    window = renewal_window(certificate, settings, now)
+    refusal = _refusal(window)
+    if refusal is not None:
+        raise refusal
+    if window.state is RenewalState.GRACE and not contacts_confirmed:
+        raise ValidationError(
+            _(
+                "Your certificate has expired: confirm that the administrator's mobile number "
+                "and e-mail address on record are still current before renewing."
+            )
+        )
+    checked = check_request(csr)
+    if checked.public_key_sha256 == _spki_sha256(certificate):
+        raise ValidationError(
+            _(
+                "The request carries the key of the certificate being renewed; a renewal needs "
+                "a new key pair."
+            )
+        )
+    # A key once revoked for keyCompromise is never certified again (issuance checks once more).
+    refuse_blocked_key(db.session(), checked.public_key_sha256)
+    _check_subject(checked, employer)
+    basis = lineage_basis(certificate)
+    reasons = _review_reasons(employer, basis, now.date())
+    documents_expired = bool(expired_documents(list(basis.documents.values()), now.date()))
+    if not reasons:
+        status = ApplicationStatus.APPROVED
+    elif documents_expired:
+        status = ApplicationStatus.DRAFT
+    else:
+        status = ApplicationStatus.SUBMITTED
+    application = Application(
+        employer_id=employer.id,
+        status=status,
+        key_source=KeySource.CSR,
+        csr_der=checked.der,
+        key_description=checked.key_description,
+        public_key_sha256=checked.public_key_sha256,
+        created_by_id=user.id,
+        submitted_at=None if status is ApplicationStatus.DRAFT else now,
+        decided_at=now if status is ApplicationStatus.APPROVED else None,
+        renews_id=certificate.id,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(application)
+            db.session.flush()
+    except sa.exc.IntegrityError:
+        raise Conflict(
+            _(
+                "A renewal of certificate %(serial)s was just requested by another request.",
+                serial=certificate.serial,
+            )
+        ) from None
+    actor = actor_of(user)
+    applications.record_history(
+        application,
+        actor,
+        _("Renewal of certificate %(serial)s requested.", serial=certificate.serial),
+    )
+    record_event(
+        actor,
+        "renewal.requested",
+        str(application.id),
+        {
+            "renews": certificate.serial,
+            "employer": employer.registration_number,
+            "public_key_sha256": checked.public_key_sha256,
+            "state": window.state.value,
+            "supersede": supersede,
+            "review": reasons,
+        },
+    )
+    if reasons:
+        note = _("Needs review: %(reasons)s.", reasons="; ".join(reasons))
+        applications.record_history(application, actor, note)
+        return RenewalOutcome(application, None, reasons)
+    applications.record_history(
+        application,
+        "system",
+        _("Approved without review: employer record unchanged and documents still valid."),
+    )
+    record_event("system", "application.approved", str(application.id), {"renewal": True})
+    issued = applications.issue_certificate(
+        application=application,
+        token=token,
+        profile=applications.EmployerProfile.from_settings(settings),
+        commit=commit,
+        actor=actor,
+    )
+    if supersede:
+        revoke_certificate(
+            token=token,
+            settings=settings,
+            certificate=certificate,
+            reason="superseded",
+            invalidity_date=None,
+            actor=actor,
+        )
+    return RenewalOutcome(application, issued, [])

@@ -50,9 +50,9 @@ def lineage_basis(certificate: Certificate) -> Basis:
 def documents_of_record(application: Application) -> list[Document]:
     """The documents an application's approval relies on: its own, and for a renewal those of
     the lineage it renews that it did not replace."""
-    own = {d.doc_type.value: d for d in application.documents}
     if application.renews_id is None:
         return list(application.documents)
+    own = {d.doc_type.value: d for d in application.documents}
     renewed = db.session.get(Certificate, application.renews_id)
     inherited = lineage_basis(renewed).documents if renewed is not None else {}
     merged = {**inherited, **own}

@@ -41,12 +41,13 @@ from ca_service.auth.forms import (
     ResetRequestForm,
     SetPasswordForm,
 )
-from ca_service.auth.models import User
+from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginMethod, LoginStage
 from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
 from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
+from ca_service.portal import service as portal
 from ca_service.qr import qr_svg_data_uri
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -530,7 +531,17 @@ def logout() -> Response:
 def home() -> str:
     raw = session.get(PREVIOUS_LOGIN)
     previous = dt.datetime.fromisoformat(raw) if raw else None
-    return render_template("auth/home.html", user=current_user, previous_login=previous)
+    user: User = current_user._get_current_object()
+    if user.role is Role.EMPLOYER_ADMIN:
+        # An employer administrator lands on the dashboard: what to renew comes first.
+        return render_template(
+            "portal/dashboard.html",
+            user=user,
+            previous_login=previous,
+            dashboard=portal.employer_dashboard(user=user, settings=settings_of(current_app)),
+            progress_steps=portal.PROGRESS_STEPS,
+        )
+    return render_template("auth/home.html", user=user, previous_login=previous)
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -1,0 +1,1 @@
+"""Employer portal: the dashboard an employer administrator lands on after signing in."""

@@ -6,4 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Nothing to register for the web yet: auditors use `ca-service audit`."""
+    """The read-only viewer for auditors (`ca-service audit` verifies and signs)."""
+    from ca_service.audit import views
+
+    app.register_blueprint(views.bp)

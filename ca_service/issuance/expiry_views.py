@@ -10,8 +10,8 @@ from flask_login import current_user
 from ca_service.auth.access import require_role
 from ca_service.auth.models import User
 from ca_service.db import read_first, utcnow
-from ca_service.errors import ValidationError
 from ca_service.issuance import expiry
+from ca_service.paging import parse_page
 
 officer_expiry_bp = Blueprint("expiry_officer", __name__, url_prefix="/officer/expiring")
 
@@ -20,10 +20,7 @@ officer_expiry_bp = Blueprint("expiry_officer", __name__, url_prefix="/officer/e
 @require_role(*expiry.OFFICER_ROLES)
 def expiring() -> str:
     days = expiry.parse_horizon(request.args.get("days"))
-    raw_page = request.args.get("page", "1").strip()
-    if not raw_page.isdigit() or int(raw_page) < 1:
-        raise ValidationError("The page must be a whole number from 1.")
-    page = int(raw_page)
+    page = parse_page(request.args.get("page"))
     officer: User = current_user._get_current_object()
     now = utcnow()
     with read_first():

@@ -407,6 +407,7 @@ def test_officers_see_expiring_certificates_and_a_weekly_chart(
         assert response.status_code == 400
         assert "from 1 to 365" in response.get_data(as_text=True)
     assert client.get("/officer/expiring/?page=x").status_code == 400
+    assert client.get("/officer/expiring/?page=" + "9" * 300).status_code == 400
     # Employers may not see it; signed-out visitors are sent to the login page.
     account = make_employer()
     employer = employer_login(app.test_client(), account)

@@ -328,6 +328,7 @@ def serve(  # click passes the options by name
 def _register_feature_commands() -> None:
     from ca_service.audit.cli import audit_cli
     from ca_service.auth.cli import user_cli
+    from ca_service.backup.cli import backup, restore
     from ca_service.binding.cli import trust_cli
     from ca_service.issuance.cli import expiry_cli, issue, token_cli
     from ca_service.outbox.cli import outbox_cli
@@ -343,6 +344,8 @@ def _register_feature_commands() -> None:
     main.add_command(token_cli, "token")
     main.add_command(issue, "issue")
     main.add_command(expiry_cli, "expiry")
+    main.add_command(backup, "backup")
+    main.add_command(restore, "restore")
 
 
 _register_feature_commands()

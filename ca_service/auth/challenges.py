@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -101,7 +101,14 @@ def verify_possession(certificate: x509.Certificate, message: bytes, signature: 
 
     :raises CertificateRefused: (bad signature) otherwise.
     """
-    key = certificate.public_key()
+    try:
+        key = certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise CertificateRefused(
+            Refusal.UNREADABLE,
+            "The certificate's key cannot be read (an unknown algorithm or curve); sign in "
+            "with an ECDSA P-256/P-384 or RSA certificate.",
+        ) from None
     for algorithm in _HASHES:
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):

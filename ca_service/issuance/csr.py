@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -83,7 +84,7 @@ def check_request(data: bytes) -> CheckedRequest:
         ) from None
     try:
         key = csr.public_key()
-    except (ValueError, TypeError):
+    except (UnsupportedAlgorithm, ValueError, TypeError):
         raise ValidationError("The request's public key cannot be read.") from None
     description = describe_key(key)
     try:

@@ -79,9 +79,9 @@ def renewal_info(serial: str) -> Response:
 @bp.post("/certificates/<serial>/renewal")
 def renew_certificate(serial: str) -> Response:
     user = bearer_user(Role.EMPLOYER_ADMIN)
+    certificate = renewal.employer_certificate(user=user, serial=serial)
     data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
     csr = text_field(data, "csr_pem").encode()
-    certificate = renewal.employer_certificate(user=user, serial=serial)
     outcome = renewal.request_renewal(
         user=user,
         certificate=certificate,

@@ -16,6 +16,7 @@ from ca_service.app import settings_of
 from ca_service.auth.models import Role
 from ca_service.errors import ValidationError, echoed
 from ca_service.hsm_access import app_token
+from ca_service.issuance.service import employer_application
 from ca_service.revocation import portal
 from ca_service.revocation.service import StatusChange
 
@@ -67,6 +68,7 @@ def revoke_certificate(serial: str) -> JSON:
 @bp.post("/applications/<int:application_id>/revoke")
 def revoke_own_certificate(application_id: int) -> JSON:
     user = bearer_user(Role.EMPLOYER_ADMIN)
+    employer_application(user=user, application_id=application_id)  # 404 before the body's 400
     data = json_body(("reason", "password"))
     change = portal.revoke_own_certificate(
         user=user,

@@ -10,7 +10,7 @@ import click
 from flask import current_app
 
 from ca_service.app import settings_of
-from ca_service.binding import crls, service
+from ca_service.binding import service, tax_crls
 from ca_service.binding.models import TaxCrl, TrustPurpose
 from ca_service.cli_support import app_command, echo_table
 from ca_service.db import utcnow
@@ -60,7 +60,7 @@ def list_(purpose: str | None) -> None:
     """Trust anchors with their state and, for tax anchors, their CRL's."""
     states = [
         s
-        for s in crls.crl_states(now=utcnow())
+        for s in tax_crls.crl_states(now=utcnow())
         if purpose is None or s.anchor.purpose.value == purpose
     ]
     echo_table(
@@ -139,10 +139,10 @@ def crl_cli() -> None:
 @app_command
 def upload(anchor_id: int, crl_file: Path) -> None:
     """Store the CRL in CRL_FILE (PEM or DER) for anchor ANCHOR_ID, after checking it."""
-    if crl_file.stat().st_size > crls.MAX_CRL_BYTES:
-        raise click.UsageError(f"{crl_file} is larger than {crls.MAX_CRL_BYTES // 2**20} MB")
+    if crl_file.stat().st_size > tax_crls.MAX_CRL_BYTES:
+        raise click.UsageError(f"{crl_file} is larger than {tax_crls.MAX_CRL_BYTES // 2**20} MB")
     now = utcnow()
-    crl = crls.upload_crl(actor=ACTOR, anchor_id=anchor_id, data=crl_file.read_bytes(), now=now)
+    crl = tax_crls.upload_crl(actor=ACTOR, anchor_id=anchor_id, data=crl_file.read_bytes(), now=now)
     click.echo(_crl_line(anchor_id, crl, now))
 
 
@@ -160,7 +160,7 @@ def _refresh() -> int:
     # A plain function with its own app context and commit: failures noted on the anchors'
     # CRLs (last_error) are committed before the command exits non-zero.
     now = utcnow()
-    results = crls.refresh_all(actor=ACTOR, settings=settings_of(current_app), now=now)
+    results = tax_crls.refresh_all(actor=ACTOR, settings=settings_of(current_app), now=now)
     for result in results:
         if result.crl is not None:
             click.echo(f"ok      {_crl_line(result.anchor_id, result.crl, now)}")

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
-from ca_service.binding import crls, service
+from ca_service.binding import service, tax_crls
 from ca_service.binding.forms import (
     FORM_EXPIRED,
     ActionForm,
@@ -58,7 +58,7 @@ def trust_page(status: int = 200, add_form: AddAnchorForm | None = None) -> tupl
     return (
         render_template(
             "binding/trust.html",
-            states=crls.crl_states(now=utcnow()),
+            states=tax_crls.crl_states(now=utcnow()),
             add_form=add_form or AddAnchorForm(),
             tax=TrustPurpose.TAX,
         ),
@@ -160,10 +160,10 @@ def upload_crl(anchor_id: int) -> Page:
     try:
         if not form.validate_on_submit():
             raise form_error(form)
-        crl = crls.upload_crl(
+        crl = tax_crls.upload_crl(
             actor=_user(),
             anchor_id=anchor_id,
-            data=_read(form.crl.data, crls.MAX_CRL_BYTES, "CRL"),
+            data=_read(form.crl.data, tax_crls.MAX_CRL_BYTES, "CRL"),
             now=utcnow(),
         )
     except CAError as exc:
@@ -178,10 +178,10 @@ def fetch_crl(anchor_id: int) -> Page:
     try:
         if not ActionForm().validate_on_submit():
             raise ValidationError(FORM_EXPIRED)
-        crl = crls.fetch_anchor_crl(
+        crl = tax_crls.fetch_anchor_crl(
             actor=_user(), anchor_id=anchor_id, settings=settings_of(current_app), now=utcnow()
         )
-    except crls.CrlFetchFailed as exc:
+    except tax_crls.CrlFetchFailed as exc:
         # The failed attempt, noted on the stored CRL (last_error), is what the page and
         # `trust list` show; keep it although this response reports an error, whose status
         # would otherwise roll it back. Nothing else was changed.

@@ -1,5 +1,6 @@
 """The trust-anchor page of CA administrators (``/admin/trust``): the anchors with their CRLs;
-add, enable and disable anchors; set where a tax CA publishes its CRL; upload or fetch a CRL.
+add, enable and disable anchors; set where a tax CA publishes its CRL and the revocation policy
+of a tax anchor; upload or fetch a CRL.
 
 Thin views: check the role, parse the form, call one service (which checks the role again),
 then redirect back with a flash message; a refusal re-renders the page with its status.
@@ -8,6 +9,7 @@ then redirect back with a flash message; a refusal re-renders the page with its 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -22,9 +24,10 @@ from ca_service.binding.forms import (
     AddAnchorForm,
     CrlUploadForm,
     CrlUrlForm,
+    RevocationPolicyForm,
     form_error,
 )
-from ca_service.binding.models import TaxCrl, TrustPurpose
+from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustPurpose
 from ca_service.db import db, utcnow
 from ca_service.errors import CAError, ValidationError
 
@@ -61,6 +64,7 @@ def trust_page(status: int = 200, add_form: AddAnchorForm | None = None) -> tupl
             states=tax_crls.crl_states(now=utcnow()),
             add_form=add_form or AddAnchorForm(),
             tax=TrustPurpose.TAX,
+            policy_form=RevocationPolicyForm(),
         ),
         status,
     )
@@ -150,6 +154,31 @@ def crl_url(anchor_id: int) -> Page:
         flash(f"{anchor.subject} publishes its CRL at {anchor.crl_url}.", "success")
     else:
         flash(f"{anchor.subject} has no CRL URL now; upload its CRLs here.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/<int:anchor_id>/revocation-policy")
+@require_role(Role.CA_ADMIN)
+def revocation_policy(anchor_id: int) -> Page:
+    form = RevocationPolicyForm()
+    try:
+        if not form.validate_on_submit():
+            raise form_error(form)
+        anchor = service.set_revocation_policy(
+            actor=_user(),
+            anchor_id=anchor_id,
+            policy=RevocationPolicy(form.revocation_policy.data),
+        )
+    except CAError as exc:
+        return _refused(exc)
+    flash(
+        _(
+            "The revocation policy of %(subject)s is %(policy)s.",
+            subject=anchor.subject,
+            policy=anchor.revocation_policy.value,
+        ),
+        "success",
+    )
     return redirect(url_for(".index"))
 
 

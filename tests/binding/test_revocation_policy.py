@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from cryptography import x509
 from flask import Flask
 from flask.testing import FlaskClient
@@ -35,11 +38,12 @@ from ca_service.binding.service import (
     set_revocation_policy,
 )
 from ca_service.binding.tax_crls import upload_crl
-from ca_service.db import db, utcnow
+from ca_service.db import alembic_config, db, upgrade_database, utcnow
 from tests.api.conftest import ApiEmployer, api_employer  # noqa: F401  (fixture used by name)
 from tests.binding.conftest import CrlServer
 from tests.binding.tax_ca import TaxCA
 from tests.binding.test_binding import bind, refused, tax_login
+from tests.conftest import PG_ENV, _scratch_postgres_database
 from tests.issuance.conftest import make_employer  # noqa: F401  (api_employer needs it)
 
 KEY_COMPROMISE = x509.ReasonFlags.key_compromise
@@ -311,3 +315,64 @@ def test_policy_changes_are_audited_with_old_and_new_value(app: Flask, readme: R
         ("tests", "when-published", "require"),
         ("tests", "require", "when-published"),
     ]
+
+
+# -- the migration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} not set"),
+            ],
+        ),
+    ],
+)
+def test_the_migration_gives_existing_anchors_the_default_policy(
+    tmp_path: Path, backend: str
+) -> None:
+    if backend == "sqlite":
+        _migration_check(f"sqlite:///{tmp_path / 'old.db'}")
+        return
+    server = os.environ[PG_ENV].replace("postgresql://", "postgresql+psycopg://", 1)
+    with _scratch_postgres_database(server) as url:
+        _migration_check(url)
+
+
+def _migration_check(url: str) -> None:
+    upgrade_database(url, "0008_blocked_keys")
+    ca = TaxCA()
+    engine = sa.create_engine(url)
+    insert = sa.text(
+        "INSERT INTO trust_anchors (purpose, subject, fingerprint_sha256, der, not_after,"
+        " enabled, added_by, created_at) VALUES ('tax', :subject, :fp, :der, :after, :enabled,"
+        " 'tests', :now)"
+    )
+    values = {
+        "subject": "CN=old",
+        "der": ca.root_der,
+        "after": utcnow() + dt.timedelta(days=1),
+        "enabled": True,
+        "now": utcnow(),
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {**values, "fp": "a" * 64})
+        upgrade_database(url)
+        with engine.connect() as conn:
+            policies = conn.execute(sa.text("SELECT revocation_policy FROM trust_anchors")).all()
+        assert policies == [("when-published",)]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(sa.text("UPDATE trust_anchors SET revocation_policy = 'sometimes'"))
+        command.downgrade(alembic_config(url), "0008_blocked_keys")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("trust_anchors")}
+        assert "revocation_policy" not in columns
+        upgrade_database(url)
+    finally:
+        engine.dispose()

@@ -6,7 +6,7 @@
   CRL URL is accepted unchecked; the taxpayer's certificate still needs its CRL). Existing
   anchors get ``when-published``, the default, as new ones do.
 
-Revision ID: 0009_tax_anchor_revocation_policy
+Revision ID: 0009_anchor_revocation_policy
 Revises: 0008_blocked_keys
 Create Date: 2026-12-06 22:10:00
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_tax_anchor_revocation_policy"
+revision: str = "0009_anchor_revocation_policy"
 down_revision: str | None = "0008_blocked_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

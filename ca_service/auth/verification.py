@@ -8,9 +8,13 @@ validity, key usage, extended key usage — so each gets its own message; after 
 (ours from the database, the tax CA's from its CRL, failing closed) and the account mapping.
 
 Trust is per source: our root for our certificates; the enabled tax-CA anchors for tax
-certificates (self-signed anchors are the store; the others only help build paths — a chain
-through a CA that is not an enabled anchor is untrusted, so every tax CA on a path has a
-configured CRL source).
+certificates. The tax store is the self-signed anchors and every other anchor whose issuer is
+not an enabled anchor (an intermediate whose root is disabled, or was never added, is a trust
+anchor of its own); the other anchors only help build paths. A chain through a CA that is not
+an enabled anchor is untrusted, so every tax CA on a path is an anchor. The revocation policy
+of the anchor a path ends at says whether the path's CA certificates must each be on their
+issuer's CRL (``require``) or only when revocation information is published for them
+(``when-published``); the taxpayer's certificate must be on its issuer's current CRL always.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import enum
 import hashlib
 import itertools
 import re
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -30,16 +33,23 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
-from flask import current_app
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.auth.models import Role, User
-from ca_service.binding.models import CertificateBinding, TaxCrl, TrustAnchor, TrustPurpose
+from ca_service.auth.trust_cache import TrustCache, invalidate_trust_cache, trust_cache
+from ca_service.binding.models import (
+    CertificateBinding,
+    RevocationPolicy,
+    TaxCrl,
+    TrustAnchor,
+    TrustPurpose,
+)
 from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
@@ -137,6 +147,9 @@ class _CrlCheck:
     anchor: TrustAnchor  # the issuer, whose CRL lists the certificate
     # The certificate's own CRL distribution points (where to fetch when the anchor names none).
     urls: tuple[str, ...]
+    # Whether the certificate has a CRL distribution point at all (of any kind): a CA
+    # certificate that names one is checked under every revocation policy.
+    names_crl_dp: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +161,10 @@ class _Known:
     # When every certificate of the path is valid (the intersection of their validity).
     valid_from: dt.datetime
     valid_until: dt.datetime
-    # Tax only: each certificate below the root, leaf first.
+    # Tax only: each certificate below the trust anchor, leaf first.
     crl_checks: tuple[_CrlCheck, ...] = ()
+    # Tax only: the revocation policy of the anchor the path ends at.
+    policy: RevocationPolicy = RevocationPolicy.REQUIRE
     # The registration number the leaf carries, by subject attribute (``certificate_number``).
     numbers: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
@@ -161,8 +176,8 @@ class _Known:
 
 
 # What a trust context was built from: each CA certificate's fingerprint, and for a tax
-# anchor what the CRL checks use of its row (id, subject, CRL URL).
-_Material = frozenset[tuple[str, int | None, str | None, str | None]]
+# anchor what the CRL checks use of its row (id, subject, CRL URL, revocation policy).
+_Material = frozenset[tuple[str, int | None, str | None, str | None, str | None]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,35 +200,30 @@ class _TrustContext:
     good_cas: set[str] = dataclasses.field(default_factory=set)
 
 
-_CACHE_KEY = "ca_trust_contexts"
-
-
-@dataclasses.dataclass
-class _TrustCache:
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    entries: dict[Source, tuple[float, _TrustContext | None]] = dataclasses.field(
-        default_factory=dict
-    )
-
-
-def _trust_cache() -> _TrustCache:
-    # One per app, which is one per worker process in production (and one per test app).
-    cache = current_app.extensions.get(_CACHE_KEY)
-    if cache is None:
-        cache = current_app.extensions.setdefault(_CACHE_KEY, _TrustCache())
-    return cast("_TrustCache", cache)
-
-
-def invalidate_trust_cache() -> None:
-    """Forget this process's cached trust material (after an anchor changes here; other
-    processes notice within TRUST_CACHE_SECONDS)."""
-    cache = _trust_cache()
-    with cache.lock:
-        cache.entries.clear()
-
-
 def _self_signed(certificate: x509.Certificate) -> bool:
     return certificate.issuer == certificate.subject
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _anchors_a_path(certificate: x509.Certificate, trusted: Sequence[x509.Certificate]) -> bool:
+    """Whether ``certificate`` is a trust anchor of the store: a root, or a CA whose issuer is
+    not among the ``trusted`` ones (its root is disabled or was never added), so that paths
+    end at it. Below a trusted issuer it only helps build paths, and is checked on its
+    issuer's CRL."""
+    if _self_signed(certificate):
+        return True
+    return not any(
+        _issued_by(certificate, issuer) for issuer in trusted if issuer is not certificate
+    )
 
 
 def _build_context(source: Source, previous: _TrustContext | None) -> _TrustContext | None:
@@ -232,7 +242,7 @@ def _build_context(source: Source, previous: _TrustContext | None) -> _TrustCont
         certificates = [x509.load_der_x509_certificate(der) for der in ders if der]
         anchors: dict[str, TrustAnchor] = {}
         material: _Material = frozenset(
-            (c.fingerprint(_SHA256).hex(), None, None, None) for c in certificates
+            (c.fingerprint(_SHA256).hex(), None, None, None, None) for c in certificates
         )
     else:
         rows = list(
@@ -250,16 +260,17 @@ def _build_context(source: Source, previous: _TrustContext | None) -> _TrustCont
             for certificate, row in zip(certificates, rows, strict=True)
         }
         material = frozenset(
-            (fingerprint, row.id, row.subject, row.crl_url) for fingerprint, row in anchors.items()
+            (fingerprint, row.id, row.subject, row.crl_url, row.revocation_policy.value)
+            for fingerprint, row in anchors.items()
         )
     if previous is not None and previous.material == material:
         # Same CAs, same anchors: the paths validated under them stay valid. Which CAs their
         # parents' CRLs list is asked again (good_cas starts empty).
         return dataclasses.replace(previous, good_cas=set())
-    roots = [c for c in certificates if _self_signed(c)]
+    roots = [c for c in certificates if _anchors_a_path(c, certificates)]
     if not roots:
         return None
-    others = tuple(c for c in certificates if not _self_signed(c))
+    others = tuple(c for c in certificates if not any(c is root for root in roots))
     return _TrustContext(
         material=material,
         store=verification.Store(roots),
@@ -269,15 +280,16 @@ def _build_context(source: Source, previous: _TrustContext | None) -> _TrustCont
     )
 
 
-def _context(source: Source, cache: _TrustCache | None = None) -> _TrustContext | None:
+def _context(source: Source, cache: TrustCache | None = None) -> _TrustContext | None:
     now = time.monotonic()
     if cache is None:
-        cache = _trust_cache()
+        cache = trust_cache()
     with cache.lock:
         cached = cache.entries.get(source)
-        if cached is not None and now - cached[0] < TRUST_CACHE_SECONDS:
-            return cached[1]
-    context = _build_context(source, cached[1] if cached is not None else None)
+    previous = cast("_TrustContext | None", cached[1]) if cached is not None else None
+    if cached is not None and now - cached[0] < TRUST_CACHE_SECONDS:
+        return previous
+    context = _build_context(source, previous)
     with cache.lock:
         cache.entries[source] = (now, context)
     return context
@@ -446,7 +458,7 @@ def verify_certificate(
 
 def _remembered(fingerprint: str) -> tuple[Source, _TrustContext | None, _Known | None]:
     """A certificate validated before under the current trust material, and its source."""
-    cache = _trust_cache()
+    cache = trust_cache()
     for source in (Source.AGENCY, Source.TAX):
         context = _context(source, cache)
         known = context.paths.get(fingerprint) if context is not None else None
@@ -475,6 +487,8 @@ def _validate(
     except verification.VerificationError as exc:
         raise _untrusted(leaf, f" ({_validator_reason(exc)})") from None
     path = tuple(verified.chain)
+    # The tax anchor the path ends at (None for ours).
+    end = context.anchors_by_fingerprint.get(path[-1].fingerprint(_SHA256).hex())
     checks = []
     for certificate, issuer in itertools.pairwise(path):
         anchor = context.anchors_by_fingerprint.get(issuer.fingerprint(_SHA256).hex())
@@ -485,6 +499,7 @@ def _validate(
                     fingerprint=certificate.fingerprint(_SHA256).hex(),
                     anchor=anchor,
                     urls=tuple(_crl_urls(certificate)),
+                    names_crl_dp=_names_crl_dp(certificate),
                 )
             )
     known = _Known(
@@ -493,6 +508,7 @@ def _validate(
         valid_from=max(c.not_valid_before_utc for c in path),
         valid_until=min(c.not_valid_after_utc for c in path),
         crl_checks=tuple(checks),
+        policy=end.revocation_policy if end is not None else RevocationPolicy.REQUIRE,
     )
     if len(context.paths) >= _MAX_REMEMBERED_PATHS:
         context.paths.clear()
@@ -761,6 +777,14 @@ def _crl_urls(certificate: x509.Certificate) -> list[str]:
     ]
 
 
+def _names_crl_dp(certificate: x509.Certificate) -> bool:
+    try:
+        certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
 # Which CRL of the leaf's issuer is stored and, in the same round trip, the administrator a
 # live binding maps the certificate to (an employer whose number is still the one in the
 # certificate). Outer joins from a one-row probe: a row comes back whatever is missing.
@@ -800,13 +824,16 @@ def _check_tax_revocation(
     settings: Settings,
     now: dt.datetime,
 ) -> tuple[User | None, int | None]:
-    """Each certificate below the root against the CRL its issuer (an anchor) publishes; and
-    the account a live binding maps the certificate to: (administrator, binding id)."""
-    from ca_service.binding.crls import (
+    """Each certificate below the trust anchor against the CRL its issuer (an anchor)
+    publishes, as the path's revocation policy says; and the account a live binding maps the
+    certificate to: (administrator, binding id)."""
+    # Lazy: the tax-CRL code (with its HTTP client) is only needed once a tax path is checked.
+    # It imports nothing of this module (the trust cache lives in auth.trust_cache).
+    from ca_service.binding.tax_crls import (
         CrlUnavailable,
         StoredCrl,
         revocation_in_stored,
-        revocation_of,
+        stored_crl_of,
     )
 
     # Only anchors build tax paths, so the leaf's issuer is always an anchor (crl_checks[0]).
@@ -838,8 +865,16 @@ def _check_tax_revocation(
                     now=now,
                 )
             else:
-                entry = revocation_of(
+                stored = stored_crl_of(check.anchor.id)
+                if stored is None and _unpublished(check, known.policy):
+                    # Nothing says where this CA certificate's status would be published:
+                    # not checkable, accepted under when-published (RFC 5280 relying
+                    # parties and pyhanko-certvalidator's hard-fail mode do the same).
+                    context.good_cas.add(check.fingerprint)
+                    continue
+                entry = revocation_in_stored(
                     anchor=check.anchor,
+                    stored=stored,
                     serial=check.serial,
                     hint_urls=check.urls,
                     settings=settings,
@@ -857,6 +892,17 @@ def _check_tax_revocation(
     if row["binding_id"] is None:
         return None, None
     return _administrator(session, row, int(row["employer_id"])), int(row["binding_id"])
+
+
+def _unpublished(check: _CrlCheck, policy: RevocationPolicy) -> bool:
+    """Whether a CA certificate with no stored CRL of its issuer goes unchecked under
+    ``policy``: when-published, and neither the certificate (a CRL distribution point) nor
+    its issuer's anchor (a CRL URL) says where a CRL would be fetched."""
+    return (
+        policy is RevocationPolicy.WHEN_PUBLISHED
+        and not check.names_crl_dp
+        and not check.anchor.crl_url
+    )
 
 
 def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:

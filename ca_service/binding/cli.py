@@ -1,4 +1,5 @@
-"""`ca-service trust add|list|disable|enable|crl-url` and `ca-service trust crl upload|refresh`."""
+"""`ca-service trust add|list|disable|enable|crl-url|policy` and
+`ca-service trust crl upload|refresh`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ import click
 from flask import current_app
 
 from ca_service.app import settings_of
-from ca_service.binding import crls, service
-from ca_service.binding.models import TaxCrl, TrustPurpose
+from ca_service.binding import service, tax_crls
+from ca_service.binding.models import (
+    DEFAULT_REVOCATION_POLICY,
+    RevocationPolicy,
+    TaxCrl,
+    TrustAnchor,
+    TrustPurpose,
+)
 from ca_service.cli_support import app_command, echo_table
 from ca_service.db import utcnow
 
 ACTOR = "cli"
+_POLICIES = click.Choice([p.value for p in RevocationPolicy])
+_POLICY_HELP = (
+    "How the CA certificates of tax paths ending at this anchor are checked for revocation: "
+    "'require' (each needs a current CRL from its issuer) or 'when-published' (one that names "
+    "no CRL distribution point, and whose issuer has no stored CRL and no CRL URL, is "
+    "accepted). The taxpayer's certificate always needs its CRL."
+)
 
 
 @click.group("trust")
@@ -31,15 +45,31 @@ def trust_cli() -> None:
     help="Where this CA publishes the CRL it signs (tax anchors; not the certificate's own "
     "CRL distribution point, which is where its parent publishes).",
 )
+@click.option(
+    "--revocation-policy",
+    type=_POLICIES,
+    default=None,
+    help=f"{_POLICY_HELP} Tax anchors only; default {DEFAULT_REVOCATION_POLICY.value}.",
+)
 @click.argument("certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @app_command
-def add(purpose: str, crl_url: str | None, certificate: Path) -> None:
+def add(
+    purpose: str, crl_url: str | None, revocation_policy: str | None, certificate: Path
+) -> None:
     """Trust the CA certificate in FILE (PEM or DER) for PURPOSE."""
+    if revocation_policy is not None and purpose != TrustPurpose.TAX.value:
+        raise click.UsageError("--revocation-policy applies to tax anchors only")
     anchor = service.add_trust_anchor(
-        actor=ACTOR, purpose=TrustPurpose(purpose), data=certificate.read_bytes(), crl_url=crl_url
+        actor=ACTOR,
+        purpose=TrustPurpose(purpose),
+        data=certificate.read_bytes(),
+        crl_url=crl_url,
+        revocation_policy=RevocationPolicy(revocation_policy or DEFAULT_REVOCATION_POLICY),
     )
     click.echo(f"trust anchor {anchor.id} ({purpose}): {anchor.subject}")
     click.echo(f"  SHA-256 {anchor.fingerprint_sha256}")
+    if anchor.purpose is TrustPurpose.TAX:
+        click.echo(f"  revocation policy {anchor.revocation_policy.value}")
     if anchor.crl_url:
         click.echo(f"  CRL URL {anchor.crl_url}")
     elif anchor.purpose is TrustPurpose.TAX:
@@ -47,6 +77,10 @@ def add(purpose: str, crl_url: str | None, certificate: Path) -> None:
             "  no CRL URL: set one (`trust crl-url`) or upload its CRLs (`trust crl upload`); "
             "until then its certificates are refused"
         )
+
+
+def _policy(anchor: TrustAnchor) -> str:
+    return anchor.revocation_policy.value if anchor.purpose is TrustPurpose.TAX else "n/a"
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -60,7 +94,7 @@ def list_(purpose: str | None) -> None:
     """Trust anchors with their state and, for tax anchors, their CRL's."""
     states = [
         s
-        for s in crls.crl_states(now=utcnow())
+        for s in tax_crls.crl_states(now=utcnow())
         if purpose is None or s.anchor.purpose.value == purpose
     ]
     echo_table(
@@ -71,6 +105,7 @@ def list_(purpose: str | None) -> None:
                 "enabled": "yes" if s.anchor.enabled else "no",
                 "not_after": f"{s.anchor.not_after:%Y-%m-%d}",
                 "crl": s.status,
+                "revocation": _policy(s.anchor),
                 "this_update": _when(s.crl.this_update if s.crl else None),
                 "next_update": _when(s.crl.next_update if s.crl else None),
                 "subject": s.anchor.subject,
@@ -84,6 +119,7 @@ def list_(purpose: str | None) -> None:
             "enabled",
             "not_after",
             "crl",
+            "revocation",
             "this_update",
             "next_update",
             "subject",
@@ -128,6 +164,32 @@ def crl_url(anchor_id: int, url: str | None, clear: bool) -> None:
     click.echo(f"trust anchor {anchor.id} CRL URL: {anchor.crl_url or '(none)'}")
 
 
+@trust_cli.command("policy")
+@click.argument("anchor")
+@click.argument("policy", type=_POLICIES)
+@app_command
+def policy(anchor: str, policy: str) -> None:
+    """Set the revocation policy of tax anchor ANCHOR (its number, or its SHA-256 fingerprint
+    or at least 8 hex digits of its start) to POLICY: require or when-published.
+
+    'require': each CA certificate of a path ending at the anchor needs a current CRL from its
+    issuer. 'when-published': one that names no CRL distribution point, and whose issuer has no
+    stored CRL and no CRL URL, is accepted. The taxpayer's certificate always needs its CRL.
+    """
+    found = service.find_anchor(anchor)
+    previous = found.revocation_policy
+    changed = service.set_revocation_policy(
+        actor=ACTOR, anchor_id=found.id, policy=RevocationPolicy(policy)
+    )
+    if previous is changed.revocation_policy:
+        click.echo(f"trust anchor {changed.id} revocation policy is already {policy}")
+    else:
+        click.echo(
+            f"trust anchor {changed.id} revocation policy: {previous.value} -> {policy} "
+            f"({changed.subject})"
+        )
+
+
 @trust_cli.group("crl")
 def crl_cli() -> None:
     """The CRLs of tax anchors: upload one, or fetch them all (cron)."""
@@ -139,10 +201,10 @@ def crl_cli() -> None:
 @app_command
 def upload(anchor_id: int, crl_file: Path) -> None:
     """Store the CRL in CRL_FILE (PEM or DER) for anchor ANCHOR_ID, after checking it."""
-    if crl_file.stat().st_size > crls.MAX_CRL_BYTES:
-        raise click.UsageError(f"{crl_file} is larger than {crls.MAX_CRL_BYTES // 2**20} MB")
+    if crl_file.stat().st_size > tax_crls.MAX_CRL_BYTES:
+        raise click.UsageError(f"{crl_file} is larger than {tax_crls.MAX_CRL_BYTES // 2**20} MB")
     now = utcnow()
-    crl = crls.upload_crl(actor=ACTOR, anchor_id=anchor_id, data=crl_file.read_bytes(), now=now)
+    crl = tax_crls.upload_crl(actor=ACTOR, anchor_id=anchor_id, data=crl_file.read_bytes(), now=now)
     click.echo(_crl_line(anchor_id, crl, now))
 
 
@@ -160,7 +222,7 @@ def _refresh() -> int:
     # A plain function with its own app context and commit: failures noted on the anchors'
     # CRLs (last_error) are committed before the command exits non-zero.
     now = utcnow()
-    results = crls.refresh_all(actor=ACTOR, settings=settings_of(current_app), now=now)
+    results = tax_crls.refresh_all(actor=ACTOR, settings=settings_of(current_app), now=now)
     for result in results:
         if result.crl is not None:
             click.echo(f"ok      {_crl_line(result.anchor_id, result.crl, now)}")

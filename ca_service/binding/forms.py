@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
 from wtforms.validators import DataRequired, Optional
 
-from ca_service.binding.models import TrustPurpose
+from ca_service.binding.models import RevocationPolicy, TrustPurpose
 from ca_service.errors import ValidationError
 from ca_service.form_validators import Length
 
@@ -19,6 +20,16 @@ _URL_LENGTH = 500
 PURPOSE_LABELS = {
     TrustPurpose.TAX: "Tax bureau CA (employers bind its certificates and sign in with them)",
     TrustPurpose.SEAL: "Seal CA (signs the seals on application documents)",
+}
+
+POLICY_LABELS = {
+    RevocationPolicy.WHEN_PUBLISHED: lazy_gettext(
+        "When published: a CA certificate is checked when it names a CRL distribution point "
+        "or its issuer has a stored CRL or a CRL URL, and accepted otherwise"
+    ),
+    RevocationPolicy.REQUIRE: lazy_gettext(
+        "Require: every CA certificate on the path needs a current CRL from its issuer"
+    ),
 }
 
 
@@ -45,6 +56,14 @@ class AddAnchorForm(FlaskForm):  # type: ignore[misc]
 class CrlUrlForm(FlaskForm):  # type: ignore[misc]
     # Empty clears the URL: the CA's CRLs are then uploaded by hand.
     crl_url = StringField("CRL URL", validators=[Optional(), Length(max=_URL_LENGTH)])
+
+
+class RevocationPolicyForm(FlaskForm):  # type: ignore[misc]
+    revocation_policy = SelectField(
+        lazy_gettext("Revocation policy"),
+        choices=[SelectChoice(p.value, POLICY_LABELS[p]) for p in RevocationPolicy],
+        validators=[DataRequired()],
+    )
 
 
 class CrlUploadForm(FlaskForm):  # type: ignore[misc]

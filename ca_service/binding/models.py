@@ -16,6 +16,24 @@ class TrustPurpose(enum.StrEnum):
     TAX = "tax"  # the tax bureau's CA, whose certificates employers bind and log in with
 
 
+class RevocationPolicy(enum.StrEnum):
+    """Whether a tax path's CA certificates must each be found on their issuer's CRL.
+
+    The taxpayer's (end-entity) certificate must be on a current CRL of its issuer under
+    either policy. The policy of the anchor a path ends at applies to the whole path.
+    """
+
+    # Every CA certificate below the trust anchor needs a current CRL from its issuer.
+    REQUIRE = "require"
+    # As RFC 5280 relying parties (pyhanko-certvalidator's hard-fail mode) do: a CA
+    # certificate is accepted unchecked when it names no CRL distribution point and its
+    # issuer has neither a stored CRL nor a CRL URL; otherwise it is checked as under REQUIRE.
+    WHEN_PUBLISHED = "when-published"
+
+
+DEFAULT_REVOCATION_POLICY = RevocationPolicy.WHEN_PUBLISHED
+
+
 class TrustAnchor(Base):
     """A CA certificate trusted for one purpose (a root, or an intermediate to help paths)."""
 
@@ -30,6 +48,13 @@ class TrustAnchor(Base):
     # Where this CA publishes its CRL (from the certificate's CRL DP or set by the admin).
     crl_url: Mapped[str | None] = mapped_column(sa.String(500))
     enabled: Mapped[bool] = mapped_column(default=True)
+    # Tax anchors: how the CA certificates of a path ending at this anchor are checked for
+    # revocation (seal anchors carry the default and ignore it).
+    revocation_policy: Mapped[RevocationPolicy] = mapped_column(
+        enum_column(RevocationPolicy),
+        default=DEFAULT_REVOCATION_POLICY,
+        server_default=DEFAULT_REVOCATION_POLICY.value,
+    )
     added_by: Mapped[str] = mapped_column(sa.String(100))
     created_at: Mapped[created_at]
 

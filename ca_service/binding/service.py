@@ -7,14 +7,20 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from flask_babel import gettext as _
 
 from ca_service.audit.service import record_event
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
-from ca_service.auth.verification import invalidate_trust_cache
+from ca_service.auth.trust_cache import invalidate_trust_cache
 from ca_service.authorities.signing import fingerprint
-from ca_service.binding.models import TrustAnchor, TrustPurpose
+from ca_service.binding.models import (
+    DEFAULT_REVOCATION_POLICY,
+    RevocationPolicy,
+    TrustAnchor,
+    TrustPurpose,
+)
 from ca_service.db import db
 from ca_service.errors import Conflict, NotFound, ValidationError, echoed
 
@@ -23,6 +29,8 @@ from ca_service.errors import Conflict, NotFound, ValidationError, echoed
 Actor = User | str
 
 _URL_LENGTH = 500  # TrustAnchor.crl_url
+# The fewest hex digits of a fingerprint that name an anchor (fewer: its number).
+_MIN_PREFIX = 8
 
 
 def acting(actor: Actor) -> str:
@@ -77,19 +85,33 @@ def _load_ca_certificate(data: bytes) -> x509.Certificate:
 
 
 def add_trust_anchor(
-    *, actor: Actor, purpose: TrustPurpose, data: bytes, crl_url: str | None = None
+    *,
+    actor: Actor,
+    purpose: TrustPurpose,
+    data: bytes,
+    crl_url: str | None = None,
+    revocation_policy: RevocationPolicy = DEFAULT_REVOCATION_POLICY,
 ) -> TrustAnchor:
     """Trust a CA certificate for ``purpose``; flushes.
 
     ``crl_url`` is where this CA publishes the CRL it signs. It is never taken from the
     certificate's own CRL distribution point: that is where the CA's *parent* publishes.
+    ``revocation_policy`` applies to the tax paths that end at this anchor.
 
     :raises Forbidden: when a user who is not a CA administrator acts.
-    :raises ValidationError: when ``data`` is not a CA certificate, or the URL is not http(s).
+    :raises ValidationError: when ``data`` is not a CA certificate, the URL is not http(s), or
+        a seal anchor is given a revocation policy other than the default.
     :raises Conflict: when it is already trusted for that purpose.
     """
     actor_name = acting(actor)
     url = check_crl_url(crl_url) if crl_url else None
+    if purpose is not TrustPurpose.TAX and revocation_policy is not DEFAULT_REVOCATION_POLICY:
+        raise ValidationError(
+            _(
+                "Revocation policies apply to tax anchors only; seal CAs are not checked "
+                "against CRLs."
+            )
+        )
     certificate = _load_ca_certificate(data)
     digest = fingerprint(certificate)
     existing = db.session.scalar(
@@ -107,6 +129,7 @@ def add_trust_anchor(
         not_after=certificate.not_valid_after_utc,
         crl_url=url,
         enabled=True,
+        revocation_policy=revocation_policy,
         added_by=actor_name,
     )
     db.session.add(anchor)
@@ -115,7 +138,12 @@ def add_trust_anchor(
         actor_name,
         "trust.anchor_added",
         digest,
-        {"purpose": purpose.value, "subject": anchor.subject, "crl_url": url},
+        {
+            "purpose": purpose.value,
+            "subject": anchor.subject,
+            "crl_url": url,
+            "revocation_policy": revocation_policy.value,
+        },
     )
     invalidate_trust_cache()
     return anchor
@@ -172,6 +200,72 @@ def set_crl_url(*, actor: Actor, anchor_id: int, url: str | None) -> TrustAnchor
     )
     invalidate_trust_cache()
     return anchor
+
+
+def set_revocation_policy(*, actor: Actor, anchor_id: int, policy: RevocationPolicy) -> TrustAnchor:
+    """Set how the CA certificates of tax paths ending at anchor ``anchor_id`` are checked for
+    revocation; flushes. Setting the policy it already has changes nothing and is not audited.
+
+    :raises Forbidden: when a user who is not a CA administrator acts.
+    :raises NotFound: when there is no such anchor.
+    :raises ValidationError: when it is not a tax anchor (seals are not checked against CRLs).
+    """
+    actor_name = acting(actor)
+    anchor = get_anchor(anchor_id)
+    if anchor.purpose is not TrustPurpose.TAX:
+        raise ValidationError(
+            _(
+                "%(subject)s is a %(purpose)s trust anchor; revocation policies apply to tax "
+                "anchors only.",
+                subject=anchor.subject,
+                purpose=anchor.purpose.value,
+            )
+        )
+    previous = anchor.revocation_policy
+    if previous is policy:
+        return anchor
+    anchor.revocation_policy = policy
+    db.session.flush()
+    record_event(
+        actor_name,
+        "trust.revocation_policy_set",
+        anchor.fingerprint_sha256,
+        {"subject": anchor.subject, "revocation_policy": policy.value, "previous": previous.value},
+    )
+    invalidate_trust_cache()  # here at once; other workers within TRUST_CACHE_SECONDS
+    return anchor
+
+
+def find_anchor(reference: str) -> TrustAnchor:
+    """The trust anchor that ``reference`` names: its number, or its SHA-256 fingerprint (hex,
+    colons allowed) or a unique prefix of it of at least 8 digits.
+
+    :raises NotFound: when no anchor matches.
+    :raises ValidationError: when a fingerprint prefix matches more than one anchor.
+    """
+    text = reference.strip()
+    if text.isdigit() and len(text) < _MIN_PREFIX:
+        return get_anchor(int(text))
+    digits = text.replace(":", "").lower()
+    if len(digits) < _MIN_PREFIX or any(c not in "0123456789abcdef" for c in digits):
+        raise NotFound(_("There is no trust anchor %(reference)s.", reference=echoed(text)))
+    matches = db.session.scalars(
+        sa.select(TrustAnchor)
+        .where(TrustAnchor.fingerprint_sha256.startswith(digits, autoescape=True))
+        .order_by(TrustAnchor.id)
+    ).all()
+    if not matches:
+        raise NotFound(_("There is no trust anchor %(reference)s.", reference=echoed(text)))
+    if len(matches) > 1:
+        raise ValidationError(
+            _(
+                "%(reference)s is the start of the fingerprints of %(count)s trust anchors; "
+                "give more of it.",
+                reference=echoed(text),
+                count=len(matches),
+            )
+        )
+    return matches[0]
 
 
 def list_anchors(purpose: TrustPurpose | None = None) -> list[TrustAnchor]:

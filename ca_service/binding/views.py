@@ -1,5 +1,6 @@
 """The trust-anchor page of CA administrators (``/admin/trust``): the anchors with their CRLs;
-add, enable and disable anchors; set where a tax CA publishes its CRL; upload or fetch a CRL.
+add, enable and disable anchors; set where a tax CA publishes its CRL and the revocation policy
+of a tax anchor; upload or fetch a CRL.
 
 Thin views: check the role, parse the form, call one service (which checks the role again),
 then redirect back with a flash message; a refusal re-renders the page with its status.
@@ -8,6 +9,7 @@ then redirect back with a flash message; a refusal re-renders the page with its 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -15,16 +17,17 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
-from ca_service.binding import crls, service
+from ca_service.binding import service, tax_crls
 from ca_service.binding.forms import (
     FORM_EXPIRED,
     ActionForm,
     AddAnchorForm,
     CrlUploadForm,
     CrlUrlForm,
+    RevocationPolicyForm,
     form_error,
 )
-from ca_service.binding.models import TaxCrl, TrustPurpose
+from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustPurpose
 from ca_service.db import db, utcnow
 from ca_service.errors import CAError, ValidationError
 
@@ -58,9 +61,10 @@ def trust_page(status: int = 200, add_form: AddAnchorForm | None = None) -> tupl
     return (
         render_template(
             "binding/trust.html",
-            states=crls.crl_states(now=utcnow()),
+            states=tax_crls.crl_states(now=utcnow()),
             add_form=add_form or AddAnchorForm(),
             tax=TrustPurpose.TAX,
+            policy_form=RevocationPolicyForm(),
         ),
         status,
     )
@@ -153,6 +157,31 @@ def crl_url(anchor_id: int) -> Page:
     return redirect(url_for(".index"))
 
 
+@bp.post("/<int:anchor_id>/revocation-policy")
+@require_role(Role.CA_ADMIN)
+def revocation_policy(anchor_id: int) -> Page:
+    form = RevocationPolicyForm()
+    try:
+        if not form.validate_on_submit():
+            raise form_error(form)
+        anchor = service.set_revocation_policy(
+            actor=_user(),
+            anchor_id=anchor_id,
+            policy=RevocationPolicy(form.revocation_policy.data),
+        )
+    except CAError as exc:
+        return _refused(exc)
+    flash(
+        _(
+            "The revocation policy of %(subject)s is %(policy)s.",
+            subject=anchor.subject,
+            policy=anchor.revocation_policy.value,
+        ),
+        "success",
+    )
+    return redirect(url_for(".index"))
+
+
 @bp.post("/<int:anchor_id>/crl")
 @require_role(Role.CA_ADMIN)
 def upload_crl(anchor_id: int) -> Page:
@@ -160,10 +189,10 @@ def upload_crl(anchor_id: int) -> Page:
     try:
         if not form.validate_on_submit():
             raise form_error(form)
-        crl = crls.upload_crl(
+        crl = tax_crls.upload_crl(
             actor=_user(),
             anchor_id=anchor_id,
-            data=_read(form.crl.data, crls.MAX_CRL_BYTES, "CRL"),
+            data=_read(form.crl.data, tax_crls.MAX_CRL_BYTES, "CRL"),
             now=utcnow(),
         )
     except CAError as exc:
@@ -178,10 +207,10 @@ def fetch_crl(anchor_id: int) -> Page:
     try:
         if not ActionForm().validate_on_submit():
             raise ValidationError(FORM_EXPIRED)
-        crl = crls.fetch_anchor_crl(
+        crl = tax_crls.fetch_anchor_crl(
             actor=_user(), anchor_id=anchor_id, settings=settings_of(current_app), now=utcnow()
         )
-    except crls.CrlFetchFailed as exc:
+    except tax_crls.CrlFetchFailed as exc:
         # The failed attempt, noted on the stored CRL (last_error), is what the page and
         # `trust list` show; keep it although this response reports an error, whose status
         # would otherwise roll it back. Nothing else was changed.

@@ -10,7 +10,8 @@ with proper CA extensions, and makes the certificates and CRLs the real bureau w
 Keys are software keys made in memory: this imitates an external CA, not ours, so nothing
 here needs the HSM. Each CA publishes its CRL at ``<crl_base_url>/root.crl`` and
 ``<crl_base_url>/intermediate.crl``: the intermediate's certificate names the root's URL as its
-CRL distribution point, and taxpayer certificates name the intermediate's.
+CRL distribution point (unless ``intermediate_crl_dp=False``: many real roots publish no CRL
+anyone configures), and taxpayer certificates name the intermediate's.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class TaxCA:
 
     ``now`` (default: the current time) anchors the CAs' validity: the root is valid from a
     year before it for ten years, the intermediate from 300 days before it for five.
+    ``intermediate_crl_dp``: False makes an intermediate that names no CRL distribution point.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class TaxCA:
         key_kind: KeyKind = "ec",
         now: dt.datetime | None = None,
         crl_base_url: str = DEFAULT_CRL_BASE_URL,
+        intermediate_crl_dp: bool = True,
     ) -> None:
         self.name = name
         self.now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
@@ -141,7 +144,7 @@ class TaxCA:
         )
 
         self.intermediate_key: CaKey = new_key(key_kind)
-        self.intermediate: x509.Certificate = (
+        intermediate = (
             x509.CertificateBuilder()
             .subject_name(self._ca_name(f"{name} Issuing CA"))
             .issuer_name(root_name)
@@ -159,9 +162,12 @@ class TaxCA:
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_key_id),
                 critical=False,
             )
-            .add_extension(_distribution_point(self.root_crl_url), critical=False)
-            .sign(self.root_key, hashes.SHA256())
         )
+        if intermediate_crl_dp:
+            intermediate = intermediate.add_extension(
+                _distribution_point(self.root_crl_url), critical=False
+            )
+        self.intermediate: x509.Certificate = intermediate.sign(self.root_key, hashes.SHA256())
 
     def _ca_name(self, common_name: str) -> x509.Name:
         return x509.Name(

@@ -294,7 +294,7 @@ def test_a_crl_stored_by_another_process_refuses_the_next_tax_login(
 
 
 def _refresh(client: FlaskClient, tax: TaxWorld) -> None:
-    from ca_service.binding.crls import refresh_all
+    from ca_service.binding.tax_crls import refresh_all
 
     app: Flask = client.application
     with app.app_context():
@@ -421,9 +421,20 @@ def test_validated_paths_are_kept_while_the_anchors_stay_the_same(
         verify_certificate([certificate], settings=settings, now=utcnow())
         assert len(validated) == 1
         # Another process disables the root (nothing is invalidated in this one): the path
-        # built through it is not remembered past the next reading of the anchors.
+        # built through it is not remembered past the next reading of the anchors; the
+        # intermediate, still enabled, is now the anchor a new path ends at.
         db.session.execute(
             sa.update(TrustAnchor).where(TrustAnchor.subject.contains("Root")).values(enabled=False)
+        )
+        db.session.commit()
+        verified = verify_certificate([certificate], settings=settings, now=utcnow())
+        assert len(validated) == 2
+        assert verified.chain == (certificate, tax.ca.intermediate)
+        # And the intermediate too: nothing trusted issues the certificate.
+        db.session.execute(
+            sa.update(TrustAnchor)
+            .where(TrustAnchor.subject.contains("Issuing"))
+            .values(enabled=False)
         )
         db.session.commit()
         with pytest.raises(CertificateRefused) as refusal:
@@ -467,8 +478,11 @@ def test_disabled_anchor_is_no_longer_trusted(app: Flask, tax: TaxWorld) -> None
 
     certificate, _ = tax.ca.issue("91350100M000100Y43")
     with app.app_context():
-        root = next(a for a in list_anchors(TrustPurpose.TAX) if "Root" in a.subject)
-        set_anchor_enabled(actor="tests", anchor_id=root.id, enabled=False)
+        verify_certificate([certificate], settings=settings_of(app), now=utcnow())
+        # The issuing CA disabled, its root still trusted: the root does not vouch for
+        # what the intermediate issues once the intermediate itself is no longer trusted.
+        issuing = next(a for a in list_anchors(TrustPurpose.TAX) if "Issuing" in a.subject)
+        set_anchor_enabled(actor="tests", anchor_id=issuing.id, enabled=False)
         db.session.commit()
         with pytest.raises(CertificateRefused) as refusal:
             verify_certificate([certificate], settings=settings_of(app), now=utcnow())

@@ -3,7 +3,9 @@ checked, CSRF-protected, every refusal a flash message with its status) and the 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
 import re
 from pathlib import Path
 
@@ -17,13 +19,15 @@ from werkzeug.test import TestResponse
 from ca_service.audit.models import AuditEvent
 from ca_service.auth.models import Role, User
 from ca_service.binding import service
-from ca_service.binding.models import TaxCrl, TrustAnchor, TrustPurpose
+from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustAnchor, TrustPurpose
+from ca_service.binding.service import add_trust_anchor
 from ca_service.db import db
 from ca_service.errors import Forbidden
 from tests.auth.flows import CSRF, csrf_token, login
 from tests.binding.conftest import CrlServer, StaffClient, TrustedTaxCA
 from tests.binding.tax_ca import TaxCA, crl_pem
 from tests.conftest import CliInvoke, MakeUser
+from tests.issuance.seal_factory import make_seal_ca
 
 PAGE = "/admin/trust/"
 
@@ -400,3 +404,172 @@ def test_cli_manages_tax_anchors_and_crls(
     assert "There is no trust anchor 999999." in missing.output
     assert anchors(app)[1].crl_url is None
     assert [a.purpose for a in anchors(app)] == [TrustPurpose.TAX, TrustPurpose.TAX]
+
+
+# -- revocation policies ---------------------------------------------------------------------
+
+
+def _seal_pem(name: str) -> bytes:
+    ca = make_seal_ca(name, now=dt.datetime.now(dt.UTC))
+    return ca.certificate.public_bytes(Encoding.PEM)
+
+
+def _policy_events(app: Flask) -> list[tuple[str, str, str, str]]:
+    """(actor, target, previous, new) of every revocation-policy change, oldest first."""
+    with app.app_context():
+        events = db.session.scalars(
+            sa.select(AuditEvent)
+            .where(AuditEvent.action == "trust.revocation_policy_set")
+            .order_by(AuditEvent.seq)
+        ).all()
+        return [
+            (
+                e.actor,
+                e.target,
+                json.loads(e.details)["previous"],
+                json.loads(e.details)["revocation_policy"],
+            )
+            for e in events
+        ]
+
+
+def test_administrator_sets_the_revocation_policy_on_the_page(
+    app: Flask, staff_client: StaffClient, trusted_tax_ca: TrustedTaxCA
+) -> None:
+    admin = staff_client(Role.CA_ADMIN)
+    root_id = trusted_tax_ca.root_id
+    page = text(admin.get(PAGE))
+    assert f'action="/admin/trust/{root_id}/revocation-policy"' in page
+    assert "Revocation policy (now: when-published)" in page
+    assert '<option value="when-published" selected>' in page
+
+    changed = post(
+        admin, f"/admin/trust/{root_id}/revocation-policy", {"revocation_policy": "require"}
+    )
+    assert changed.status_code == 302, text(changed)
+    page = text(admin.get(PAGE))
+    assert "The revocation policy of " in page
+    assert "is require." in page
+    assert "Revocation policy (now: require)" in page
+    assert anchors(app)[0].revocation_policy is RevocationPolicy.REQUIRE
+    assert anchors(app)[1].revocation_policy is RevocationPolicy.WHEN_PUBLISHED
+    [(actor, target, previous, new)] = _policy_events(app)
+    assert actor.startswith("user:")
+    assert target == anchors(app)[0].fingerprint_sha256
+    assert (previous, new) == ("when-published", "require")
+
+    # Refusals: an unknown value, an unknown anchor, no CSRF token, a seal anchor.
+    bad = post(admin, f"/admin/trust/{root_id}/revocation-policy", {"revocation_policy": "never"})
+    assert bad.status_code == 400
+    assert "Revocation policy: Not a valid choice" in _flash(bad)
+    missing = post(admin, "/admin/trust/999999/revocation-policy", {"revocation_policy": "require"})
+    assert missing.status_code == 404
+    assert "There is no trust anchor 999999." in _flash(missing)
+    forged = admin.post(
+        f"/admin/trust/{root_id}/revocation-policy", data={"revocation_policy": "when-published"}
+    )
+    assert forged.status_code == 400
+    with app.app_context():
+        seal = add_trust_anchor(
+            actor="tests",
+            purpose=TrustPurpose.SEAL,
+            data=_seal_pem("Seal Root For Policies"),
+        )
+        db.session.commit()
+        seal_id = seal.id
+    seal_refused = post(
+        admin, f"/admin/trust/{seal_id}/revocation-policy", {"revocation_policy": "require"}
+    )
+    assert seal_refused.status_code == 400
+    assert "revocation policies apply to tax anchors only" in _flash(seal_refused)
+    assert anchors(app)[0].revocation_policy is RevocationPolicy.REQUIRE
+    assert len(_policy_events(app)) == 1
+
+
+def test_only_ca_administrators_set_revocation_policies(
+    app: Flask, staff_client: StaffClient, trusted_tax_ca: TrustedTaxCA, make_user: MakeUser
+) -> None:
+    officer = staff_client(Role.RA_OFFICER)
+    refused = officer.post(
+        f"/admin/trust/{trusted_tax_ca.root_id}/revocation-policy",
+        data={"csrf_token": csrf_token(officer, "/auth/home"), "revocation_policy": "require"},
+    )
+    assert refused.status_code == 403
+    user, _ = make_user(role=Role.RA_OFFICER)
+    with app.app_context():
+        acting_user = db.session.get(User, user.id)
+        assert acting_user is not None
+        with pytest.raises(Forbidden):
+            service.set_revocation_policy(
+                actor=acting_user,
+                anchor_id=trusted_tax_ca.root_id,
+                policy=RevocationPolicy.REQUIRE,
+            )
+    assert anchors(app)[0].revocation_policy is RevocationPolicy.WHEN_PUBLISHED
+    assert _policy_events(app) == []
+
+
+def test_cli_sets_and_lists_revocation_policies(
+    app: Flask, cli: CliInvoke, tmp_path: Path, tax_ca: TaxCA
+) -> None:
+    root_pem = tmp_path / "root.pem"
+    root_pem.write_bytes(tax_ca.root_pem)
+    intermediate_pem = tmp_path / "issuing.pem"
+    intermediate_pem.write_bytes(tax_ca.intermediate_pem)
+    added = cli("trust", "add", "--purpose", "tax", "--revocation-policy", "require", str(root_pem))
+    assert added.exit_code == 0, added.output
+    assert "revocation policy require" in added.output
+    added = cli("trust", "add", "--purpose", "tax", str(intermediate_pem))
+    assert added.exit_code == 0, added.output
+    assert "revocation policy when-published" in added.output
+    root, intermediate = anchors(app)
+    assert root.revocation_policy is RevocationPolicy.REQUIRE
+    assert intermediate.revocation_policy is RevocationPolicy.WHEN_PUBLISHED
+
+    listing = cli("trust", "list")
+    assert listing.exit_code == 0, listing.output
+    rows = listing.output.splitlines()
+    assert rows[0].split()[:6] == ["ID", "PURPOSE", "ENABLED", "NOT_AFTER", "CRL", "REVOCATION"]
+    assert rows[1].split()[5] == "require"
+    assert rows[2].split()[5] == "when-published"
+
+    # By fingerprint (colons allowed) or a prefix of it; by number.
+    colons = ":".join(root.fingerprint_sha256[i : i + 2] for i in range(0, 64, 2))
+    changed = cli("trust", "policy", colons, "when-published")
+    assert changed.exit_code == 0, changed.output
+    assert f"trust anchor {root.id} revocation policy: require -> when-published" in changed.output
+    again = cli("trust", "policy", root.fingerprint_sha256[:12], "when-published")
+    assert again.exit_code == 0, again.output
+    assert "is already when-published" in again.output
+    assert cli("trust", "policy", str(intermediate.id), "require").exit_code == 0
+    assert [a.revocation_policy for a in anchors(app)] == [
+        RevocationPolicy.WHEN_PUBLISHED,
+        RevocationPolicy.REQUIRE,
+    ]
+    assert [(e[1], e[2], e[3]) for e in _policy_events(app)] == [
+        (root.fingerprint_sha256, "require", "when-published"),
+        (intermediate.fingerprint_sha256, "when-published", "require"),
+    ]
+    assert {e[0] for e in _policy_events(app)} == {"cli"}
+
+    unknown = cli("trust", "policy", "999999", "require")
+    assert unknown.exit_code == 1
+    assert "There is no trust anchor 999999." in unknown.output
+    not_hex = cli("trust", "policy", "not-a-fingerprint", "require")
+    assert not_hex.exit_code == 1
+    assert "There is no trust anchor 'not-a-fingerprint'." in not_hex.output
+    assert cli("trust", "policy", str(root.id), "sometimes").exit_code == 2
+    seal_pem = tmp_path / "seal.pem"
+    seal_pem.write_bytes(_seal_pem("Seal Root For CLI Policies"))
+    seal_flag = cli(
+        "trust", "add", "--purpose", "seal", "--revocation-policy", "require", str(seal_pem)
+    )
+    assert seal_flag.exit_code == 2
+    assert "applies to tax anchors only" in seal_flag.output
+    assert cli("trust", "add", "--purpose", "seal", str(seal_pem)).exit_code == 0
+    seal_id = str(anchors(app)[2].id)
+    seal_policy = cli("trust", "policy", seal_id, "require")
+    assert seal_policy.exit_code == 1
+    assert "revocation policies apply to tax anchors only" in seal_policy.output
+    assert cli("trust", "list").output.splitlines()[3].split()[5] == "n/a"
+    assert len(_policy_events(app)) == 2

@@ -1,6 +1,7 @@
-"""The CRLs of the tax bureau's CAs: checked against their anchor on arrival, fetched from where
-each CA publishes them (or uploaded by a CA administrator), and consulted for every tax
-certificate that signs in or is bound (``revocation_of``).
+"""The CRLs of the tax bureau's CAs (the CRLs our own CAs publish are ``ca_service.revocation``'s):
+checked against their anchor on arrival, fetched from where each CA publishes them (or uploaded
+by a CA administrator), and consulted for every tax certificate that signs in or is bound
+(``revocation_of``).
 
 ``revocation_of`` is on the sign-in path, so a lookup costs one small SELECT (which CRL is
 stored; a sign-in reads it in the same query as the account and calls ``revocation_in_stored``)
@@ -690,15 +691,20 @@ def revocation_of(
     :raises CrlUnavailable: no usable CRL (missing, or out of date beyond the grace period);
         the message names the CA and since when its CRL is out of date.
     """
-    found = db.session.connection().execute(_WHICH_CRL, {"anchor_id": anchor.id}).one_or_none()
     return revocation_in_stored(
         anchor=anchor,
-        stored=None if found is None else StoredCrl(*found),
+        stored=stored_crl_of(anchor.id),
         serial=serial,
         hint_urls=hint_urls,
         settings=settings,
         now=now,
     )
+
+
+def stored_crl_of(anchor_id: int) -> StoredCrl | None:
+    """Which CRL of anchor ``anchor_id`` is stored (in this transaction); None when none is."""
+    found = db.session.connection().execute(_WHICH_CRL, {"anchor_id": anchor_id}).one_or_none()
+    return None if found is None else StoredCrl(*found)
 
 
 def revocation_in_stored(
@@ -855,5 +861,6 @@ __all__ = [
     "revocation_in_stored",
     "revocation_of",
     "store_crl",
+    "stored_crl_of",
     "upload_crl",
 ]

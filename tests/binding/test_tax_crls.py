@@ -21,8 +21,10 @@ from flask import Flask
 
 from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
-from ca_service.binding import crls
-from ca_service.binding.crls import (
+from ca_service.binding import tax_crls
+from ca_service.binding.models import TaxCrl, TrustAnchor, TrustPurpose
+from ca_service.binding.service import add_trust_anchor
+from ca_service.binding.tax_crls import (
     CrlFetchFailed,
     CrlUnavailable,
     RevokedEntry,
@@ -31,8 +33,6 @@ from ca_service.binding.crls import (
     revocation_of,
     store_crl,
 )
-from ca_service.binding.models import TaxCrl, TrustAnchor, TrustPurpose
-from ca_service.binding.service import add_trust_anchor
 from ca_service.config import Settings
 from ca_service.db import db, read_first, utcnow
 from ca_service.errors import ValidationError
@@ -485,7 +485,7 @@ def test_a_stale_crl_serves_within_the_grace_period_then_fails_closed(
                 app,
                 anchor.id,
                 5,
-                late + crls.RETRY_AFTER,
+                late + tax_crls.RETRY_AFTER,
                 settings=settings(app, TAX_CRL_GRACE_HOURS=0),
             )
 
@@ -530,13 +530,13 @@ def test_lookups_do_not_parse_the_crl_again(
         db.session.commit()
 
     parses = []
-    real = crls._revoked_entries
+    real = tax_crls._revoked_entries
 
     def counting(crl: x509.CertificateRevocationList) -> Any:
         parses.append(1)
         return real(crl)
 
-    monkeypatch.setattr(crls, "_revoked_entries", counting)
+    monkeypatch.setattr(tax_crls, "_revoked_entries", counting)
     with app.app_context():
         anchor = anchor_of(trusted_tax_ca.intermediate_id)
         # This process's CPU time, not the wall clock: the machine may be busy with others.

@@ -84,7 +84,7 @@ def _populate(app: Any, count: int) -> tuple[list[x509.Certificate], list[x509.C
     from ca_service.app import settings_of
     from ca_service.auth.service import hash_password
     from ca_service.auth.verification import verify_certificate
-    from ca_service.binding import bindings, crls
+    from ca_service.binding import bindings, tax_crls
     from ca_service.binding.models import TrustPurpose
     from ca_service.binding.service import add_trust_anchor
     from ca_service.db import db, utcnow
@@ -107,14 +107,14 @@ def _populate(app: Any, count: int) -> tuple[list[x509.Certificate], list[x509.C
     issuing_anchor = next(a for s, a in anchors.items() if "Issuing" in s)
     # Both CAs' CRLs list revoked certificates, as real ones do (none of ours).
     revoked = [(x509.random_serial_number(), x509.ReasonFlags.key_compromise) for _ in range(1000)]
-    crls.store_crl(
+    tax_crls.store_crl(
         actor="bench",
         anchor=root_anchor,
         der_or_pem=tax.crl(issuer="root"),
         source="bench",
         now=utcnow(),
     )
-    crls.store_crl(
+    tax_crls.store_crl(
         actor="bench",
         anchor=issuing_anchor,
         der_or_pem=tax.crl(revoked=revoked),

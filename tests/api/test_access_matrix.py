@@ -43,6 +43,7 @@ ACCESS: dict[str, frozenset[Role]] = {
     "trust_admin.disable": CA,
     "trust_admin.enable": CA,
     "trust_admin.add": CA,
+    "trust_admin.revocation_policy": CA,
     "api.list_applications": EMP,
     "api.create_application": EMP,
     "api.get_application": EMP,

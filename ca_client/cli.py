@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -760,7 +761,7 @@ def renew(
             raise ClientError(f"{exc}; {new_key.left_behind()}") from None
         if isinstance(outcome, renewal.Pending):
             _report_pending(outcome, info.serial, new_key)
-            raise click.exceptions.Exit(EXIT_PENDING)
+            sys.exit(EXIT_PENDING)
         _keep_certificate(outcome, new_key, new_signer, target)
     click.echo(
         f"renewed: certificate {renewal.serial_of(outcome.certificate)} (valid until "
@@ -799,7 +800,7 @@ def _check_window(
                 f"not due: certificate {info.serial} can be renewed from {opens} (it expires "
                 f"on {ends})"
             )
-            raise click.exceptions.Exit(EXIT_NOT_DUE)
+            sys.exit(EXIT_NOT_DUE)
         raise RenewalRefused(
             f"certificate {info.serial} can be renewed from {opens} (it expires on {ends}); "
             "with --if-due this is not an error"
@@ -809,7 +810,7 @@ def _check_window(
             f"pending: a renewal of certificate {info.serial} already waits for review; see "
             f"{info.explanation_url}"
         )
-        raise click.exceptions.Exit(EXIT_PENDING)
+        sys.exit(EXIT_PENDING)
     refusal = _window_refusal(
         info, by_certificate=by_certificate, contacts_confirmed=contacts_confirmed
     )

@@ -768,6 +768,7 @@ def renew(
         f"{renewal.day(outcome.certificate.not_valid_after_utc)}) replaces {info.serial}; "
         f"key {new_key.name}, certificate written to {target}"
     )
+    click.echo(f"renew it in its turn with {new_key.next_time(target)}")
     if supersede:
         click.echo(f"certificate {info.serial} was revoked as superseded")
 
@@ -898,6 +899,12 @@ def _keep_certificate(
     pem = b"".join(c.public_bytes(Encoding.PEM) for c in [certificate, *outcome.intermediates])
     try:
         renewal.write_new_file(target, pem)
-        new_key.keep(certificate)
-    except (HSMError, ClientError) as exc:
+    except ClientError as exc:
         raise ClientError(f"{exc}; {again}") from None
+    try:
+        new_key.keep(certificate)
+    except (HSMError, ValueError) as exc:
+        raise ClientError(
+            f"{exc}; the certificate is in {target}: store it beside the key with "
+            f"`ca-client import-cert {target} --key-label {new_key.name}`"
+        ) from None

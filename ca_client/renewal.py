@@ -242,6 +242,10 @@ class NewKey(abc.ABC):
         """Keep the new certificate beside the key where the key's holder needs it."""
 
     @abc.abstractmethod
+    def next_time(self, certificate_file: Path) -> str:
+        """The options that name the new key (and certificate) for the next renewal."""
+
+    @abc.abstractmethod
     def left_behind(self) -> str:
         """What a failed renewal leaves, and what to do with it."""
 
@@ -288,6 +292,9 @@ class TokenKey(NewKey):
     def keep(self, certificate: x509.Certificate) -> None:
         self.token.store_certificate(self.name, certificate.public_bytes(Encoding.DER))
 
+    def next_time(self, certificate_file: Path) -> str:
+        return f"--key-label {self.name} (its certificate is stored beside it)"
+
     def left_behind(self) -> str:
         return (
             f"the new key {self.name!r} stays on token {self.token_label!r}: `ca-client renew "
@@ -323,6 +330,9 @@ class FileKey(NewKey):
 
     def keep(self, certificate: x509.Certificate) -> None:
         return None  # the certificate file beside it is all a key file's holder needs
+
+    def next_time(self, certificate_file: Path) -> str:
+        return f"--key-file {self.path} --certificate {certificate_file}"
 
     def left_behind(self) -> str:
         return (

@@ -266,6 +266,7 @@ def test_renew_on_the_token_inside_the_window(
     target = tmp_path / f"{new_label}.cert.pem"
     assert f"written to {target}" in result.stdout
     assert f"generated ec-p256 key {new_label!r}" in result.stderr
+    assert f"renew it in its turn with --key-label {new_label}" in result.stdout
 
     # A new certificate for a new key of the same type, on the same token beside that key.
     new = x509.load_pem_x509_certificates(target.read_bytes())[0]
@@ -505,6 +506,9 @@ def test_renew_a_key_file_with_supersede(
     target = tmp_path / f"key-{TODAY}.cert.pem"
     assert _files(tmp_path) == {"key.p8", "employer.pem", new_key_file.name, target.name}
     assert new_key_file.stat().st_mode & 0o777 == 0o600
+    assert f"renew it in its turn with --key-file {new_key_file} --certificate {target}" in (
+        result.stdout
+    )
     new_key = serialization.load_pem_private_key(new_key_file.read_bytes(), PASSPHRASE.encode())
     new = x509.load_pem_x509_certificates(target.read_bytes())[0]
     assert new.public_key() == new_key.public_key()

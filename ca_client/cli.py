@@ -787,6 +787,12 @@ def _renew_usage(
         raise click.UsageError("--new-key-label is for a key on a token (--token-label)")
     if new_key_file is not None and key_file is None:
         raise click.UsageError("--new-key-file is for a key in a file (--key-file)")
+    if (
+        new_key_file is not None
+        and key_file is not None
+        and new_key_file.resolve() == key_file.resolve()
+    ):
+        raise click.UsageError("--new-key-file names the old key: a renewal needs a new key")
 
 
 def _check_window(

@@ -407,6 +407,26 @@ def test_a_revoked_certificate_is_refused(
         ukey_token.find_key(f"employer-key-{TODAY}")
 
 
+def test_past_the_grace_period_a_new_application_is_needed(
+    app: Flask,
+    served: str,
+    run: ClientRun,
+    ukey: UKey,
+    ukey_token: Token,
+    make_employer: MakeEmployer,  # noqa: F811
+    officer_id: int,
+    tmp_path: Path,
+) -> None:
+    old = _ukey_certificate(
+        app, run, ukey, ukey_token, make_employer(), tmp_path, days_ago=460, officer_id=officer_id
+    )
+    result = run("renew", "--url", served, "--token-label", ukey.label, "--if-due")
+    assert_fails_cleanly(result, f"certificate {old.serial} expired on")
+    assert "too long ago to renew online: file a new application" in result.stderr
+    with pytest.raises(KeyNotFound):
+        ukey_token.find_key(f"employer-key-{TODAY}")
+
+
 def test_a_renewal_for_an_officer_exits_4_and_keeps_the_new_key(
     app: Flask,
     served: str,
@@ -541,3 +561,15 @@ def test_bad_input_gives_one_error_line(
     assert_fails_cleanly(wrong_pin, "PIN")
     no_key = run("renew", "--url", served)
     assert_fails_cleanly(no_key, "give either --token-label", 2)
+    same_key = run(
+        "renew",
+        "--url",
+        served,
+        "--key-file",
+        str(tmp_path / "key.p8"),
+        "--new-key-file",
+        str(tmp_path / "." / "key.p8"),
+        "--certificate",
+        str(garbage),
+    )
+    assert_fails_cleanly(same_key, "names the old key", 2)

@@ -51,7 +51,8 @@ def main() -> None:
 
     Create your organisation's key pair on your PKCS#11 token (UKey) or in an encrypted key
     file, write the certificate signing request (CSR) to hand to the CA, and store the
-    certificate the CA issues on the token beside its key.
+    certificate the CA issues on the token beside its key. Before it expires, `renew` makes
+    a new key beside the old one and gets its certificate.
 
     The token PIN is read from $CA_CLIENT_PIN (or --pin-env NAME, or --pin-file FILE) and a
     key file's passphrase from $CA_CLIENT_PASSPHRASE (or --passphrase-env, --passphrase-file),
@@ -596,8 +597,8 @@ def _window_refusal(
             f"certificate {serial} expired on {renewal.day(info.not_after)} and can no longer "
             f"sign you in: renew it in your browser at {info.explanation_url}, signing in with "
             "your password and the code sent by SMS (or your bound tax certificate), until "
-            f"{renewal.day(info.renewable_until)}; or sign in so through POST /api/v1/auth/token "
-            "and give that API token with --api-token-env"
+            f"{renewal.day(info.renewable_until)}; or get an API token by password and SMS code "
+            "(POST /api/v1/auth/token) and pass it with --api-token-env"
         )
     if info.state == "grace" and not contacts_confirmed:
         return RenewalRefused(

@@ -7,7 +7,10 @@ token PIN and the key-file passphrase come from an environment variable or a fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -16,13 +19,13 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca_client import keys, remote
+from ca_client import keys, remote, renewal
 from ca_client.certificates import (
     import_certificate,
     load_certificate_chain,
     load_certificate_file,
 )
-from ca_client.errors import ClientError
+from ca_client.errors import EXIT_NOT_DUE, EXIT_PENDING, ClientError, RenewalRefused
 from ca_service.click_errors import OneLineErrors
 from hsm import (
     HSMError,
@@ -48,7 +51,8 @@ def main() -> None:
 
     Create your organisation's key pair on your PKCS#11 token (UKey) or in an encrypted key
     file, write the certificate signing request (CSR) to hand to the CA, and store the
-    certificate the CA issues on the token beside its key.
+    certificate the CA issues on the token beside its key. Before it expires, `renew` makes
+    a new key beside the old one and gets its certificate.
 
     The token PIN is read from $CA_CLIENT_PIN (or --pin-env NAME, or --pin-file FILE) and a
     key file's passphrase from $CA_CLIENT_PASSPHRASE (or --passphrase-env, --passphrase-file),
@@ -392,40 +396,39 @@ def show(
     click.echo(f"  not after:  {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
 
 
+_URL_OPTION = click.option(
+    "--url",
+    "base_url",
+    metavar="URL",
+    envvar="CA_CLIENT_URL",
+    show_envvar=True,
+    required=True,
+    help="The CA service, e.g. https://ca.example.gov (its public base URL).",
+)
+_CHALLENGE_OPTION = click.option(
+    "--challenge",
+    metavar="NONCE",
+    help="The challenge shown on the service's web page (sign in there, or bind "
+    "there); without it a new challenge is asked for.",
+)
+_CERTIFICATE_OPTION = click.option(
+    "--certificate",
+    "certificate_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The certificate (PEM; intermediates may follow it). Default for a token key: "
+    "the certificate stored beside the key.",
+)
+_CAFILE_OPTION = click.option(
+    "--cafile",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA certificates to trust for the service's https certificate (default: the system's).",
+)
+
+
 def _service_options(func: F) -> F:
-    options = [
-        click.option(
-            "--url",
-            "base_url",
-            metavar="URL",
-            envvar="CA_CLIENT_URL",
-            show_envvar=True,
-            required=True,
-            help="The CA service, e.g. https://ca.example.gov (its public base URL).",
-        ),
-        click.option(
-            "--challenge",
-            metavar="NONCE",
-            help="The challenge shown on the service's web page (sign in there, or bind "
-            "there); without it a new challenge is asked for.",
-        ),
-        click.option(
-            "--certificate",
-            "certificate_file",
-            metavar="FILE",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="The certificate (PEM; intermediates may follow it). Default for a token key: "
-            "the certificate stored beside the key.",
-        ),
-        click.option(
-            "--cafile",
-            metavar="FILE",
-            type=click.Path(dir_okay=False, exists=True),
-            help="CA certificates to trust for the service's https certificate (default: the "
-            "system's).",
-        ),
-    ]
-    return _apply(options, func)
+    return _apply([_URL_OPTION, _CHALLENGE_OPTION, _CERTIFICATE_OPTION, _CAFILE_OPTION], func)
 
 
 def _answer(
@@ -563,3 +566,352 @@ def _write_private(path: Path, text: str) -> None:
             handle.write(text)
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# -- renew ---------------------------------------------------------------------------------
+
+
+def _window_refusal(
+    info: renewal.RenewalInfo, *, by_certificate: bool, contacts_confirmed: bool
+) -> ClientError | None:
+    """Why the renewal cannot go ahead, told before a new key is made (None: it can)."""
+    serial = info.serial
+    if info.state == "revoked":
+        return RenewalRefused(
+            f"certificate {serial} was revoked: a revoked certificate cannot be renewed; file "
+            "a new application"
+        )
+    if info.state == "renewed":
+        return RenewalRefused(
+            f"certificate {serial} was already renewed by certificate {info.renewed_by}: only "
+            "the newest certificate can be renewed (give that one with --certificate)"
+        )
+    if info.state == "past_grace":
+        return RenewalRefused(
+            f"certificate {serial} expired on {renewal.day(info.not_after)}, too long ago to "
+            f"renew online: file a new application (pre-filled from your record) at "
+            f"{info.explanation_url}"
+        )
+    if info.state == "grace" and by_certificate:
+        return RenewalRefused(
+            f"certificate {serial} expired on {renewal.day(info.not_after)} and can no longer "
+            f"sign you in: renew it in your browser at {info.explanation_url}, signing in with "
+            "your password and the code sent by SMS (or your bound tax certificate), until "
+            f"{renewal.day(info.renewable_until)}; or get an API token by password and SMS code "
+            "(POST /api/v1/auth/token) and pass it with --api-token-env"
+        )
+    if info.state == "grace" and not contacts_confirmed:
+        return RenewalRefused(
+            f"certificate {serial} has expired: check that the administrator's mobile number "
+            "and e-mail address on record are still current, then add --contacts-confirmed"
+        )
+    return None
+
+
+def _old_certificate(
+    token: Token | None, key_label: str, certificate_file: Path | None
+) -> list[x509.Certificate]:
+    if certificate_file is not None:
+        return load_certificate_chain(certificate_file)
+    assert token is not None  # noqa: S101  (a key file needs --certificate, checked before)
+    stored = keys.describe_token_key(token, key_label).certificate
+    if stored is None:
+        raise click.ClickException(
+            f"no certificate is stored beside key {key_label!r}: give --certificate, or "
+            "store it with `ca-client import-cert`"
+        )
+    return [stored]
+
+
+@main.command()
+@_URL_OPTION
+@_CERTIFICATE_OPTION
+@_CAFILE_OPTION
+@_token_options(required=False)
+@_key_file_options
+@click.option(
+    "--new-key-label",
+    metavar="LABEL",
+    help="Label of the new key on the token. [default: the old label and today's date, "
+    "e.g. employer-key-20261206]",
+)
+@click.option(
+    "--new-key-file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File of the new key (encrypted with the same passphrase). [default: beside the old "
+    "one, named after it and today's date, e.g. key-20261206.p8]",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice([algorithm.value for algorithm in keys.CLIENT_ALGORITHMS]),
+    help="Type of the new key. [default: that of the old key]",
+)
+@click.option(
+    "--out",
+    "out_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the new certificate (PEM, then its intermediate CA); never "
+    "overwritten. [default: <new key file>.cert.pem beside a key file; "
+    "<new key label>.cert.pem beside --certificate, or here, for a token]",
+)
+@click.option(
+    "--if-due",
+    is_flag=True,
+    help="Renew only inside the suggested renewal window; else say when it opens and exit 3.",
+)
+@click.option(
+    "--supersede",
+    is_flag=True,
+    help="Revoke the old certificate (reason superseded) once the new one is issued; without "
+    "it the old one stays valid until it expires.",
+)
+@click.option(
+    "--api-token-env",
+    metavar="NAME",
+    help="Sign in with the API bearer token in this environment variable (from password + "
+    "SMS code) instead of the old certificate: the way once that has expired.",
+)
+@click.option(
+    "--contacts-confirmed",
+    is_flag=True,
+    help="After expiry: you checked that the administrator's mobile and e-mail on record "
+    "are still current.",
+)
+def renew(
+    *,
+    base_url: str,
+    certificate_file: Path | None,
+    cafile: str | None,
+    module: str | None,
+    token_label: str | None,
+    key_label: str,
+    pin_env: str,
+    pin_file: str | None,
+    key_file: Path | None,
+    passphrase_env: str,
+    passphrase_file: Path | None,
+    new_key_label: str | None,
+    new_key_file: Path | None,
+    algorithm: str | None,
+    out_file: Path | None,
+    if_due: bool,
+    supersede: bool,
+    api_token_env: str | None,
+    contacts_confirmed: bool,
+) -> None:
+    """Renew your certificate with a new key pair, before it expires.
+
+    Signs in with the current certificate (a challenge signed by its key), makes a new key
+    beside the old one (on the same token, or in a new key file) of the same type, sends its
+    CSR and writes the new certificate beside the new key; on a token it is also stored
+    beside the new key. The old key and certificate stay as they are.
+
+    Exit status: 0 renewed, 1 failed, 2 wrong options, 3 not due (--if-due), 4 waiting for an
+    officer's review.
+    """
+    _renew_usage(token_label, key_file, certificate_file, new_key_label, new_key_file)
+    bearer = None
+    if api_token_env is not None:
+        bearer = os.environ.get(api_token_env, "")
+        if not bearer:
+            raise click.UsageError(f"${api_token_env} (--api-token-env) is not set")
+    service = remote.Service(base_url, cafile=cafile)
+    with _errors(token_label, key_label), contextlib.ExitStack() as stack:
+        place = _KeyPlace(
+            token=None,
+            token_label=token_label,
+            key_label=key_label,
+            key_file=key_file,
+            passphrase_env=passphrase_env,
+            passphrase_file=passphrase_file,
+        )
+        if token_label is not None:
+            place.token = stack.enter_context(_open_token(module, token_label, pin_env, pin_file))
+        chain = _old_certificate(place.token, key_label, certificate_file)
+        info = renewal.renewal_info(service, renewal.serial_of(chain[0]))
+        _check_window(
+            info,
+            if_due=if_due,
+            by_certificate=bearer is None,
+            contacts_confirmed=contacts_confirmed,
+        )
+        chosen = (
+            KeyAlgorithm(algorithm) if algorithm else renewal.algorithm_of(chain[0].public_key())
+        )
+        new_key, target = place.new_key(
+            new_key_label=new_key_label,
+            new_key_file=new_key_file,
+            out_file=out_file,
+            certificate_file=certificate_file,
+        )
+        if bearer is None:
+            bearer = renewal.certificate_login(service, place.old_signer(), chain)
+        signed_in = dataclasses.replace(service, bearer=bearer)
+        new_signer = new_key.obtain(chosen, lambda message: click.echo(message, err=True))
+        try:
+            outcome = renewal.request_renewal(
+                signed_in,
+                info.serial,
+                keys.build_csr(new_signer, keys.subject_name()),
+                supersede=supersede,
+                contacts_confirmed=contacts_confirmed,
+            )
+        except (HSMError, ClientError) as exc:
+            raise ClientError(f"{exc}; {new_key.left_behind()}") from None
+        if isinstance(outcome, renewal.Pending):
+            _report_pending(outcome, info.serial, new_key)
+            sys.exit(EXIT_PENDING)
+        _keep_certificate(outcome, new_key, new_signer, target)
+    click.echo(
+        f"renewed: certificate {renewal.serial_of(outcome.certificate)} (valid until "
+        f"{renewal.day(outcome.certificate.not_valid_after_utc)}) replaces {info.serial}; "
+        f"key {new_key.name}, certificate written to {target}"
+    )
+    click.echo(f"renew it in its turn with {new_key.next_time(target)}")
+    if supersede:
+        click.echo(f"certificate {info.serial} was revoked as superseded")
+
+
+def _renew_usage(
+    token_label: str | None,
+    key_file: Path | None,
+    certificate_file: Path | None,
+    new_key_label: str | None,
+    new_key_file: Path | None,
+) -> None:
+    _key_location(token_label, key_file)
+    if key_file is not None and certificate_file is None:
+        raise click.UsageError("with --key-file, give the certificate with --certificate")
+    if new_key_label is not None and token_label is None:
+        raise click.UsageError("--new-key-label is for a key on a token (--token-label)")
+    if new_key_file is not None and key_file is None:
+        raise click.UsageError("--new-key-file is for a key in a file (--key-file)")
+    if (
+        new_key_file is not None
+        and key_file is not None
+        and new_key_file.resolve() == key_file.resolve()
+    ):
+        raise click.UsageError("--new-key-file names the old key: a renewal needs a new key")
+
+
+def _check_window(
+    info: renewal.RenewalInfo, *, if_due: bool, by_certificate: bool, contacts_confirmed: bool
+) -> None:
+    """Go on only when the certificate can be renewed now; exits 3 (not due, with --if-due)
+    or 4 (a renewal waits already) as nothing is wrong then."""
+    if info.state == "not_due":
+        opens, ends = renewal.day(info.window_start), renewal.day(info.not_after)
+        if if_due:
+            click.echo(
+                f"not due: certificate {info.serial} can be renewed from {opens} (it expires "
+                f"on {ends})"
+            )
+            sys.exit(EXIT_NOT_DUE)
+        raise RenewalRefused(
+            f"certificate {info.serial} can be renewed from {opens} (it expires on {ends}); "
+            "with --if-due this is not an error"
+        )
+    if info.state == "pending":
+        click.echo(
+            f"pending: a renewal of certificate {info.serial} already waits for review; see "
+            f"{info.explanation_url}"
+        )
+        sys.exit(EXIT_PENDING)
+    refusal = _window_refusal(
+        info, by_certificate=by_certificate, contacts_confirmed=contacts_confirmed
+    )
+    if refusal is not None:
+        raise refusal
+
+
+@dataclasses.dataclass
+class _KeyPlace:
+    """Where the old key is (a token, or a file), and so where the new one goes."""
+
+    token: Token | None
+    token_label: str | None
+    key_label: str
+    key_file: Path | None
+    passphrase_env: str
+    passphrase_file: Path | None
+
+    def old_signer(self) -> Any:
+        if self.token is not None:
+            return self.token.private_key(self.key_label)
+        assert self.key_file is not None  # noqa: S101  (checked by _key_location)
+        return _load_file_key(self.key_file, self.passphrase_env, self.passphrase_file)
+
+    def new_key(
+        self,
+        *,
+        new_key_label: str | None,
+        new_key_file: Path | None,
+        out_file: Path | None,
+        certificate_file: Path | None,
+    ) -> tuple[renewal.NewKey, Path]:
+        """The new key's place and the new certificate's file, checked to be free."""
+        today = dt.datetime.now(dt.UTC).date()
+        new_key: renewal.NewKey
+        if self.token is not None:
+            assert self.token_label is not None  # noqa: S101  (the token was opened with it)
+            label = new_key_label or renewal.new_key_label(self.key_label, today)
+            new_key = renewal.TokenKey(self.token, self.token_label, label)
+            directory = certificate_file.parent if certificate_file else Path.cwd()
+            target = out_file or renewal.certificate_file_for_label(label, directory)
+        else:
+            assert self.key_file is not None  # noqa: S101  (checked by _key_location)
+            path = new_key_file or renewal.new_key_file(self.key_file, today)
+            new_key = renewal.FileKey(
+                path,
+                lambda: _passphrase(self.passphrase_env, self.passphrase_file),
+                lambda message: click.echo(message, err=True),
+            )
+            target = out_file or renewal.certificate_file_beside(path)
+        if target.exists():
+            raise ClientError(
+                f"{target} exists already: certificates are never overwritten; move it away "
+                "or choose --out"
+            )
+        new_key.refuse_taken()
+        return new_key, target
+
+
+def _report_pending(outcome: renewal.Pending, serial: str, new_key: renewal.NewKey) -> None:
+    click.echo(
+        f"pending: the renewal of certificate {serial} (application {outcome.application_id}, "
+        f"{outcome.status}) needs review:"
+    )
+    for reason in outcome.reasons:
+        click.echo(f"  - {reason}")
+    click.echo(
+        f"The new key {new_key.name} is kept for it: once the certificate is issued, download "
+        f"it (GET /api/v1/applications/{outcome.application_id}/certificate) and keep it "
+        "beside that key (`ca-client import-cert --key-label ...` for a token)."
+    )
+
+
+def _keep_certificate(
+    outcome: renewal.Issued, new_key: renewal.NewKey, new_signer: Any, target: Path
+) -> None:
+    """Write the issued certificate beside the new key; on failure say how to get it again."""
+    certificate = outcome.certificate
+    again = (
+        f"certificate {renewal.serial_of(certificate)} was issued: download it again with "
+        f"GET /api/v1/applications/{outcome.application_id}/certificate"
+    )
+    if certificate.public_key() != new_signer.public_key():
+        raise ClientError(f"the service certified another key than {new_key.name}; {again}")
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c in [certificate, *outcome.intermediates])
+    try:
+        renewal.write_new_file(target, pem)
+    except ClientError as exc:
+        raise ClientError(f"{exc}; {again}") from None
+    try:
+        new_key.keep(certificate)
+    except (HSMError, ValueError) as exc:
+        raise ClientError(
+            f"{exc}; the certificate is in {target}: store it beside the key with "
+            f"`ca-client import-cert {target} --key-label {new_key.name}`"
+        ) from None

@@ -66,27 +66,49 @@ class Service:
         :raises ClientError: the service cannot be reached, or answered with an error (its
             message is the error's).
         """
+        return self._call("POST", path, body)
+
+    def get(self, path: str) -> dict[str, Any]:
+        """GET a JSON document.
+
+        :raises ClientError: as ``post``.
+        """
+        return self._call("GET", path, None)[1]
+
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any]]:
         if not self.base_url.startswith(("http://", "https://")):
             raise ClientError(f"--url must start with http:// or https:// (got {self.base_url})")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self.bearer:
             headers["Authorization"] = f"Bearer {self.bearer}"
         request = urllib.request.Request(  # noqa: S310  (http/https checked above)
             self.base_url.rstrip("/") + path,
-            data=json.dumps(body).encode(),
+            data=json.dumps(body).encode() if body is not None else None,
             headers=headers,
-            method="POST",
+            method=method,
         )
         try:
             with urllib.request.urlopen(  # noqa: S310
                 request, timeout=_TIMEOUT, context=self._context()
             ) as response:
-                return int(response.status), json.loads(response.read() or b"{}")
+                answer = json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             raise ClientError(_error_message(exc)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach {self.base_url}: {reason}") from None
+        except ValueError:  # not JSON: a proxy's page, or not the CA service at all
+            raise ClientError(
+                f"{self.base_url} did not answer {method} {path} with JSON: is --url the CA "
+                "service?"
+            ) from None
+        if not isinstance(answer, dict):
+            raise ClientError(f"{self.base_url} answered {method} {path} with unexpected JSON")
+        return int(response.status), answer
 
     def new_challenge(self, purpose: str) -> str:
         _, answer = self.post("/api/v1/auth/challenges", {"purpose": purpose})

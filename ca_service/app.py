@@ -8,15 +8,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
 from ca_service import config as config_module
 from ca_service import db as db_module
 from ca_service import hsm_access, i18n
 from ca_service.errors import ConfigurationError
+from ca_service.extensions import csrf, init_settings, settings_of
 from ca_service.paths import templates_dir
 
-csrf = CSRFProtect()
+# ``settings_of`` is re-exported for ca_service/binding/* and tests/binding/*, which belong to
+# another change in flight (the binding import circle). Drop it once both have merged and those
+# imports read ``from ca_service.extensions import settings_of``.
+__all__ = ["create_app", "settings_of"]
 
 
 def _secret_key(settings: config_module.Settings) -> str:
@@ -41,7 +44,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """
     settings = config_module.load_settings(overrides=overrides)
     app = Flask(__name__, template_folder=str(templates_dir()), static_folder=None)
-    app.extensions["ca_settings"] = settings
+    init_settings(app, settings)
     logging.getLogger("ca_service").setLevel(str(settings["LOG_LEVEL"]).upper())
 
     app.config.update(
@@ -86,9 +89,3 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     binding.init_app(app)
     api.init_app(app)
     return app
-
-
-def settings_of(app: Flask) -> config_module.Settings:
-    """The resolved settings of an app."""
-    settings: config_module.Settings = app.extensions["ca_settings"]
-    return settings

@@ -42,8 +42,8 @@ def init_app(app: Flask) -> None:
         revocation,
     )
     from ca_service.api.http import bp
-    from ca_service.app import csrf, settings_of
     from ca_service.auth.ratelimit import MESSAGE
+    from ca_service.extensions import csrf, settings_of
 
     csrf.exempt(bp)
     app.register_blueprint(bp)

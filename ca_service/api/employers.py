@@ -8,7 +8,6 @@ from flask_babel import gettext as _
 from ca_service.api.auth import password_user
 from ca_service.api.http import bp, json_body, text_field
 from ca_service.api.serialise import employer_json
-from ca_service.app import settings_of
 from ca_service.auth.access import ensure_role
 from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import Role, User
@@ -22,6 +21,7 @@ from ca_service.employers.service import (
     send_mobile_code,
 )
 from ca_service.errors import Conflict
+from ca_service.extensions import settings_of
 
 _REGISTRATION_FIELDS = (
     "registration_number",

@@ -31,9 +31,9 @@ def _load_user(session_id: str) -> User | None:
 def init_app(app: Flask) -> None:
     """Register the ``auth`` blueprint, Flask-Login, the sign-in rate limits and the limits on
     sending SMS codes."""
-    from ca_service.app import settings_of
     from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
     from ca_service.auth.views import bp, end_certificate_sessions
+    from ca_service.extensions import settings_of
 
     manager = LoginManager()
     manager.login_view = "auth.login"

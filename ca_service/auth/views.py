@@ -27,7 +27,6 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
 from ca_service.auth.certificate_login import certificate_session_end
@@ -47,6 +46,7 @@ from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
 from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.qr import qr_svg_data_uri
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")

@@ -20,7 +20,6 @@ from flask_login import current_user
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
@@ -28,6 +27,7 @@ from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
 from ca_service.db import db, read_first
 from ca_service.errors import CAError, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.forms import (

@@ -16,8 +16,8 @@ LIMITED_ENDPOINTS = ("revocation_portal.employer_revoke",)
 def init_app(app: Flask) -> None:
     """Register the CRL/OCSP and the revocation pages' blueprints. Call after
     ``auth.init_app``, whose limiter the employer's revocation (a password check) shares."""
-    from ca_service.app import settings_of
     from ca_service.auth.ratelimit import MESSAGE
+    from ca_service.extensions import settings_of
     from ca_service.revocation import portal
     from ca_service.revocation.answer_cache import AnswerCache
     from ca_service.revocation.fastpath import OcspFastPath

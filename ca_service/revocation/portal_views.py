@@ -14,12 +14,12 @@ from wtforms import DateTimeLocalField, PasswordField, SelectField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
 from wtforms.validators import DataRequired, Optional
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginPolicy
 from ca_service.db import db
 from ca_service.errors import CAError, NotFound, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance.models import ApplicationStatus
 from ca_service.issuance.service import employer_application

@@ -23,8 +23,8 @@ from ca_service.errors import ValidationError, echoed
 from ca_service.extensions import settings_of
 from ca_service.issuance import service
 from ca_service.issuance.csr import MAX_CSR_BYTES
+from ca_service.issuance.documents import document_store
 from ca_service.issuance.models import Application, DocumentType, KeySource
-from ca_service.issuance.views import document_store
 
 PKCS10 = "application/pkcs10"
 # format -> (media type, file name suffix), as the web portal's downloads.

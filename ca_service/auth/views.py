@@ -30,7 +30,8 @@ from werkzeug.wrappers import Response
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
 from ca_service.auth.certificate_login import certificate_session_end
-from ca_service.auth.code_limits import Allowance, code_throttle, wait_text
+from ca_service.auth.code_context import client_address, code_policy
+from ca_service.auth.code_limits import Allowance, wait_text
 from ca_service.auth.forms import (
     CancelForm,
     ChangePasswordForm,
@@ -328,19 +329,6 @@ def totp_code() -> Page:
 
 def _code_policy() -> CodePolicy:
     return code_policy()
-
-
-def code_policy() -> CodePolicy:
-    """The app's code settings and limits."""
-    return CodePolicy.from_settings(
-        settings_of(current_app), _secret_key(), code_throttle(current_app)
-    )
-
-
-def client_address() -> str | None:
-    """The address the limits on codes count against (the one the sign-in limiter uses)."""
-    # Behind a reverse proxy this is the proxy's unless the app is wrapped in ProxyFix.
-    return request.remote_addr
 
 
 def code_withheld(allowance: Allowance) -> str:

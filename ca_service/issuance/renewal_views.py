@@ -16,8 +16,8 @@ from ca_service.errors import CAError
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal
+from ca_service.issuance.documents import read_upload
 from ca_service.issuance.forms import RenewalForm
-from ca_service.issuance.views import read_upload
 
 bp = Blueprint("renewal", __name__, url_prefix="/renewal")
 

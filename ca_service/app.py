@@ -68,15 +68,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     # The feature packages, imported when an app is built: importing this module stays cheap
     # and free of side effects. Each imports ``ca_service.extensions``, never this module.
-    from ca_service.api import init_app as init_api
+    from ca_service.api.blueprints import init_app as init_api
     from ca_service.audit import init_app as init_audit
-    from ca_service.auth import init_app as init_auth
-    from ca_service.authorities import init_app as init_authorities
+    from ca_service.auth.blueprints import init_app as init_auth
+    from ca_service.authorities.blueprints import init_app as init_authorities
     from ca_service.binding import init_app as init_binding
-    from ca_service.employers import init_app as init_employers
+    from ca_service.employers.blueprints import init_app as init_employers
     from ca_service.errors_views import init_app as init_errors
-    from ca_service.issuance import init_app as init_issuance
-    from ca_service.revocation import init_app as init_revocation
+    from ca_service.issuance.blueprints import init_app as init_issuance
+    from ca_service.revocation.blueprints import init_app as init_revocation
     from ca_service.web import init_app as init_web
 
     init_errors(app)

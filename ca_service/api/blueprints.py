@@ -11,6 +11,20 @@ from flask import Flask
 from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
+from ca_service.api import (  # noqa: F401  (routes)
+    applications,
+    auth,
+    certificates,
+    employers,
+    public,
+    renewal,
+    review,
+    revocation,
+)
+from ca_service.api.http import bp
+from ca_service.auth.ratelimit import MESSAGE
+from ca_service.extensions import csrf, settings_of
+
 # The calls where a password or code can be guessed, or that send an SMS: rate-limited per
 # client address like the web's sign-in steps.
 LIMITED_ENDPOINTS = (
@@ -28,21 +42,7 @@ LIMITED_ENDPOINTS = (
 
 def init_app(app: Flask) -> None:
     """Register the API blueprint (exempt from CSRF: no cookie authenticates it) and its rate
-    limits. Call after ``auth.init_app``, whose limiter it shares."""
-    from ca_service.api import (  # noqa: F401  (routes)
-        applications,
-        auth,
-        certificates,
-        employers,
-        public,
-        renewal,
-        review,
-        revocation,
-    )
-    from ca_service.api.http import bp
-    from ca_service.auth.ratelimit import MESSAGE
-    from ca_service.extensions import csrf, settings_of
-
+    limits. Call after ``ca_service.auth.blueprints.init_app``, whose limiter it shares."""
     csrf.exempt(bp)
     app.register_blueprint(bp)
     # The auth package's limiter wraps its own views when it is set up, before this blueprint

@@ -9,13 +9,15 @@ from __future__ import annotations
 from flask import Flask
 from flask_login import LoginManager
 
+from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
 from ca_service.auth.models import User
+from ca_service.auth.views import bp, end_certificate_sessions
+from ca_service.db import db
+from ca_service.extensions import settings_of
 
 
 def _load_user(session_id: str) -> User | None:
     # The id is "<user id>:<session_version>" (User.get_id): a bumped version ends the session.
-    from ca_service.db import db
-
     user_id, _, version = session_id.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
@@ -28,10 +30,6 @@ def _load_user(session_id: str) -> User | None:
 def init_app(app: Flask) -> None:
     """Register the ``auth`` blueprint, Flask-Login, the sign-in rate limits and the limits on
     sending SMS codes."""
-    from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
-    from ca_service.auth.views import bp, end_certificate_sessions
-    from ca_service.extensions import settings_of
-
     manager = LoginManager()
     manager.login_view = "auth.login"
     manager.login_message = "Sign in to see that page."

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ca_service.authorities.views import bp
+
 
 def init_app(app: Flask) -> None:
-    from ca_service.authorities.views import bp
-
+    """Register the public repository (CA certificates)."""
     app.register_blueprint(bp)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ca_service.employers.views import bp
+
 
 def init_app(app: Flask) -> None:
-    from ca_service.employers.views import bp
-
+    """Register the registration blueprint."""
     app.register_blueprint(bp)

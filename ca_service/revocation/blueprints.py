@@ -12,22 +12,23 @@ from flask import Flask
 from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
+from ca_service.auth.ratelimit import MESSAGE
+from ca_service.extensions import settings_of
+from ca_service.revocation import portal
+from ca_service.revocation.answer_cache import AnswerCache
+from ca_service.revocation.fastpath import OcspFastPath
+from ca_service.revocation.ocsp import ANSWER_CACHE, resign_margin, response_lifetime
+from ca_service.revocation.portal_views import bp as portal_bp
+from ca_service.revocation.views import bp
+
 # A POST where a password can be guessed: rate-limited per client address like sign-in.
 LIMITED_ENDPOINTS = ("revocation_portal.employer_revoke",)
 
 
 def init_app(app: Flask) -> None:
     """Register the CRL/OCSP and the revocation pages' blueprints. Call after
-    ``auth.init_app``, whose limiter the employer's revocation (a password check) shares."""
-    from ca_service.auth.ratelimit import MESSAGE
-    from ca_service.extensions import settings_of
-    from ca_service.revocation import portal
-    from ca_service.revocation.answer_cache import AnswerCache
-    from ca_service.revocation.fastpath import OcspFastPath
-    from ca_service.revocation.ocsp import ANSWER_CACHE, resign_margin, response_lifetime
-    from ca_service.revocation.portal_views import bp as portal_bp
-    from ca_service.revocation.views import bp
-
+    ``ca_service.auth.blueprints.init_app``, whose limiter the employer's revocation (a
+    password check) shares."""
     app.register_blueprint(bp)
     app.register_blueprint(portal_bp)
     settings = settings_of(app)

@@ -78,9 +78,10 @@ def sqlalchemy_url(url: str) -> str:
 
 def prepare(var_dir: Path, conf: Path, label: str, database_url: str) -> BenchEnv:
     """Migrate the database and create the CA hierarchy and first CRLs in the token."""
-    from ca_service.app import create_app, settings_of
+    from ca_service.app import create_app
     from ca_service.authorities.service import PkiParameters, initialise_pki
     from ca_service.db import db, upgrade_database
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.revocation.service import publish_all_crls
 

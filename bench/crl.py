@@ -87,8 +87,8 @@ def insert_revoked(env: _common.BenchEnv, count: int) -> float:
 
 
 def case_ours(env: _common.BenchEnv) -> dict[str, Any]:
-    from ca_service.app import settings_of
     from ca_service.authorities.service import ISSUING_SLUG, get_authority
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.revocation.service import crl_lifetime, publish_crl
 

@@ -96,8 +96,8 @@ def _bare_select(now: dt.datetime) -> tuple[float, int]:
 
 
 def measure(env: _common.BenchEnv, rows: int) -> list[dict[str, str]]:
-    from ca_service.app import settings_of
     from ca_service.db import db, utcnow
+    from ca_service.extensions import settings_of
     from ca_service.issuance.expiry import ExpiryPolicy, run_expiry
 
     with _common.app_context(env) as app:

@@ -76,7 +76,6 @@ def _approved_applications(count: int) -> list[int]:
 
 def measure(env: _common.BenchEnv, count: int, round_size: int) -> tuple[float, float, float]:
     """(certificates/s one by one, certificates/s batched, bare signatures/s)."""
-    from ca_service.app import settings_of
     from ca_service.audit.service import ensure_audit_key
     from ca_service.authorities import profiles
     from ca_service.authorities.service import (
@@ -87,6 +86,7 @@ def measure(env: _common.BenchEnv, count: int, round_size: int) -> tuple[float, 
     )
     from ca_service.authorities.signing import hash_for, new_serial
     from ca_service.db import db
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.issuance import service
     from ca_service.issuance.models import Application

@@ -81,13 +81,13 @@ def _rates(
 def _populate(app: Any, count: int) -> tuple[list[x509.Certificate], list[x509.Certificate], Any]:
     """(our certificates, bound tax certificates, the tax CA)."""
 
-    from ca_service.app import settings_of
     from ca_service.auth.service import hash_password
     from ca_service.auth.verification import verify_certificate
     from ca_service.binding import bindings, tax_crls
     from ca_service.binding.models import TrustPurpose
     from ca_service.binding.service import add_trust_anchor
     from ca_service.db import db, utcnow
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.issuance import service
     from ca_service.issuance.models import Application, ApplicationStatus, KeySource
@@ -163,7 +163,6 @@ def _populate(app: Any, count: int) -> tuple[list[x509.Certificate], list[x509.C
 def measure(
     env: _common.BenchEnv, count: int, seconds: float, *, commit: bool
 ) -> dict[str, tuple[float, float]]:
-    from ca_service.app import settings_of
     from ca_service.auth.verification import account_for, verify_certificate
     from ca_service.authorities.service import (
         ISSUING_SLUG,
@@ -172,6 +171,7 @@ def measure(
         load_certificate,
     )
     from ca_service.db import db
+    from ca_service.extensions import settings_of
 
     with _common.app_context(env) as app:
         ours, taxes, tax = _populate(app, count)

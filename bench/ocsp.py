@@ -114,7 +114,6 @@ def _serial() -> int:
 def populate(env: _common.BenchEnv) -> tuple[list[int], list[int], list[int], x509.Certificate]:
     """Insert good and revoked certificates, pre-sign their responses; returns the serials
     (good, revoked, unknown) and the issuing CA certificate."""
-    from ca_service.app import settings_of
     from ca_service.authorities.service import (
         ISSUING_SLUG,
         current_certificate,
@@ -122,6 +121,7 @@ def populate(env: _common.BenchEnv) -> tuple[list[int], list[int], list[int], x5
         load_certificate,
     )
     from ca_service.db import db, utcnow
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.models import Certificate
     from ca_service.revocation.ocsp import refresh_ocsp_responses, response_lifetime
@@ -169,7 +169,6 @@ def openssl_responder_files(
 ) -> dict[str, Path]:
     """index.txt with the same statuses, and a software-key responder certificate signed by the
     issuing CA's HSM key."""
-    from ca_service.app import settings_of
     from ca_service.authorities import profiles
     from ca_service.authorities.service import (
         ISSUING_SLUG,
@@ -178,6 +177,7 @@ def openssl_responder_files(
         load_certificate,
     )
     from ca_service.authorities.signing import hash_for
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from hsm import KeyAlgorithm
 

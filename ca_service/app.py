@@ -8,18 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 
-from ca_service import config as config_module
-from ca_service import db as db_module
-from ca_service import hsm_access, i18n
+from ca_service.config import Settings, load_settings
+from ca_service.db import init_app as init_db
 from ca_service.errors import ConfigurationError
+from ca_service.extensions import csrf, init_settings
+from ca_service.hsm_access import init_app as init_hsm
+from ca_service.i18n import init_app as init_i18n
 from ca_service.paths import templates_dir
 
-csrf = CSRFProtect()
 
-
-def _secret_key(settings: config_module.Settings) -> str:
+def _secret_key(settings: Settings) -> str:
     if settings["SECRET_KEY"]:
         return str(settings["SECRET_KEY"])
     path = settings.secret_key_file
@@ -39,9 +38,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     :raises ConfigurationError: when a required setting is missing or wrong.
     """
-    settings = config_module.load_settings(overrides=overrides)
+    settings = load_settings(overrides=overrides)
     app = Flask(__name__, template_folder=str(templates_dir()), static_folder=None)
-    app.extensions["ca_settings"] = settings
+    init_settings(app, settings)
     logging.getLogger("ca_service").setLevel(str(settings["LOG_LEVEL"]).upper())
 
     app.config.update(
@@ -57,38 +56,32 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=str(settings["RATELIMIT_STORAGE_URI"]),
     )
 
-    db_module.init_app(app, settings.database_url)
-    hsm_access.init_app(app, settings)
+    init_db(app, settings.database_url)
+    init_hsm(app, settings)
     csrf.init_app(app)
-    i18n.init_app(app)
+    init_i18n(app)
 
-    from ca_service import (
-        api,
-        audit,
-        auth,
-        authorities,
-        binding,
-        employers,
-        errors_views,
-        issuance,
-        revocation,
-        web,
-    )
+    # The feature packages, imported when an app is built: importing this module stays cheap
+    # and free of side effects. Each imports ``ca_service.extensions``, never this module.
+    from ca_service.api.blueprints import init_app as init_api
+    from ca_service.audit.blueprints import init_app as init_audit
+    from ca_service.auth.blueprints import init_app as init_auth
+    from ca_service.authorities.blueprints import init_app as init_authorities
+    from ca_service.binding.blueprints import init_app as init_binding
+    from ca_service.employers.blueprints import init_app as init_employers
+    from ca_service.errors_views import init_app as init_errors
+    from ca_service.issuance.blueprints import init_app as init_issuance
+    from ca_service.revocation.blueprints import init_app as init_revocation
+    from ca_service.web import init_app as init_web
 
-    errors_views.init_app(app)
-    web.init_app(app)
-    employers.init_app(app)  # before auth: its rate limits cover the registration page
-    auth.init_app(app)
-    audit.init_app(app)
-    authorities.init_app(app)
-    revocation.init_app(app)
-    issuance.init_app(app)
-    binding.init_app(app)
-    api.init_app(app)
+    init_errors(app)
+    init_web(app)
+    init_employers(app)  # before auth: its rate limits cover the registration page
+    init_auth(app)
+    init_audit(app)
+    init_authorities(app)
+    init_revocation(app)
+    init_issuance(app)
+    init_binding(app)
+    init_api(app)
     return app
-
-
-def settings_of(app: Flask) -> config_module.Settings:
-    """The resolved settings of an app."""
-    settings: config_module.Settings = app.extensions["ca_settings"]
-    return settings

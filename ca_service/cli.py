@@ -60,7 +60,6 @@ def init(admin_username: str, admin_email: str) -> None:
 
 @app_command
 def _init_pki(admin_username: str, admin_email: str) -> None:
-    from ca_service.app import settings_of
     from ca_service.audit.service import ensure_audit_key, sign_checkpoint
     from ca_service.auth.models import Role, User
     from ca_service.auth.service import create_user
@@ -69,6 +68,7 @@ def _init_pki(admin_username: str, admin_email: str) -> None:
         initialise_pki,
         list_authorities,
     )
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.revocation.service import crl_lifetime, has_crl, publish_crl
     from hsm import KeyAlgorithm
@@ -193,13 +193,13 @@ def ocsp_group() -> None:
 @app_command
 def ocsp_rotate() -> None:
     """Issue a new OCSP responder certificate with a new HSM key."""
-    from ca_service.app import settings_of
     from ca_service.authorities.service import (
         ISSUING_SLUG,
         PkiParameters,
         ensure_ocsp_responder,
         get_authority,
     )
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
 
     summary = ensure_ocsp_responder(

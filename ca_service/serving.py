@@ -23,8 +23,9 @@ from gunicorn.app.base import BaseApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from ca_service.app import create_app, settings_of
+from ca_service.app import create_app
 from ca_service.errors import ConfigurationError, echoed
+from ca_service.extensions import settings_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

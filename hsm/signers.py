@@ -10,7 +10,7 @@ is how an external key plugs in. Everything that would need the private key itse
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, NoReturn, Self, TypeAlias
+from typing import NoReturn, Protocol, Self, TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,9 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehas
 from cryptography.utils import Buffer
 
 from hsm.keys import KeyAlgorithm
-
-if TYPE_CHECKING:
-    from hsm.token import Token
 
 
 class SignatureScheme(enum.StrEnum):
@@ -63,6 +60,22 @@ class SignatureScheme(enum.StrEnum):
     def fits(self, algorithm: KeyAlgorithm) -> bool:
         """Whether a key of ``algorithm`` can sign with this scheme."""
         return algorithm.is_rsa != self.is_ecdsa
+
+
+class TokenSigner(Protocol):
+    """What an adapter needs from the token: signatures by a key's label (``hsm.token.Token``).
+
+    A protocol rather than ``Token`` itself, so this module does not import the module that
+    imports it.
+    """
+
+    def sign(self, label: str, data: bytes, scheme: SignatureScheme) -> bytes:
+        """Sign ``data`` (hashed on the host) with the key ``label``."""
+        ...
+
+    def sign_digest(self, label: str, digest: bytes, scheme: SignatureScheme) -> bytes:
+        """Sign a digest made with the scheme's hash with the key ``label``."""
+        ...
 
 
 def _refuse(what: str) -> NoReturn:
@@ -119,7 +132,7 @@ class _TokenKey:
 class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA key in the token: PKCS#1 v1.5, or PSS with MGF1 (same hash) and salt = digest."""
 
-    def __init__(self, token: Token, label: str, public: rsa.RSAPublicKey) -> None:
+    def __init__(self, token: TokenSigner, label: str, public: rsa.RSAPublicKey) -> None:
         self._token = token
         self._label = label
         self._public = public
@@ -181,7 +194,7 @@ class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
 class HSMECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
     """An EC key in the token: ECDSA with SHA-256 or SHA-384, DER-encoded signatures."""
 
-    def __init__(self, token: Token, label: str, public: ec.EllipticCurvePublicKey) -> None:
+    def __init__(self, token: TokenSigner, label: str, public: ec.EllipticCurvePublicKey) -> None:
         self._token = token
         self._label = label
         self._public = public

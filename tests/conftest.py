@@ -152,10 +152,10 @@ class Baseline:
 
 
 def _init_pki(app: Flask) -> Baseline:
-    from ca_service.app import settings_of
     from ca_service.audit.service import ensure_audit_key
     from ca_service.authorities.service import PkiParameters, initialise_pki
     from ca_service.db import db
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.models import Certificate
     from ca_service.revocation.models import PublishedCRL

@@ -16,15 +16,15 @@ from ca_service.api.http import (
     text_field,
 )
 from ca_service.api.serialise import application_json, document_json
-from ca_service.app import settings_of
 from ca_service.auth.models import Role, User
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
 from ca_service.errors import ValidationError, echoed
+from ca_service.extensions import settings_of
 from ca_service.issuance import service
 from ca_service.issuance.csr import MAX_CSR_BYTES
+from ca_service.issuance.documents import document_store
 from ca_service.issuance.models import Application, DocumentType, KeySource
-from ca_service.issuance.views import document_store
 
 PKCS10 = "application/pkcs10"
 # format -> (media type, file name suffix), as the web portal's downloads.

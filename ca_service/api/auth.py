@@ -24,18 +24,18 @@ from flask_babel import gettext as _
 
 from ca_service.api.http import InvalidToken, TotpRequired, bp, json_body, text_field
 from ca_service.api.serialise import timestamp
-from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service as auth_service
 from ca_service.auth.access import ensure_role
 from ca_service.auth.certificate_login import CertificateLogin, certificate_ended_message
+from ca_service.auth.code_context import client_address, code_policy
 from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import ApiToken, Role, User
 from ca_service.auth.service import LoginMethod, LoginPolicy, LoginStage, actor_of
-from ca_service.auth.views import client_address, code_policy
 from ca_service.db import db, utcnow
 from ca_service.employers.service import mobile_hint, send_sign_in_code
 from ca_service.errors import AuthenticationFailed, Forbidden
+from ca_service.extensions import settings_of
 from ca_service.models import Certificate
 
 

@@ -23,7 +23,6 @@ from flask import Response, current_app, make_response, request
 from ca_service.api.auth import bearer_user, issue_token
 from ca_service.api.http import JSON, InvalidToken, bp, choice, json_body, text_field
 from ca_service.api.serialise import timestamp
-from ca_service.app import settings_of
 from ca_service.auth.certificate_login import answer_challenge, login_with_certificate
 from ca_service.auth.challenges import new_challenge
 from ca_service.auth.client_cert import presented_chain
@@ -33,6 +32,7 @@ from ca_service.binding import bindings
 from ca_service.binding.models import CertificateBinding
 from ca_service.db import utcnow
 from ca_service.errors import ValidationError
+from ca_service.extensions import settings_of
 
 _OFFICERS = (Role.RA_OFFICER, Role.CA_ADMIN)
 

@@ -8,11 +8,10 @@ from flask_babel import gettext as _
 from ca_service.api.auth import password_user
 from ca_service.api.http import bp, json_body, text_field
 from ca_service.api.serialise import employer_json
-from ca_service.app import settings_of
 from ca_service.auth.access import ensure_role
+from ca_service.auth.code_context import client_address, code_policy
 from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import Role, User
-from ca_service.auth.views import client_address, code_policy
 from ca_service.employers.models import Employer
 from ca_service.employers.service import (
     Registration,
@@ -22,6 +21,7 @@ from ca_service.employers.service import (
     send_mobile_code,
 )
 from ca_service.errors import Conflict
+from ca_service.extensions import settings_of
 
 _REGISTRATION_FIELDS = (
     "registration_number",

@@ -7,7 +7,7 @@ from flask import Response, current_app, jsonify
 from ca_service.api.http import JSON, bp
 from ca_service.api.openapi import openapi_document
 from ca_service.api.serialise import public_status_json
-from ca_service.app import settings_of
+from ca_service.extensions import settings_of
 from ca_service.issuance import service
 from ca_service.web import stateless
 

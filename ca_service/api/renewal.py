@@ -16,10 +16,10 @@ from flask import Response, current_app, make_response, url_for
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import application_json, certificate_json, timestamp
-from ca_service.app import settings_of
 from ca_service.auth.models import Role
 from ca_service.db import db, read_first
 from ca_service.errors import ValidationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal, service
 from ca_service.issuance.renewal import RenewalState, RenewalWindow

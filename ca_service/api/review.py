@@ -8,10 +8,10 @@ from flask import current_app, request
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, choice, date_field, json_body, text_field
 from ca_service.api.serialise import application_json, document_json
-from ca_service.app import settings_of
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource

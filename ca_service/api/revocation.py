@@ -12,9 +12,9 @@ from flask import current_app
 from ca_service.api.auth import bearer_user, login_policy
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import certificate_json, timestamp
-from ca_service.app import settings_of
 from ca_service.auth.models import Role
 from ca_service.errors import ValidationError, echoed
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance.service import employer_application
 from ca_service.revocation import portal

@@ -6,11 +6,11 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.audit.service import AUDIT_KEY_LABEL, sign_checkpoint, verify_chain
 from ca_service.cli_support import app_command, echo_table, fail
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 
 

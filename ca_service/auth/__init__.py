@@ -6,44 +6,7 @@ with ``ca_service.auth.service.create_user``.
 
 from __future__ import annotations
 
-from flask import Flask
-from flask_login import LoginManager
-
 from ca_service.auth.access import ensure_role, require_role
 from ca_service.auth.models import Role, User
 
-__all__ = ["Role", "User", "ensure_role", "init_app", "require_role"]
-
-
-def _load_user(session_id: str) -> User | None:
-    # The id is "<user id>:<session_version>" (User.get_id): a bumped version ends the session.
-    from ca_service.db import db
-
-    user_id, _, version = session_id.partition(":")
-    if not (user_id.isdigit() and version.isdigit()):
-        return None
-    user = db.session.get(User, int(user_id))
-    if user is None or user.session_version != int(version) or user.disabled:
-        return None
-    return user
-
-
-def init_app(app: Flask) -> None:
-    """Register the ``auth`` blueprint, Flask-Login, the sign-in rate limits and the limits on
-    sending SMS codes."""
-    from ca_service.app import settings_of
-    from ca_service.auth import certificate_views, code_limits, ratelimit  # noqa: F401  (routes)
-    from ca_service.auth.views import bp, end_certificate_sessions
-
-    manager = LoginManager()
-    manager.login_view = "auth.login"
-    manager.login_message = "Sign in to see that page."
-    manager.login_message_category = "error"
-    # A session cookie replayed from another address or browser is dropped.
-    manager.session_protection = "strong"
-    manager.user_loader(_load_user)
-    manager.init_app(app)
-    app.register_blueprint(bp)
-    app.before_request(end_certificate_sessions)
-    ratelimit.init_app(app, str(settings_of(app)["LOGIN_RATE_LIMIT"]))
-    code_limits.init_app(app, app.extensions["auth_limiter"])
+__all__ = ["Role", "User", "ensure_role", "require_role"]

@@ -17,7 +17,6 @@ from flask import request as flask_request
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from ca_service.app import settings_of
 from ca_service.auth import views
 from ca_service.auth.certificate_login import login_with_certificate
 from ca_service.auth.challenges import digest, new_challenge
@@ -26,6 +25,7 @@ from ca_service.auth.forms import CancelForm
 from ca_service.auth.models import ChallengePurpose, LoginChallenge, User
 from ca_service.auth.verification import CertificateRefused
 from ca_service.db import db, rows_changed, utcnow
+from ca_service.extensions import settings_of
 from ca_service.qr import qr_svg_data_uri
 
 CHALLENGE = "certificate_challenge"  # session key: {"id", "secret", "nonce"}

@@ -8,11 +8,11 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from ca_service.app import settings_of
 from ca_service.auth import service
 from ca_service.auth.models import Role, User
 from ca_service.cli_support import app_command, echo_table
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 
 ACTOR = "cli"
 

@@ -96,7 +96,7 @@ class CodeThrottle:
     def for_app(cls, app: Flask, limiter: Limiter) -> CodeThrottle:
         """The app's throttle over ``limiter``'s storage (Flask-Limiter built it from
         ``RATELIMIT_STORAGE_URI``)."""
-        from ca_service.app import settings_of
+        from ca_service.extensions import settings_of
 
         return cls(
             limiter.storage,

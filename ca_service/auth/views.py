@@ -27,11 +27,11 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from ca_service.app import settings_of
 from ca_service.audit.service import record_event
 from ca_service.auth import service, totp
 from ca_service.auth.certificate_login import certificate_session_end
-from ca_service.auth.code_limits import Allowance, code_throttle, wait_text
+from ca_service.auth.code_context import client_address, code_policy
+from ca_service.auth.code_limits import Allowance, wait_text
 from ca_service.auth.forms import (
     CancelForm,
     ChangePasswordForm,
@@ -47,6 +47,7 @@ from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
 from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.portal import service as portal
 from ca_service.qr import qr_svg_data_uri
 
@@ -329,19 +330,6 @@ def totp_code() -> Page:
 
 def _code_policy() -> CodePolicy:
     return code_policy()
-
-
-def code_policy() -> CodePolicy:
-    """The app's code settings and limits."""
-    return CodePolicy.from_settings(
-        settings_of(current_app), _secret_key(), code_throttle(current_app)
-    )
-
-
-def client_address() -> str | None:
-    """The address the limits on codes count against (the one the sign-in limiter uses)."""
-    # Behind a reverse proxy this is the proxy's unless the app is wrapped in ProxyFix.
-    return request.remote_addr
 
 
 def code_withheld(allowance: Allowance) -> str:

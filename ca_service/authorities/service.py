@@ -10,7 +10,13 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from ca_service.audit.service import record_event
-from ca_service.authorities import profiles
+from ca_service.authorities.profiles import (
+    PublicUrls,
+    ca_name,
+    ocsp_responder_builder,
+    root_ca_builder,
+    subordinate_ca_builder,
+)
 from ca_service.authorities.signing import (
     fingerprint,
     public_key_matches,
@@ -34,7 +40,7 @@ class PkiParameters:
 
     country: str
     organization: str
-    urls: profiles.PublicUrls
+    urls: PublicUrls
     root_algorithm: KeyAlgorithm
     issuing_algorithm: KeyAlgorithm
     ocsp_algorithm: KeyAlgorithm
@@ -49,7 +55,7 @@ class PkiParameters:
         return cls(
             country=str(settings["CA_COUNTRY"]),
             organization=str(settings["CA_ORGANIZATION"]),
-            urls=profiles.PublicUrls(settings.public_base_url),
+            urls=PublicUrls(settings.public_base_url),
             root_algorithm=KeyAlgorithm(settings["ROOT_KEY_ALGORITHM"]),
             issuing_algorithm=KeyAlgorithm(settings["ISSUING_KEY_ALGORITHM"]),
             ocsp_algorithm=KeyAlgorithm(settings["OCSP_KEY_ALGORITHM"]),
@@ -196,13 +202,13 @@ def _ensure_authority(
     algorithm = KeyAlgorithm(authority.key_algorithm)
     _ensure_key(token, authority.key_label, algorithm, actor)
     public_key = token.public_key(authority.key_label)
-    subject = profiles.ca_name(params.country, params.organization, authority.name)
+    subject = ca_name(params.country, params.organization, authority.name)
 
     not_before = utcnow()
     not_after = not_before + dt.timedelta(days=days)
     if parent is None:
         signer_label, signer_algorithm, issuer = authority.key_label, algorithm, authority
-        builder = profiles.root_ca_builder(subject, public_key)
+        builder = root_ca_builder(subject, public_key)
         kind = CertificateKind.ROOT_CA
     else:
         parent_cert = load_certificate(current_certificate(parent))
@@ -212,7 +218,7 @@ def _ensure_authority(
             KeyAlgorithm(parent.key_algorithm),
             parent,
         )
-        builder = profiles.subordinate_ca_builder(
+        builder = subordinate_ca_builder(
             subject=subject,
             public_key=public_key,
             issuer=parent_cert,
@@ -305,12 +311,12 @@ def ensure_ocsp_responder(
     # One key per responder certificate: rotation replaces the key too.
     key_label = f"ocsp-{issuer.slug}-{(count or 0) + 1}"
     _ensure_key(token, key_label, params.ocsp_algorithm, actor)
-    subject = profiles.ca_name(params.country, params.organization, f"{issuer.name} OCSP Responder")
+    subject = ca_name(params.country, params.organization, f"{issuer.name} OCSP Responder")
     not_before = utcnow()
     not_after = min(
         not_before + dt.timedelta(days=params.ocsp_days), issuer_cert.not_valid_after_utc
     )
-    builder = profiles.ocsp_responder_builder(
+    builder = ocsp_responder_builder(
         subject=subject,
         public_key=token.public_key(key_label),
         issuer=issuer_cert,

@@ -11,7 +11,6 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.challenges import new_challenge
 from ca_service.auth.client_cert import presented_chain
@@ -21,6 +20,7 @@ from ca_service.binding import bindings
 from ca_service.db import utcnow
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError, NotFound
+from ca_service.extensions import settings_of
 from ca_service.qr import qr_svg_data_uri
 
 account_bp = Blueprint("bindings", __name__, url_prefix="/account/bindings")

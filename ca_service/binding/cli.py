@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 from flask import current_app
 
-from ca_service.app import settings_of
 from ca_service.binding import service, tax_crls
 from ca_service.binding.models import (
     DEFAULT_REVOCATION_POLICY,
@@ -21,6 +20,7 @@ from ca_service.binding.models import (
 )
 from ca_service.cli_support import app_command, echo_table
 from ca_service.db import utcnow
+from ca_service.extensions import settings_of
 
 ACTOR = "cli"
 _POLICIES = click.Choice([p.value for p in RevocationPolicy])

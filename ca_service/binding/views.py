@@ -14,7 +14,6 @@ from flask_login import current_user
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.binding import service, tax_crls
@@ -30,6 +29,7 @@ from ca_service.binding.forms import (
 from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustPurpose
 from ca_service.db import db, utcnow
 from ca_service.errors import CAError, ValidationError
+from ca_service.extensions import settings_of
 
 bp = Blueprint("trust_admin", __name__, url_prefix="/admin/trust")
 

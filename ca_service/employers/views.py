@@ -7,12 +7,13 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from ca_service.app import settings_of
+from ca_service.auth.code_context import client_address, code_policy
 from ca_service.auth.code_limits import wait_text
-from ca_service.auth.views import advance_login, client_address, code_policy
+from ca_service.auth.views import advance_login
 from ca_service.employers.forms import RegistrationForm
 from ca_service.employers.service import Registration, register_employer
 from ca_service.errors import Conflict, ValidationError
+from ca_service.extensions import settings_of
 
 bp = Blueprint("employers", __name__, url_prefix="/employers")
 

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import current_app
 
 from ca_client.keys import build_csr, generate_token_key, subject_name, token_config
-from ca_service.app import settings_of
 from ca_service.cli_support import app_command, fail
 from ca_service.db import db
 from ca_service.errors import ServiceUnavailable
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.csr import check_request

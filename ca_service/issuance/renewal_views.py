@@ -8,16 +8,16 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.db import db
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal
+from ca_service.issuance.documents import read_upload
 from ca_service.issuance.forms import RenewalForm
-from ca_service.issuance.views import read_upload
 
 bp = Blueprint("renewal", __name__, url_prefix="/renewal")
 

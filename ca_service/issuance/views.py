@@ -4,7 +4,6 @@ public certificate status page. Views are thin: parse the form, call one service
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -17,10 +16,8 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
@@ -28,8 +25,15 @@ from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
 from ca_service.db import db, read_first
 from ca_service.errors import CAError, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
+from ca_service.issuance.documents import (
+    content_disposition,
+    document_response,
+    document_store,
+    read_upload,
+)
 from ca_service.issuance.forms import (
     ActionForm,
     DocumentForm,
@@ -38,11 +42,10 @@ from ca_service.issuance.forms import (
     RequestForm,
     ValidityForm,
 )
-from ca_service.issuance.lineage import documents_of_record
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
+from ca_service.issuance.pages import employer_page, officer_page
 from ca_service.qr import qr_svg_data_uri
 from ca_service.revocation.blocked_keys import KeyBlocked
-from ca_service.storage import DocumentStore
 from ca_service.web import stateless
 
 employer_bp = Blueprint("issuance_employer", __name__, url_prefix="/applications")
@@ -55,40 +58,6 @@ Page = WerkzeugResponse | str | tuple[str, int]
 def _user() -> User:
     user: User = current_user._get_current_object()
     return user
-
-
-def document_store() -> DocumentStore:
-    return DocumentStore(settings_of(current_app).document_dir)
-
-
-def read_upload(upload: FileStorage | None, limit: int) -> bytes:
-    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
-    a file over ``limit`` is refused with its real size."""
-    if upload is None:
-        return b""
-    return upload.stream.read()
-
-
-def content_disposition(kind: str, filename: str) -> str:
-    """A Content-Disposition header for any file name: an ASCII fallback and the UTF-8 name
-    (RFC 6266 / RFC 8187), since WSGI servers only send Latin-1 header values."""
-    fallback = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def document_response(application: Application, document_id: int) -> Response:
-    """A stored document, with the type sniffed at upload (never the client's)."""
-    document = service.document_of(application, document_id)
-    content = document_store().get(document.sha256)
-    response = Response(content, mimetype=document.media_type)
-    response.headers["Content-Disposition"] = content_disposition("inline", document.filename)
-    response.headers["Cache-Control"] = "private, no-store"
-    # Shown inside the review page (same origin only) and never allowed to run anything.
-    response.headers["X-Frame-Options"] = "SAMEORIGIN"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; img-src 'self'; frame-ancestors 'self'"
-    )
-    return response
 
 
 def issue_now(application: Application) -> None:
@@ -126,21 +95,6 @@ def create() -> Page:
         user=_user(), key_source=KeySource(form.key_source.data)
     )
     return redirect(url_for(".detail", application_id=application.id))
-
-
-def employer_page(application: Application, status: int = 200) -> tuple[str, int]:
-    return (
-        render_template(
-            "issuance/application.html",
-            application=application,
-            document_form=DocumentForm(),
-            request_form=RequestForm(),
-            action=ActionForm(),
-            missing=service.missing_for_submission(application),
-            document_types=list(DocumentType),
-        ),
-        status,
-    )
 
 
 @employer_bp.get("/<int:application_id>")
@@ -271,22 +225,6 @@ def queue() -> Page:
         status=status,
         search=search,
         statuses=[s for s in ApplicationStatus if s is not ApplicationStatus.DRAFT],
-    )
-
-
-def officer_page(application: Application, status: int = 200) -> tuple[str, int]:
-    return (
-        render_template(
-            "issuance/review.html",
-            application=application,
-            documents=documents_of_record(application),
-            action=ActionForm(),
-            reject_form=RejectForm(),
-            validity_form=ValidityForm(),
-            blockers=service.approval_blockers(application),
-            dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
-        ),
-        status,
     )
 
 

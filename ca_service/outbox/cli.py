@@ -7,9 +7,9 @@ import time
 import click
 from flask import current_app
 
-from ca_service.app import settings_of
 from ca_service.cli_support import app_command, echo_table, fail
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.outbox import service
 from ca_service.outbox.models import MessageStatus
 from ca_service.outbox.senders import senders_for

@@ -8,10 +8,10 @@ import time
 import click
 from flask import current_app
 
-from ca_service.app import settings_of
 from ca_service.authorities.service import ISSUING_SLUG, PkiParameters, get_authority
 from ca_service.cli_support import app_command
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.revocation import ocsp, service
 from ca_service.revocation.models import PublishedCRL

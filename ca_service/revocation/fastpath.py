@@ -34,8 +34,8 @@ import sqlalchemy as sa
 from flask import Flask
 from werkzeug.http import http_date
 
-from ca_service.app import settings_of
 from ca_service.db import db, read_first, utcnow
+from ca_service.extensions import settings_of
 from ca_service.revocation.answer_cache import AnswerCache
 from ca_service.revocation.ocsp import (
     ANSWER_CACHE,

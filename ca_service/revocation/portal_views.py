@@ -14,19 +14,19 @@ from wtforms import DateTimeLocalField, PasswordField, SelectField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than types-WTForms
 from wtforms.validators import DataRequired, Optional
 
-from ca_service.app import settings_of
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginPolicy
 from ca_service.db import db
 from ca_service.errors import CAError, NotFound, ValidationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance.models import ApplicationStatus
-from ca_service.issuance.service import employer_application
 
 # The forms are on the issuance pages (templates/revocation/_*.html are included there): an error
 # re-renders that page with the context its own view gives it.
-from ca_service.issuance.views import employer_page, officer_page
+from ca_service.issuance.pages import employer_page, officer_page
+from ca_service.issuance.service import employer_application
 from ca_service.revocation import portal
 from ca_service.revocation.service import StatusChange
 

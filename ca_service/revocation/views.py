@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from ca_service.app import csrf, settings_of
 from ca_service.db import read_first, utcnow
+from ca_service.extensions import csrf, settings_of
 from ca_service.hsm_access import app_token
 from ca_service.revocation.answer_cache import AnswerCache
 from ca_service.revocation.fastpath import OCSP_REQUEST, OCSP_RESPONSE, decode_get, get_headers

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource

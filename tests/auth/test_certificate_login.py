@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.auth import verification
 from ca_service.auth.models import LoginChallenge, User
@@ -26,6 +25,7 @@ from ca_service.auth.verification import (
 )
 from ca_service.authorities.service import ISSUING_SLUG, get_authority
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import Certificate, CertificateKind
 from ca_service.revocation.service import find_certificate, revoke_certificate

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.auth import verification
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import complete_login
@@ -25,6 +24,7 @@ from ca_service.auth.verification import (
     verify_certificate,
 )
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from tests.auth.certificates import (  # noqa: F401  (fixtures used by name)
     AgencyCertificate,
     IssueFor,

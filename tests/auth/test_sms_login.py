@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.auth.models import CodePurpose, OneTimeCode, User
 from ca_service.auth.service import LoginPolicy, check_sms_code
 from ca_service.db import db
 from ca_service.errors import AuthenticationFailed
+from ca_service.extensions import settings_of
 from ca_service.outbox.models import Channel, OutboxMessage
 from tests.auth.flows import (
     CSRF,

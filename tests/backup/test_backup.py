@@ -20,10 +20,11 @@ from cryptography.x509 import ocsp
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import create_app, settings_of
+from ca_service.app import create_app
 from ca_service.audit.service import sign_checkpoint
 from ca_service.cli import main
 from ca_service.db import db, upgrade_database
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.storage import DocumentStore
 from tests.auth.flows import MakeOfficer, code_at, enter_code, location, login

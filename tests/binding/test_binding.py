@@ -19,7 +19,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.auth import verification
 from ca_service.auth.verification import CertificateRefused, Refusal, verify_certificate
@@ -27,6 +26,7 @@ from ca_service.binding.models import CertificateBinding, TrustAnchor, TrustPurp
 from ca_service.binding.service import add_trust_anchor
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.outbox.models import OutboxMessage
 from tests.api.conftest import (  # noqa: F401  (fixtures used by name)
     API,

@@ -22,7 +22,6 @@ from cryptography import x509
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.auth.verification import (
     CertificateRefused,
@@ -39,6 +38,7 @@ from ca_service.binding.service import (
 )
 from ca_service.binding.tax_crls import upload_crl
 from ca_service.db import alembic_config, db, upgrade_database, utcnow
+from ca_service.extensions import settings_of
 from tests.api.conftest import ApiEmployer, api_employer  # noqa: F401  (fixture used by name)
 from tests.binding.conftest import CrlServer
 from tests.binding.tax_ca import TaxCA

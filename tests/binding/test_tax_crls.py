@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.binding import tax_crls
 from ca_service.binding.models import TaxCrl, TrustAnchor, TrustPurpose
@@ -36,6 +35,7 @@ from ca_service.binding.tax_crls import (
 from ca_service.config import Settings
 from ca_service.db import db, read_first, utcnow
 from ca_service.errors import ValidationError
+from ca_service.extensions import settings_of
 from tests.binding.conftest import CrlServer, TrustedTaxCA
 from tests.binding.tax_ca import TaxCA, crl_pem
 from tests.issuance.seal_factory import make_seal_ca

@@ -29,9 +29,9 @@ from flask import Flask
 
 from ca_client.errors import EXIT_FAILED, EXIT_NOT_DUE, EXIT_PENDING
 from ca_client.keys import public_key_fingerprint
-from ca_service.app import settings_of
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import (

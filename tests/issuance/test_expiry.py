@@ -17,12 +17,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_babel import force_locale, get_locale
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.config import load_settings, parse_warning_days
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import ConfigurationError
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.expiry import (

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.db import db
 from ca_service.errors import Conflict, ServiceUnavailable
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus

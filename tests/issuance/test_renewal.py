@@ -20,11 +20,11 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.auth.models import User
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import Conflict
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal, service
 from ca_service.issuance.models import (

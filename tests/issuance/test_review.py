@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.auth.models import User
 from ca_service.db import db
 from ca_service.errors import CAError, Conflict, ServiceUnavailable
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.issuance.models import Application, DocumentType
 from tests.auth.flows import csrf_token
 from tests.issuance.conftest import (

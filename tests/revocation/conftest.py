@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.authorities.service import ISSUING_SLUG, get_authority, load_certificate
 from ca_service.authorities.signing import reserve_certificate, sign_reserved
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import CertificateKind
 from ca_service.revocation.ocsp import presign_for_certificate

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.audit.models import AuditEvent
 from ca_service.authorities.service import ISSUING_SLUG, get_authority
 from ca_service.db import db, upgrade_database, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.csr import check_request

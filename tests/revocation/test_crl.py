@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.authorities.service import (
     ISSUING_SLUG,
     ROOT_SLUG,
@@ -22,6 +21,7 @@ from ca_service.authorities.service import (
 )
 from ca_service.config import Settings
 from ca_service.db import db
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import Certificate
 from ca_service.revocation.models import PendingCRL, PublishedCRL

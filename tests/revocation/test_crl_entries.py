@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
-from ca_service.app import settings_of
 from ca_service.authorities.service import ISSUING_SLUG, ROOT_SLUG, get_authority
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import Certificate
 from ca_service.revocation import service

@@ -21,8 +21,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import Client
 
-from ca_service.app import settings_of
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import Certificate
 from ca_service.revocation import ocsp as responder_module

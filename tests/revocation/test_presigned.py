@@ -18,7 +18,6 @@ from cryptography.x509 import ocsp
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ca_service.app import settings_of
 from ca_service.authorities.service import (
     ISSUING_SLUG,
     PkiParameters,
@@ -28,6 +27,7 @@ from ca_service.authorities.service import (
     load_certificate,
 )
 from ca_service.db import db, utcnow
+from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.models import Certificate
 from ca_service.revocation import ocsp as responder_module

@@ -8,6 +8,8 @@ portal's language switch sets, else from ``Accept-Language``; messages sent outs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask, has_request_context, request
 from flask_babel import Babel
 
@@ -15,6 +17,9 @@ from flask_babel import Babel
 LANGUAGES: tuple[str, ...] = ("en", "es", "zh_Hans")
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_COOKIE = "lang"
+#: The catalogs: ``<language>/LC_MESSAGES/messages.po`` in git, the ``.mo`` files compiled from
+#: them by ``make setup`` (``pybabel compile``); a language without its ``.mo`` shows English.
+TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
 
 babel = Babel()
 
@@ -45,4 +50,9 @@ def select_locale() -> str:
 
 
 def init_app(app: Flask) -> None:
-    babel.init_app(app, locale_selector=select_locale, default_locale=DEFAULT_LANGUAGE)
+    babel.init_app(
+        app,
+        locale_selector=select_locale,
+        default_locale=DEFAULT_LANGUAGE,
+        default_translation_directories=str(TRANSLATIONS_DIR),
+    )

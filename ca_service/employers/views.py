@@ -43,7 +43,7 @@ def register() -> Response | str | tuple[str, int]:
             flash(exc.message, "error")
             return render_template("employers/register.html", form=form), exc.status_code
         session.clear()
-        flash("Your company is registered. Confirm your mobile number to continue.", "success")
+        flash(_("Your company is registered. Confirm your mobile number to continue."), "success")
         if not sent.allowed:
             message = _(
                 "No code was sent to your mobile number yet: too many codes were asked for it "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, render_template, request
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from ca_service.auth.access import require_role
@@ -22,7 +23,7 @@ def expiring() -> str:
     days = expiry.parse_horizon(request.args.get("days"))
     raw_page = request.args.get("page", "1").strip()
     if not raw_page.isdigit() or int(raw_page) < 1:
-        raise ValidationError("The page must be a whole number from 1.")
+        raise ValidationError(_("The page must be a whole number from 1."))
     page = int(raw_page)
     officer: User = current_user._get_current_object()
     now = utcnow()

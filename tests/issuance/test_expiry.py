@@ -184,7 +184,8 @@ def test_each_threshold_is_warned_once_then_the_certificate_is_marked_expired(
     emails = [m for m in messages if m.channel is Channel.EMAIL]
     sms = [m for m in messages if m.channel is Channel.SMS]
     assert [m.subject for m in emails] == [
-        f"Your organisation certificate expires in {d} day(s)" for d in (30, 14, 7, 1)
+        f"Your organisation certificate expires in {d} {'day' if d == 1 else 'days'}"
+        for d in (30, 14, 7, 1)
     ]
     assert len(sms) == 4
     body = emails[0].body
@@ -212,7 +213,7 @@ def test_thresholds_missed_while_down_send_only_the_nearest(
     certificate_id = make_certificate(end)
     assert _run(app, end - 3 * DAY).sent == 1  # 30 and 14 were missed
     assert [m.subject for m in _warnings(app, certificate_id) if m.channel is Channel.EMAIL] == [
-        "Your organisation certificate expires in 3 day(s)"
+        "Your organisation certificate expires in 3 days"
     ]
     assert _run(app, end - 6 * DAY).sent == 0
     assert _run(app, end - DAY).sent == 1  # the 1-day warning still comes
@@ -340,7 +341,7 @@ def test_warnings_reach_a_real_mail_server_and_wait_while_it_is_down(
     assert (email.status, email.attempts) == (MessageStatus.SENT, 2)
     (message,) = [m for m in inbox.messages if m["To"] == email.recipient]
     assert str(make_header(decode_header(message["Subject"]))) == (
-        "Your organisation certificate expires in 30 day(s)"
+        "Your organisation certificate expires in 30 days"
     )
     payload = message.get_payload(decode=True)
     assert isinstance(payload, bytes)

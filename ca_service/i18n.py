@@ -12,6 +12,7 @@ import datetime as dt
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from babel import Locale
 from babel.dates import format_skeleton
 from babel.numbers import format_decimal
 from flask import Blueprint, Flask, has_request_context, redirect, request, url_for
@@ -94,7 +95,11 @@ def format_utc_datetime(value: dt.datetime | None) -> str:
     language = current_language()
     if language == DEFAULT_LANGUAGE:
         return moment.strftime("%Y-%m-%d %H:%M")
-    return format_skeleton("yMMMdHm", moment, tzinfo=dt.UTC, locale=language)
+    locale = Locale.parse(language)
+    date = format_skeleton("yMMMd", moment, tzinfo=dt.UTC, locale=locale)
+    # The language's own order of date and time ("{1}, {0}", "{1} {0}"), 24-hour clock.
+    pattern = str(locale.datetime_formats["medium"])
+    return pattern.replace("{1}", date).replace("{0}", moment.strftime("%H:%M"))
 
 
 def format_utc_date(value: dt.datetime | dt.date | None) -> str:

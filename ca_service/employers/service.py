@@ -33,6 +33,7 @@ from ca_service.db import db, utcnow
 from ca_service.employers import numbers
 from ca_service.employers.models import Employer
 from ca_service.errors import Conflict, NotFound, ValidationError, echoed
+from ca_service.i18n import DEFAULT_LANGUAGE, normalise_language
 from ca_service.outbox.models import Channel
 from ca_service.outbox.service import enqueue, in_language_of
 
@@ -51,6 +52,8 @@ class Registration:
     email: str
     password: str
     legal_representative_id: str = ""
+    # The language of the page it came from: e-mail and SMS to the employer use it.
+    language: str = DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def register_employer(
         legal_representative_id=representative,
         mobile=mobile,
         email=email,
+        language=normalise_language(data.language),
     )
     db.session.add(employer)
     db.session.flush()

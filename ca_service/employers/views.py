@@ -13,6 +13,7 @@ from ca_service.auth.views import advance_login, client_address, code_policy
 from ca_service.employers.forms import RegistrationForm
 from ca_service.employers.service import Registration, register_employer
 from ca_service.errors import Conflict, ValidationError
+from ca_service.i18n import current_language
 
 bp = Blueprint("employers", __name__, url_prefix="/employers")
 
@@ -31,6 +32,7 @@ def register() -> Response | str | tuple[str, int]:
             email=form.email.data or "",
             password=form.password.data or "",
             legal_representative_id=form.legal_representative_id.data or "",
+            language=current_language(),
         )
         try:
             _employer, user, sent = register_employer(

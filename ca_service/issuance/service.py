@@ -284,7 +284,7 @@ def upload_document(
     _editable(application)
     if not content:
         raise ValidationError(_("The file for “%(label)s” is empty.", label=doc_type.label))
-    for blob, what in ((content, "file"), (detached_signature or b"", "signature file")):
+    for blob, what in ((content, _("file")), (detached_signature or b"", _("signature file"))):
         if len(blob) > limits.max_bytes:
             raise ValidationError(
                 gettext(

@@ -34,7 +34,7 @@ compile-translations: $(STAMP)
 
 # For developers after changing user-facing strings: extract them from the code and templates
 # (babel.cfg) into messages.pot and merge it into every catalog; then translate the new or
-# fuzzy entries in $(TRANSLATIONS)/*/LC_MESSAGES/messages.po (tests/test_i18n.py fails until
+# fuzzy entries in $(TRANSLATIONS)/*/LC_MESSAGES/messages.po (tests/i18n/test_catalogs.py fails until
 # each has a translation).
 translations: $(STAMP)
 	$(BIN)/pybabel -q extract -F babel.cfg -k lazy_gettext -k _l --add-location=file --sort-by-file \

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from babel import Locale
 from babel.dates import format_skeleton
 from babel.numbers import format_decimal
-from flask import Blueprint, Flask, has_request_context, redirect, request, url_for
+from flask import Blueprint, Flask, Response, has_request_context, redirect, request, url_for
 from flask_babel import Babel, get_locale
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -182,3 +182,12 @@ def init_app(app: Flask) -> None:
         language_choices=lambda: list(LANGUAGE_NAMES.items()),
     )
     app.register_blueprint(bp)
+    app.after_request(_vary_by_language)
+
+
+def _vary_by_language(response: Response) -> Response:
+    # A page's words depend on Accept-Language (and the lang cookie, which Flask's session
+    # handling already names in Vary when it applies); a shared cache must not mix languages.
+    if response.mimetype == "text/html":
+        response.vary.add("Accept-Language")
+    return response

@@ -64,7 +64,9 @@ def test_pages_follow_accept_language(client: FlaskClient, path: str, language: 
     assert _html_lang(page) == html_lang
     for text in texts:
         assert text in page, (path, language, text)
-    english = client.get(path).get_data(as_text=True)
+    english_page = client.get(path)
+    assert "Accept-Language" in english_page.headers["Vary"]
+    english = english_page.get_data(as_text=True)
     assert _html_lang(english) == "en"
     assert not any(text in english for text in texts if not text.isascii())
 

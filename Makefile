@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n auto
 # the openssl command line (independent client in tests), Python's venv support, and Chromium
 # (the browser the web UI tests drive through Playwright; never downloaded by Playwright).
 
-.PHONY: run test setup system-packages lint bench clean-var
+.PHONY: run test setup system-packages compile-translations translations lint bench clean-var
 
 run: setup
 	$(BIN)/ca-service init
@@ -23,7 +23,26 @@ test: setup
 	$(BIN)/ca-service init
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) compile-translations
+
+# Languages (ca_service/i18n.py): the .po catalogs are in git, the compiled .mo files are not;
+# every set-up compiles them (a second, so always). Fuzzy or empty entries stay English.
+TRANSLATIONS := ca_service/translations
+LANGUAGES := es zh_Hans
+compile-translations: $(STAMP)
+	$(BIN)/pybabel -q compile -d $(TRANSLATIONS) -D messages
+
+# For developers after changing user-facing strings: extract them from the code and templates
+# (babel.cfg) into messages.pot and merge it into every catalog; then translate the new or
+# fuzzy entries in $(TRANSLATIONS)/*/LC_MESSAGES/messages.po (tests/i18n/test_catalogs.py fails until
+# each has a translation).
+translations: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg -k lazy_gettext -k _l --add-location=file --sort-by-file \
+	  --project=ca-service --no-wrap -o $(TRANSLATIONS)/messages.pot .
+	for language in $(LANGUAGES); do \
+	  $(BIN)/pybabel -q update -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) -D messages \
+	    -l $$language --init-missing --ignore-obsolete --no-wrap || exit 1; \
+	done
 
 system-packages:
 	@missing=""; \

@@ -6,6 +6,8 @@ import logging
 
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
 from ca_service.db import db
@@ -15,18 +17,28 @@ from hsm.errors import DuplicateKeyLabel, HSMError, KeyNotFound
 log = logging.getLogger(__name__)
 
 _TITLES = {
-    400: "Bad request",
-    401: "Not signed in",
-    403: "Not allowed",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    413: "Too large",
-    415: "Unsupported content type",
-    423: "Account locked",
-    429: "Too many requests",
-    500: "Something went wrong",
-    503: "Service unavailable",
+    400: _l("Bad request"),
+    401: _l("Not signed in"),
+    403: _l("Not allowed"),
+    404: _l("Not found"),
+    405: _l("Method not allowed"),
+    409: _l("Conflict"),
+    413: _l("Too large"),
+    415: _l("Unsupported content type"),
+    423: _l("Account locked"),
+    429: _l("Too many requests"),
+    500: _l("Something went wrong"),
+    503: _l("Service unavailable"),
+}
+
+# What a page says for Werkzeug's own errors (JSON keeps Werkzeug's English description).
+_HTTP_MESSAGES = {
+    400: _l("The request could not be understood. Reload the page and try again."),
+    403: _l("You are not allowed to open this page."),
+    404: _l("There is no such page. Check the address, or start again from the start page."),
+    405: _l("This page cannot be used that way."),
+    413: _l("The upload is too large."),
+    429: _l("Too many requests in a short time. Wait a moment and try again."),
 }
 
 
@@ -42,7 +54,7 @@ def error_response(status: int, code: str, message: str) -> tuple[Response | str
     """Render an error as JSON or as the error page for its status."""
     if wants_json():
         return jsonify(error={"code": code, "message": message}), status
-    title = _TITLES.get(status, "Error")
+    title = str(_TITLES.get(status, _("Error")))
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
 
@@ -60,7 +72,7 @@ def init_app(app: Flask) -> None:
             # A missing CA key is a set-up problem, not a passing outage.
             return error_response(500, "hsm_key_error", str(exc))
         return error_response(
-            503, "hsm_unavailable", "The signing device (HSM) is unavailable. Try again shortly."
+            503, "hsm_unavailable", _("The signing device (HSM) is unavailable. Try again shortly.")
         )
 
     @app.errorhandler(sa.exc.OperationalError)
@@ -68,7 +80,7 @@ def init_app(app: Flask) -> None:
         db.session.rollback()
         log.error("database unavailable: %s", exc.orig)
         return error_response(
-            503, "database_unavailable", "The database is unavailable. Try again shortly."
+            503, "database_unavailable", _("The database is unavailable. Try again shortly.")
         )
 
     @app.errorhandler(HTTPException)
@@ -77,8 +89,12 @@ def init_app(app: Flask) -> None:
             return exc
         db.session.rollback()
         code = (exc.name or "error").lower().replace(" ", "_")
+        description = exc.description
+        if not wants_json() and description == type(exc).description:
+            # Werkzeug's own English sentence: a page says it in the reader's language.
+            description = str(_HTTP_MESSAGES.get(exc.code, _TITLES.get(exc.code, _("Error"))))
         response = make_response(
-            error_response(exc.code, code, exc.description or _TITLES.get(exc.code, "Error"))
+            error_response(exc.code, code, description or str(_TITLES.get(exc.code, _("Error"))))
         )
         # Keep what the exception says about itself (Allow on a 405, Retry-After on a 429).
         for name, value in exc.get_headers():
@@ -90,4 +106,6 @@ def init_app(app: Flask) -> None:
     def handle_unexpected(exc: Exception) -> tuple[Response | str, int]:
         db.session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "An unexpected error happened; it was logged.")
+        return error_response(
+            500, "internal_error", _("An unexpected error happened; it was logged.")
+        )

@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from flask_babel import gettext as _
+
 from ca_service.errors import NotFound
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -23,7 +25,7 @@ class DocumentStore:
 
     def _path(self, sha256: str) -> Path:
         if not _SHA256.fullmatch(sha256):
-            raise NotFound("No such document.")
+            raise NotFound(_("No such document."))
         return self.root / sha256[:2] / sha256
 
     def put(self, content: bytes) -> str:
@@ -54,7 +56,7 @@ class DocumentStore:
         try:
             content = self._path(sha256).read_bytes()
         except FileNotFoundError:
-            raise NotFound("The document's file is missing from the document store.") from None
+            raise NotFound(_("The document's file is missing from the document store.")) from None
         if hashlib.sha256(content).hexdigest() != sha256:
-            raise NotFound("The document's file is damaged (its SHA-256 no longer matches).")
+            raise NotFound(_("The document's file is damaged (its SHA-256 no longer matches)."))
         return content

@@ -8,6 +8,7 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from flask import current_app
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from ca_service.auth.models import Role, User
@@ -23,7 +24,7 @@ def ensure_role(user: User, *roles: Role) -> None:
     :raises Forbidden: when the user has none of them, or the account is disabled.
     """
     if user.disabled or user.role not in roles:
-        raise Forbidden("Your role does not allow this action.")
+        raise Forbidden(_("Your role does not allow this action."))
 
 
 def require_role(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -38,7 +39,7 @@ def require_role(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 # Flask-Login's redirect to auth.login with ?next=; typed as the view's result.
                 return current_app.login_manager.unauthorized()  # type: ignore[attr-defined,no-any-return]
             if current_user.role not in roles:
-                raise Forbidden("Your role does not allow this page.")
+                raise Forbidden(_("Your role does not allow this page."))
             return view(*args, **kwargs)
 
         return wrapper

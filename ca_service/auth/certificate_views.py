@@ -14,6 +14,7 @@ import secrets
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, session, url_for
 from flask import request as flask_request
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -120,16 +121,19 @@ def certificate_login() -> Response | tuple[str, int]:
 @views.bp.post("/certificate/tls")
 def certificate_tls() -> Response | tuple[str, int]:
     if not CancelForm().validate_on_submit():
-        flash("The form expired. Try again.", "error")
+        flash(_("The form expired. Try again."), "error")
         return _page(400)
     settings = settings_of(current_app)
     try:
         chain = presented_chain(flask_request.environ, settings)
         if not chain:
             flash(
-                "Your browser presented no client certificate. Open this site over https:// "
-                "with your certificate installed (or your token plugged in), or sign the "
-                "challenge below with ca-client.",
+                _(
+                    "Your browser presented no client certificate. Open this site over https:// "
+                    "with "
+                    "your certificate installed (or your token plugged in), or sign the challenge "
+                    "below with ca-client."
+                ),
                 "error",
             )
             return _page(400)

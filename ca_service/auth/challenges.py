@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from flask_babel import gettext as _
 
 from ca_client import remote
 from ca_service.auth.models import ChallengePurpose, LoginChallenge, User
@@ -122,9 +123,11 @@ def verify_possession(certificate: x509.Certificate, message: bytes, signature: 
         return
     raise CertificateRefused(
         Refusal.BAD_SIGNATURE,
-        "The signature does not match this challenge and certificate: it was made over "
-        "another challenge or with another key. Ask for a new challenge and sign it with the "
-        "key of this certificate.",
+        _(
+            "The signature does not match this challenge and certificate: it was made over "
+            "another challenge or with another key. Ask for a new challenge and sign it with "
+            "the key of this certificate."
+        ),
     )
 
 
@@ -139,17 +142,20 @@ def claim_challenge(*, nonce: str, purpose: ChallengePurpose, now: dt.datetime) 
     if row is None or row.purpose is not purpose:
         raise CertificateRefused(
             Refusal.CHALLENGE_UNUSABLE,
-            "This challenge is unknown here. Ask for a new one (they are single use).",
+            _("This challenge is unknown here. Ask for a new one (they are single use)."),
         )
     if row.used_at is not None:
         raise CertificateRefused(
             Refusal.CHALLENGE_UNUSABLE,
-            "This challenge was already used; a signed challenge cannot be replayed. Ask for "
-            "a new one.",
+            _(
+                "This challenge was already used; a signed challenge cannot be replayed. Ask for "
+                "a new one."
+            ),
         )
     if row.expires_at <= now:
         raise CertificateRefused(
-            Refusal.CHALLENGE_UNUSABLE, "This challenge has expired. Ask for a new one and sign it."
+            Refusal.CHALLENGE_UNUSABLE,
+            _("This challenge has expired. Ask for a new one and sign it."),
         )
     claimed = rows_changed(
         sa.update(LoginChallenge)
@@ -160,6 +166,6 @@ def claim_challenge(*, nonce: str, purpose: ChallengePurpose, now: dt.datetime) 
     if claimed != 1:
         raise CertificateRefused(
             Refusal.CHALLENGE_UNUSABLE,
-            "This challenge was already used; a signed challenge cannot be replayed.",
+            _("This challenge was already used; a signed challenge cannot be replayed."),
         )
     return row

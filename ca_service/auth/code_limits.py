@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from flask import Flask
+from flask_babel import gettext as _
 from flask_limiter import Limiter
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -144,8 +145,11 @@ class CodeThrottle:
                     return _refusal(self._window, name, item, identifiers)
         except failures as exc:
             raise ServiceUnavailable(
-                f"The rate-limit store is unavailable, so no code was sent ({type(exc).__name__})."
-                " Try again in a moment."
+                _(
+                    "The rate-limit store is unavailable, so no code was sent (%(error)s). Try "
+                    "again in a moment.",
+                    error=type(exc).__name__,
+                )
             ) from None
         return ALLOWED
 

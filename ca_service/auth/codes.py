@@ -8,6 +8,7 @@ import hmac
 import secrets
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from ca_service.auth.models import CodePurpose, OneTimeCode, User
 from ca_service.db import db, rows_changed, utcnow
@@ -69,9 +70,11 @@ def check_code(*, user: User, purpose: CodePurpose, code: str, secret_key: str) 
         .limit(1)
     )
     if row is None or row.expires_at <= now:
-        raise AuthenticationFailed("That code has expired or was already used. Ask for a new one.")
+        raise AuthenticationFailed(
+            _("That code has expired or was already used. Ask for a new one.")
+        )
     if row.attempts >= MAX_ATTEMPTS:
-        raise AuthenticationFailed("Too many wrong codes. Ask for a new one.")
+        raise AuthenticationFailed(_("Too many wrong codes. Ask for a new one."))
     expected = _digest(code.strip(), user.id, purpose, secret_key)
     # The conditional UPDATE claims the code: of two requests with the same code, one wins.
     if hmac.compare_digest(expected, row.code_hash):
@@ -83,7 +86,7 @@ def check_code(*, user: User, purpose: CodePurpose, code: str, secret_key: str) 
         )
         if claimed == 1:
             return
-        raise AuthenticationFailed("That code was already used. Ask for a new one.")
+        raise AuthenticationFailed(_("That code was already used. Ask for a new one."))
     db.session.execute(
         sa.update(OneTimeCode)
         .where(OneTimeCode.id == row.id)
@@ -91,4 +94,4 @@ def check_code(*, user: User, purpose: CodePurpose, code: str, secret_key: str) 
         .execution_options(synchronize_session="fetch")
     )
     db.session.commit()
-    raise AuthenticationFailed("That code is wrong. Check the SMS and try again.")
+    raise AuthenticationFailed(_("That code is wrong. Check the SMS and try again."))

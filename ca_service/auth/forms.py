@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo
@@ -14,37 +15,39 @@ _MAX_PASSWORD = 256
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
-    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)])
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=_MAX_PASSWORD)])
 
 
 class CodeForm(FlaskForm):  # type: ignore[misc]
-    code = StringField("Six-digit code", validators=[DataRequired(), Length(min=6, max=7)])
+    code = StringField(_l("Six-digit code"), validators=[DataRequired(), Length(min=6, max=7)])
 
 
 class SetPasswordForm(FlaskForm):  # type: ignore[misc]
-    password = PasswordField("New password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)])
+    password = PasswordField(
+        _l("New password"), validators=[DataRequired(), Length(max=_MAX_PASSWORD)]
+    )
     confirm = PasswordField(
-        "Repeat the new password",
-        validators=[DataRequired(), EqualTo("password", message="The passwords differ.")],
+        _l("Repeat the new password"),
+        validators=[DataRequired(), EqualTo("password", message=_l("The passwords differ."))],
     )
 
 
 class ChangePasswordForm(SetPasswordForm):
     current = PasswordField(
-        "Current password", validators=[DataRequired(), Length(max=_MAX_PASSWORD)]
+        _l("Current password"), validators=[DataRequired(), Length(max=_MAX_PASSWORD)]
     )
 
 
 class ResetRequestForm(FlaskForm):  # type: ignore[misc]
     username = StringField(
-        "Username (your company's registration number)",
+        _l("Username (your company's registration number)"),
         validators=[DataRequired(), Length(max=64)],
     )
 
 
 class ResetPasswordForm(SetPasswordForm):
-    code = StringField("Six-digit code", validators=[DataRequired(), Length(min=6, max=7)])
+    code = StringField(_l("Six-digit code"), validators=[DataRequired(), Length(min=6, max=7)])
 
 
 class CancelForm(FlaskForm):  # type: ignore[misc]

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,9 +20,22 @@ class Role(enum.StrEnum):
     AUDITOR = "auditor"
 
     @property
+    def label(self) -> str:
+        """The role in words, in the current language."""
+        return str(_ROLE_LABELS[self])
+
+    @property
     def needs_totp(self) -> bool:
         """Agency staff (officers, administrators, auditors) log in with a second factor."""
         return self is not Role.EMPLOYER_ADMIN
+
+
+_ROLE_LABELS = {
+    Role.EMPLOYER_ADMIN: lazy_gettext("employer admin"),
+    Role.RA_OFFICER: lazy_gettext("ra officer"),
+    Role.CA_ADMIN: lazy_gettext("ca admin"),
+    Role.AUDITOR: lazy_gettext("auditor"),
+}
 
 
 class User(UserMixin, Base):  # type: ignore[misc]  # flask-login ships no type information

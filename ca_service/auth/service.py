@@ -18,6 +18,8 @@ from enum import StrEnum
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from ca_service.audit.service import record_event
 from ca_service.auth import totp
@@ -35,7 +37,8 @@ from ca_service.errors import (
     ValidationError,
     echoed,
 )
-from ca_service.outbox.service import notify_employer
+from ca_service.i18n import N_, format_utc_datetime
+from ca_service.outbox.service import in_language_of, notify_employer
 
 __all__ = [
     "INVALID_CREDENTIALS",
@@ -71,10 +74,11 @@ _hasher = PasswordHasher()
 # Verified against when the username is unknown, so both cases cost the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD_LENGTH = 12
-INVALID_CREDENTIALS = "Wrong username or password."
+# Messages kept as constants are msgids (N_ marks them for extraction); translate where shown.
+INVALID_CREDENTIALS = N_("Wrong username or password.")
 # Every refused password reset code gets this one answer (wrong, expired, used up, or no
 # account that may reset): a different one would tell which usernames exist.
-RESET_CODE_REFUSED = (
+RESET_CODE_REFUSED = N_(
     "That code is wrong, has expired or was already used. Check the SMS, or ask for a new code."
 )
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -131,11 +135,15 @@ def check_password_policy(username: str, password: str) -> None:
     """:raises ValidationError: when the password is too weak, with what to change."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(
-            f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters "
-            f"(this one has {len(password)})."
+            _(
+                "Choose a password of at least %(min_password_length)s characters (this one has "
+                "%(count)s).",
+                min_password_length=MIN_PASSWORD_LENGTH,
+                count=len(password),
+            )
         )
     if password.strip().lower() == username.strip().lower():
-        raise ValidationError("The password must differ from the username.")
+        raise ValidationError(_("The password must differ from the username."))
 
 
 def find_user(username: str) -> User | None:
@@ -146,7 +154,7 @@ def find_user(username: str) -> User | None:
 def _get_user(username: str) -> User:
     user = find_user(username)
     if user is None:
-        raise NotFound(f"There is no user {echoed(username)}.")
+        raise NotFound(_("There is no user %(username)s.", username=echoed(username)))
     return user
 
 
@@ -167,15 +175,17 @@ def create_user(
     username, email, full_name = username.strip(), email.strip(), full_name.strip()
     if not _USERNAME.fullmatch(username):
         raise ValidationError(
-            "A username has 1 to 64 characters: letters, digits and . _ @ - "
-            "(starting with a letter or digit)."
+            _(
+                "A username has 1 to 64 characters: letters, digits and . _ @ - (starting with a "
+                "letter or digit)."
+            )
         )
     if "@" not in email.strip("@") or len(email) > 254:
-        raise ValidationError(f"{echoed(email)} is not an e-mail address.")
+        raise ValidationError(_("%(email)s is not an e-mail address.", email=echoed(email)))
     if not full_name:
-        raise ValidationError("Give the person's full name.")
+        raise ValidationError(_("Give the person's full name."))
     if find_user(username) is not None:
-        raise Conflict(f"The username {echoed(username)} is taken.")
+        raise Conflict(_("The username %(username)s is taken.", username=echoed(username)))
     one_time_password = _new_one_time_password()
     user = User(
         username=username,
@@ -251,9 +261,14 @@ def _refuse_if_locked(user: User, now: dt.datetime) -> None:
         # Rounded up, but a lock of exactly LOCKOUT_MINUTES reads as that many, not one more.
         minutes = max(1, math.ceil((user.locked_until - now).total_seconds() / 60))
         raise AccountLocked(
-            "This account is locked after too many failed attempts. Try again after "
-            f"{user.locked_until:%H:%M} UTC (in {minutes} minute{'s' if minutes > 1 else ''}), "
-            "or ask an administrator to reset it."
+            ngettext(
+                "This account is locked after too many failed attempts. Try again after "
+                "%(time)s UTC (in %(num)d minute), or ask an administrator to reset it.",
+                "This account is locked after too many failed attempts. Try again after "
+                "%(time)s UTC (in %(num)d minutes), or ask an administrator to reset it.",
+                minutes,
+                time=f"{user.locked_until:%H:%M}",
+            )
         )
 
 
@@ -300,19 +315,21 @@ def check_password(*, username: str, password: str, policy: LoginPolicy) -> User
     if user is None:
         _verify_quietly(_DUMMY_HASH, password)
         _commit_failure(None, policy, "unknown user", username)
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
+        raise AuthenticationFailed(_(INVALID_CREDENTIALS))
     _refuse_if_locked(user, now)
     if not _verify_quietly(user.password_hash, password):
         _commit_failure(user, policy, "wrong password", username)
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
+        raise AuthenticationFailed(_(INVALID_CREDENTIALS))
     if user.disabled:
-        raise AuthenticationFailed("This account is disabled. Ask an administrator.")
+        raise AuthenticationFailed(_("This account is disabled. Ask an administrator."))
     if user.password_is_temporary and (
         user.temporary_password_expires_at is None or user.temporary_password_expires_at <= now
     ):
         raise AuthenticationFailed(
-            "This one-time password has expired. Ask an administrator for a reset "
-            "(a new one-time password)."
+            _(
+                "This one-time password has expired. Ask an administrator for a reset (a new "
+                "one-time password)."
+            )
         )
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -327,13 +344,15 @@ def check_totp(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -
     """
     _refuse_if_locked(user, utcnow())
     if user.totp_secret_encrypted is None:
-        raise AuthenticationFailed("Enrol an authenticator first.")
+        raise AuthenticationFailed(_("Enrol an authenticator first."))
     try:
         seed = totp.decrypt_seed(user.totp_secret_encrypted, secret_key)
     except totp.SeedUnreadable:
         raise AuthenticationFailed(
-            "Your authenticator cannot be checked (the service's secret key changed). Ask an "
-            "administrator to reset your account with `ca-service user reset --remove-totp`."
+            _(
+                "Your authenticator cannot be checked (the service's secret key changed). Ask an "
+                "administrator to reset your account with `ca-service user reset --remove-totp`."
+            )
         ) from None
     step = totp.matching_step(seed, code)
     # Claim the step with a conditional UPDATE: of two concurrent requests carrying the same
@@ -355,7 +374,7 @@ def check_totp(*, user: User, code: str, secret_key: str, policy: LoginPolicy) -
     if not claimed:
         _commit_failure(user, policy, "wrong or reused TOTP code", user.username)
         raise AuthenticationFailed(
-            "That code is wrong or was already used. Wait for the next code and try again."
+            _("That code is wrong or was already used. Wait for the next code and try again.")
         )
 
 
@@ -392,21 +411,27 @@ def complete_login(user: User, method: str = LoginMethod.PASSWORD) -> None:
     )
     employer = db.session.get(Employer, user.employer_id) if user.employer_id else None
     if method == LoginMethod.PASSWORD_SMS and employer is not None:
-        notify_employer(
-            employer,
-            subject="New sign-in to your social-security employer account",
-            body=f"Signed in as {user.username} on {now:%Y-%m-%d %H:%M} UTC with the password "
-            "and an SMS code; if this was not you, reset your password and contact the agency.\n\n"
-            'To reset it, choose "Forgot your password?" on the sign-in page.',
-            # The audit sequence number is unique per event, hence per sign-in.
-            dedupe_key=f"sign-in:{user.id}:{event.seq}",
-        )
+        with in_language_of(employer):
+            notify_employer(
+                employer,
+                subject=_("New sign-in to your social-security employer account"),
+                body=_(
+                    "Signed in as %(username)s on %(when)s UTC with the password and an SMS "
+                    "code; if this was not you, reset your password and contact the agency."
+                    "\n\n"
+                    'To reset it, choose "Forgot your password?" on the sign-in page.',
+                    username=user.username,
+                    when=format_utc_datetime(now),
+                ),
+                # The audit sequence number is unique per event, hence per sign-in.
+                dedupe_key=f"sign-in:{user.id}:{event.seq}",
+            )
 
 
 def _store_new_password(user: User, new_password: str) -> None:
     check_password_policy(user.username, new_password)
     if _verify_quietly(user.password_hash, new_password):
-        raise ValidationError("Choose a password different from the current one.")
+        raise ValidationError(_("Choose a password different from the current one."))
     user.password_hash = hash_password(new_password)
     user.password_is_temporary = False
     user.temporary_password_expires_at = None
@@ -422,7 +447,7 @@ def set_first_password(*, user: User, new_password: str) -> None:
     :raises ValidationError: when the new password breaks the policy.
     """
     if not user.password_is_temporary:
-        raise ValidationError("Your password is already set; change it from your account page.")
+        raise ValidationError(_("Your password is already set; change it from your account page."))
     _store_new_password(user, new_password)
 
 
@@ -452,25 +477,30 @@ def reset_password_by_code(*, username: str, code: str, new_password: str, secre
     check_password_policy(username.strip(), new_password)
     account = password_reset_account(username)
     if account is None:
-        raise AuthenticationFailed(RESET_CODE_REFUSED)
+        raise AuthenticationFailed(_(RESET_CODE_REFUSED))
     user, employer = account
     try:
         check_code(user=user, purpose=CodePurpose.PASSWORD_RESET, code=code, secret_key=secret_key)
     except AuthenticationFailed:
-        raise AuthenticationFailed(RESET_CODE_REFUSED) from None
+        raise AuthenticationFailed(_(RESET_CODE_REFUSED)) from None
     # A ValidationError from here on (the same password again) rolls the claimed code back too.
     _store_new_password(user, new_password)
     user.failed_logins, user.locked_until = 0, None
     db.session.flush()
     event = record_event(actor_of(user), "auth.password_reset_by_sms", user.username, {})
-    notify_employer(
-        employer,
-        subject="The password of your social-security employer account was changed",
-        body=f"The password of {user.username} was reset with an SMS code on "
-        f"{utcnow():%Y-%m-%d %H:%M} UTC; every session and API token was ended. If this was "
-        "not you, contact the agency at once.",
-        dedupe_key=f"password-reset:{user.id}:{event.seq}",
-    )
+    with in_language_of(employer):
+        notify_employer(
+            employer,
+            subject=_("The password of your social-security employer account was changed"),
+            body=_(
+                "The password of %(username)s was reset with an SMS code on %(when)s UTC; every "
+                "session and API token was ended. If this was not you, contact the agency at "
+                "once.",
+                username=user.username,
+                when=format_utc_datetime(utcnow()),
+            ),
+            dedupe_key=f"password-reset:{user.id}:{event.seq}",
+        )
     return user
 
 
@@ -481,7 +511,7 @@ def change_own_password(*, user: User, current_password: str, new_password: str)
     :raises ValidationError: the new password breaks the policy.
     """
     if not _verify_quietly(user.password_hash, current_password):
-        raise AuthenticationFailed("Your current password is wrong.")
+        raise AuthenticationFailed(_("Your current password is wrong."))
     _store_new_password(user, new_password)
 
 
@@ -492,7 +522,7 @@ def enrol_totp(*, user: User, seed: str, code: str, secret_key: str) -> None:
     """
     step = totp.matching_step(seed, code)
     if step is None:
-        raise ValidationError("That code does not match. Check the time on your device.")
+        raise ValidationError(_("That code does not match. Check the time on your device."))
     user.totp_secret_encrypted = totp.encrypt_seed(seed, secret_key)
     user.totp_enabled_at = utcnow()
     user.totp_last_step = step  # the enrolment code cannot sign in again

@@ -48,6 +48,7 @@ from ca_service.employers import service as employers_service
 from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
 from ca_service.extensions import settings_of
+from ca_service.i18n import N_
 from ca_service.portal import service as portal
 from ca_service.qr import qr_svg_data_uri
 
@@ -120,7 +121,7 @@ def _pending_stage() -> LoginStage | None:
         return None
     if time.time() - float(session.get(PENDING_SINCE, 0)) > PENDING_SECONDS:
         _clear_pending()
-        flash("Your sign-in took too long and was abandoned. Sign in again.", "error")
+        flash(_("Your sign-in took too long and was abandoned. Sign in again."), "error")
         return None
     return LoginStage(raw)
 
@@ -275,7 +276,7 @@ def set_password() -> Page:
         except ValidationError as exc:
             flash(exc.message, "error")
             return _stage_page("auth/set_password.html", form), exc.status_code
-        flash("Your password is set.", "success")
+        flash(_("Your password is set."), "success")
         return advance_login(user)
     return _stage_page("auth/set_password.html", form)
 
@@ -358,7 +359,7 @@ def confirm_mobile() -> Page:
             return _stage_page(
                 "auth/confirm_mobile.html", form, mobile=employer.mobile, resend=CancelForm()
             ), exc.status_code
-        flash("Your mobile number is confirmed.", "success")
+        flash(_("Your mobile number is confirmed."), "success")
         # The code just accepted went to the reserved mobile: no second one in this sign-in.
         session[PENDING_MOBILE_PROVEN] = True
         return advance_login(user)
@@ -377,7 +378,7 @@ def resend_mobile_code() -> Response:
             user, employer_of(user), _code_policy(), client_address=client_address()
         )
         if sent.allowed:
-            flash("A new code is on its way. Earlier codes no longer work.", "success")
+            flash(_("A new code is on its way. Earlier codes no longer work."), "success")
         else:
             flash(code_withheld(sent), "error")
     return redirect(url_for("auth.confirm_mobile"))
@@ -432,14 +433,14 @@ def resend_sms_code() -> Page:
         # The stage's clock restarts: waiting for an SMS is progress, not abandonment.
         session[PENDING_SINCE] = time.time()
         if sent.allowed:
-            flash("A new code is on its way. Earlier codes no longer work.", "success")
+            flash(_("A new code is on its way. Earlier codes no longer work."), "success")
         else:
             flash(code_withheld(sent), "error")
     return redirect(url_for("auth.sms_code"))
 
 
 # Shown whether or not the account exists or may reset its password (no enumeration).
-_RESET_SENT = (
+_RESET_SENT = N_(
     "If this is an employer administrator's account with a confirmed mobile number, a "
     "six-digit code is on its way to that number by SMS. Enter it below with your new "
     "password. Agency staff: ask a CA administrator to reset your password."
@@ -456,7 +457,7 @@ def reset_request() -> Page:
         )
         session[RESET_USERNAME] = username
         if asked.allowed:
-            flash(_RESET_SENT, "success")
+            flash(_(_RESET_SENT), "success")
         else:
             # As unrevealing as _RESET_SENT: the count is the username's, account or not.
             message = _(
@@ -475,7 +476,7 @@ def reset_request() -> Page:
 def reset_confirm() -> Page:
     username = session.get(RESET_USERNAME)
     if not isinstance(username, str) or not username:
-        flash("Start with your username: a code is sent to your mobile number.", "error")
+        flash(_("Start with your username: a code is sent to your mobile number."), "error")
         return redirect(url_for("auth.reset_request"))
     form = ResetPasswordForm()
     status = 400 if form.is_submitted() else 200
@@ -492,7 +493,7 @@ def reset_confirm() -> Page:
             status = exc.status_code
         else:
             session.pop(RESET_USERNAME, None)
-            flash("Your password is changed; sign in.", "success")
+            flash(_("Your password is changed; sign in."), "success")
             return redirect(url_for("auth.login"))
     return render_template("auth/reset_confirm.html", form=form, username=username), status
 
@@ -510,7 +511,7 @@ def logout() -> Response:
     record_event(service.actor_of(current_user), "auth.logout", current_user.username, {})
     logout_user()
     session.clear()
-    flash("You are signed out.", "success")
+    flash(_("You are signed out."), "success")
     return redirect(url_for("auth.login"))
 
 
@@ -549,6 +550,6 @@ def change_password() -> Page:
             return render_template("auth/change_password.html", form=form), exc.status_code
         # The new session_version ended every session of this user; this one carries on.
         login_user(user)
-        flash("Your password is changed. Your other sessions were signed out.", "success")
+        flash(_("Your password is changed. Your other sessions were signed out."), "success")
         return redirect(url_for("auth.home"))
     return render_template("auth/change_password.html", form=form)

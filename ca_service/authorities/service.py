@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from cryptography import x509
+from flask_babel import gettext as _
 
 from ca_service.audit.service import record_event
 from ca_service.authorities.profiles import (
@@ -88,7 +89,9 @@ def get_authority(slug: str) -> Authority:
     """
     authority = db.session.scalar(sa.select(Authority).where(Authority.slug == slug))
     if authority is None or authority.certificate is None:
-        raise NotFound(f"no certificate authority {echoed(slug)}; run `ca-service init`")
+        raise NotFound(
+            _("no certificate authority %(slug)s; run `ca-service init`", slug=echoed(slug))
+        )
     return authority
 
 
@@ -103,7 +106,7 @@ def list_authorities() -> list[Authority]:
 def load_certificate(row: Certificate) -> x509.Certificate:
     """The parsed certificate of an issued row."""
     if row.der is None:
-        raise NotFound(f"certificate {row.serial} has not been issued")
+        raise NotFound(_("certificate %(serial)s has not been issued", serial=row.serial))
     return x509.load_der_x509_certificate(row.der)
 
 
@@ -263,7 +266,9 @@ def current_certificate(authority: Authority) -> Certificate:
     :raises NotFound: when it has none yet.
     """
     if authority.certificate is None:
-        raise NotFound(f"certificate authority {authority.slug!r} has no certificate")
+        raise NotFound(
+            _("certificate authority %(slug)s has no certificate", slug=repr(authority.slug))
+        )
     return authority.certificate
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, render_template
+from flask_babel import gettext as _
 
 from ca_service.authorities.service import (
     current_certificate,
@@ -25,7 +26,7 @@ def repository() -> str:
         row = current_certificate(authority)
         rows.append({"authority": authority, "row": row, "cert": load_certificate(row)})
     return render_template(
-        "authorities/repository.html", rows=rows, title="Certificate authorities"
+        "authorities/repository.html", rows=rows, title=_("Certificate authorities")
     )
 
 

@@ -10,6 +10,7 @@ import importlib
 from functools import cache
 from types import ModuleType
 
+from flask_babel import gettext as _
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
@@ -38,8 +39,12 @@ def registration_number(value: str, scheme: str) -> str:
     except StdnumError as exc:
         name = getattr(module, "__doc__", "") or scheme
         raise ValidationError(
-            f"{echoed(value.strip())} is not a valid registration number "
-            f"({name.splitlines()[0].rstrip('.')}): {exc}"
+            _(
+                "%(value)s is not a valid registration number (%(scheme)s): %(exc)s",
+                value=echoed(value.strip()),
+                scheme=name.splitlines()[0].rstrip("."),
+                exc=exc,
+            )
         ) from None
     return compact.upper()
 
@@ -53,5 +58,9 @@ def legal_representative_id(value: str) -> str:
         return str(ric.validate(value)).upper()
     except StdnumError as exc:
         raise ValidationError(
-            f"{echoed(value.strip())} is not a valid resident ID number: {exc}"
+            _(
+                "%(value)s is not a valid resident ID number: %(exc)s",
+                value=echoed(value.strip()),
+                exc=exc,
+            )
         ) from None

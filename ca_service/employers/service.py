@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ca_service.audit.service import record_event
 from ca_service.auth.code_limits import (
@@ -31,8 +33,9 @@ from ca_service.db import db, utcnow
 from ca_service.employers import numbers
 from ca_service.employers.models import Employer
 from ca_service.errors import Conflict, NotFound, ValidationError, echoed
+from ca_service.i18n import DEFAULT_LANGUAGE, normalise_language
 from ca_service.outbox.models import Channel
-from ca_service.outbox.service import enqueue
+from ca_service.outbox.service import enqueue, in_language_of
 
 _MOBILE = re.compile(r"\+?[0-9]{6,15}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -49,6 +52,8 @@ class Registration:
     email: str
     password: str
     legal_representative_id: str = ""
+    # The language of the page it came from: e-mail and SMS to the employer use it.
+    language: str = DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,9 @@ def normalise_mobile(value: str) -> str:
     """
     compact = re.sub(r"[\s\-().]", "", value)
     if not _MOBILE.fullmatch(compact):
-        raise ValidationError(f"{echoed(value)} is not a mobile number (6 to 15 digits).")
+        raise ValidationError(
+            _("%(value)s is not a mobile number (6 to 15 digits).", value=echoed(value))
+        )
     return compact
 
 
@@ -97,12 +104,12 @@ def register_employer(
     # 64 characters: the upper bound of organizationName and commonName (RFC 5280), where
     # the legal name goes in the certificate.
     if not legal_name or len(legal_name) > 64:
-        raise ValidationError("Give the company's legal name (at most 64 characters).")
+        raise ValidationError(_("Give the company's legal name (at most 64 characters)."))
     if not admin_name or len(admin_name) > 200:
-        raise ValidationError("Give the administrator's name (at most 200 characters).")
+        raise ValidationError(_("Give the administrator's name (at most 200 characters)."))
     email = data.email.strip()
     if not _EMAIL.fullmatch(email) or len(email) > 254:
-        raise ValidationError(f"{echoed(data.email)} is not an e-mail address.")
+        raise ValidationError(_("%(email)s is not an e-mail address.", email=echoed(data.email)))
     mobile = normalise_mobile(data.mobile)
     representative = (
         numbers.legal_representative_id(data.legal_representative_id)
@@ -113,8 +120,11 @@ def register_employer(
     taken = db.session.scalar(sa.select(Employer.id).where(Employer.registration_number == number))
     if taken is not None or find_user(number) is not None:
         raise Conflict(
-            f"The registration number {number} is already registered. Sign in, or ask the "
-            "agency if you did not register it."
+            _(
+                "The registration number %(number)s is already registered. Sign in, or ask the "
+                "agency if you did not register it.",
+                number=number,
+            )
         )
     employer = Employer(
         registration_number=number,
@@ -122,6 +132,7 @@ def register_employer(
         legal_representative_id=representative,
         mobile=mobile,
         email=email,
+        language=normalise_language(data.language),
     )
     db.session.add(employer)
     db.session.flush()
@@ -153,15 +164,33 @@ def employer_of(user: User) -> Employer:
     """
     employer = db.session.get(Employer, user.employer_id) if user.employer_id else None
     if employer is None:
-        raise NotFound("This account does not belong to an employer.")
+        raise NotFound(_("This account does not belong to an employer."))
     return employer
 
 
 # Subject and opening of the SMS carrying each kind of code.
 _CODE_TEXTS = {
-    CodePurpose.CONFIRM_MOBILE: ("Mobile confirmation code", "Your confirmation code is"),
-    CodePurpose.LOGIN: ("Sign-in code", "Your sign-in code is"),
-    CodePurpose.PASSWORD_RESET: ("Password reset code", "Your password reset code is"),
+    CodePurpose.CONFIRM_MOBILE: (
+        _l("Mobile confirmation code"),
+        _l(
+            "Your confirmation code is %(code)s. It expires in %(minutes)s minutes. "
+            "Nobody from the agency will ask you for it."
+        ),
+    ),
+    CodePurpose.LOGIN: (
+        _l("Sign-in code"),
+        _l(
+            "Your sign-in code is %(code)s. It expires in %(minutes)s minutes. "
+            "Nobody from the agency will ask you for it."
+        ),
+    ),
+    CodePurpose.PASSWORD_RESET: (
+        _l("Password reset code"),
+        _l(
+            "Your password reset code is %(code)s. It expires in %(minutes)s minutes. "
+            "Nobody from the agency will ask you for it."
+        ),
+    ),
 }
 
 
@@ -210,13 +239,14 @@ def _enqueue_code(user: User, employer: Employer, purpose: CodePurpose, codes: C
         user=user, purpose=purpose, secret_key=codes.secret_key, lifetime=codes.lifetime
     )
     minutes = int(codes.lifetime.total_seconds() // 60)
-    subject, opening = _CODE_TEXTS[purpose]
+    subject, text = _CODE_TEXTS[purpose]
+    with in_language_of(employer):
+        subject, body = str(subject), str(text) % {"code": code, "minutes": minutes}
     enqueue(
         channel=Channel.SMS,
         recipient=employer.mobile,
         subject=subject,
-        body=f"{opening} {code}. It expires in {minutes} minutes. "
-        "Nobody from the agency will ask you for it.",
+        body=body,
         dedupe_key=f"code:{code_id}",
         # Blanked once delivered: the outbox is no place to keep a live code.
         sensitive=True,

@@ -14,6 +14,7 @@ from ca_service.employers.forms import RegistrationForm
 from ca_service.employers.service import Registration, register_employer
 from ca_service.errors import Conflict, ValidationError
 from ca_service.extensions import settings_of
+from ca_service.i18n import current_language
 
 bp = Blueprint("employers", __name__, url_prefix="/employers")
 
@@ -32,6 +33,7 @@ def register() -> Response | str | tuple[str, int]:
             email=form.email.data or "",
             password=form.password.data or "",
             legal_representative_id=form.legal_representative_id.data or "",
+            language=current_language(),
         )
         try:
             _employer, user, sent = register_employer(
@@ -44,7 +46,7 @@ def register() -> Response | str | tuple[str, int]:
             flash(exc.message, "error")
             return render_template("employers/register.html", form=form), exc.status_code
         session.clear()
-        flash("Your company is registered. Confirm your mobile number to continue.", "success")
+        flash(_("Your company is registered. Confirm your mobile number to continue."), "success")
         if not sent.allowed:
             message = _(
                 "No code was sent to your mobile number yet: too many codes were asked for it "

@@ -13,6 +13,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from flask_babel import gettext as _
 
 from ca_service.errors import ValidationError
 
@@ -43,23 +44,38 @@ def describe_key(key: CertificatePublicKeyTypes) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise ValidationError(
-                f"The request's RSA key has {key.key_size} bits; use at least {MIN_RSA_BITS}."
+                _(
+                    "The request's RSA key has %(key_size)s bits; use at least %(min_rsa_bits)s.",
+                    key_size=key.key_size,
+                    min_rsa_bits=MIN_RSA_BITS,
+                )
             )
         if key.key_size > MAX_RSA_BITS:
-            raise ValidationError(f"RSA keys above {MAX_RSA_BITS} bits are not accepted.")
+            raise ValidationError(
+                _(
+                    "RSA keys above %(max_rsa_bits)s bits are not accepted.",
+                    max_rsa_bits=MAX_RSA_BITS,
+                )
+            )
         if key.public_numbers().e < 65537 or key.public_numbers().e % 2 == 0:
-            raise ValidationError("The request's RSA key has a weak public exponent.")
+            raise ValidationError(_("The request's RSA key has a weak public exponent."))
         return f"RSA {key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
         curve = _CURVES.get(key.curve.name)
         if curve is None:
             raise ValidationError(
-                f"The request's key is on curve {key.curve.name}; use P-256 or P-384."
+                _(
+                    "The request's key is on curve %(name)s; use P-256 or P-384.",
+                    name=key.curve.name,
+                )
             )
         return f"EC {curve}"
     raise ValidationError(
-        f"The request's key type ({type(key).__name__.removeprefix('_')}) is not accepted; "
-        "use RSA (2048 bits or more) or EC P-256/P-384."
+        _(
+            "The request's key type (%(value)s) is not accepted; use RSA (2048 bits or more) "
+            "or EC P-256/P-384.",
+            value=type(key).__name__.removeprefix("_"),
+        )
     )
 
 
@@ -69,9 +85,9 @@ def check_request(data: bytes) -> CheckedRequest:
     :raises ValidationError: empty, oversize, unparseable, badly signed or weak-keyed requests.
     """
     if not data.strip():
-        raise ValidationError("The certificate request is empty.")
+        raise ValidationError(_("The certificate request is empty."))
     if len(data) > MAX_CSR_BYTES:
-        raise ValidationError("The certificate request is too large (64 KiB at most).")
+        raise ValidationError(_("The certificate request is too large (64 KiB at most)."))
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             csr = x509.load_pem_x509_csr(data)
@@ -79,13 +95,15 @@ def check_request(data: bytes) -> CheckedRequest:
             csr = x509.load_der_x509_csr(data)
     except ValueError:
         raise ValidationError(
-            "This is not a PKCS#10 certificate request (PEM or DER). Create one with "
-            "`ca-client keygen` or `openssl req -new`."
+            _(
+                "This is not a PKCS#10 certificate request (PEM or DER). Create one with "
+                "`ca-client keygen` or `openssl req -new`."
+            )
         ) from None
     try:
         key = csr.public_key()
     except (UnsupportedAlgorithm, ValueError, TypeError):
-        raise ValidationError("The request's public key cannot be read.") from None
+        raise ValidationError(_("The request's public key cannot be read.")) from None
     description = describe_key(key)
     try:
         valid = csr.is_signature_valid
@@ -93,7 +111,7 @@ def check_request(data: bytes) -> CheckedRequest:
         valid = False
     if not valid:
         raise ValidationError(
-            "The request's signature does not verify: it was not made with the key it carries."
+            _("The request's signature does not verify: it was not made with the key it carries.")
         )
     spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return CheckedRequest(

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import render_template
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -249,8 +249,10 @@ def _employer_notices(
                     Notice(
                         email=row.email,
                         mobile=row.mobile,
-                        subject=_(
-                            "Your organisation certificate expires in %(days)s day(s)", days=left
+                        subject=ngettext(
+                            "Your organisation certificate expires in %(num)d day",
+                            "Your organisation certificate expires in %(num)d days",
+                            left,
                         ),
                         body=render_template("issuance/expiry_warning.txt", **context),
                         dedupe_key=f"expiry:{row.id}:{threshold}",
@@ -276,10 +278,11 @@ def _enqueue_alerts(
         enqueue(
             channel=Channel.EMAIL,
             recipient=policy.alert_email,
-            subject=_(
-                "CA certificate %(subject)s expires in %(days)s day(s)",
+            subject=ngettext(
+                "CA certificate %(subject)s expires in %(num)d day",
+                "CA certificate %(subject)s expires in %(num)d days",
+                left,
                 subject=row.subject[:120],
-                days=left,
             ),
             body=render_template(
                 "issuance/expiry_alert.txt",

@@ -10,7 +10,7 @@ from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  #
 from wtforms.validators import DataRequired, Optional
 
 from ca_service.form_validators import Length
-from ca_service.issuance.models import DocumentType, KeySource
+from ca_service.issuance.models import DOCUMENT_TITLES, DocumentType, KeySource
 
 
 class ActionForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
@@ -19,12 +19,13 @@ class ActionForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type in
 
 class NewApplicationForm(FlaskForm):  # type: ignore[misc]
     key_source = RadioField(
-        "Where is the key generated?",
+        _l("Where is the key generated?"),
         choices=[
             SelectChoice(
-                KeySource.CSR.value, "On our token or computer: I will upload a certificate request"
+                KeySource.CSR.value,
+                _l("On our token or computer: I will upload a certificate request"),
             ),
-            SelectChoice(KeySource.COUNTER.value, "At the agency's counter, on our token"),
+            SelectChoice(KeySource.COUNTER.value, _l("At the agency's counter, on our token")),
         ],
         default=KeySource.CSR.value,
         validators=[DataRequired()],
@@ -33,27 +34,27 @@ class NewApplicationForm(FlaskForm):  # type: ignore[misc]
 
 class DocumentForm(FlaskForm):  # type: ignore[misc]
     doc_type = SelectField(
-        "Document",
-        choices=[SelectChoice(t.value, t.label) for t in DocumentType],
+        _l("Document"),
+        choices=[SelectChoice(t.value, DOCUMENT_TITLES[t]) for t in DocumentType],
         validators=[DataRequired()],
     )
-    file = FileField("File (PDF, PNG or JPEG)", validators=[FileRequired("Choose a file.")])
-    signature = FileField("Detached signature (.p7s), if the seal is in a separate file")
+    file = FileField(_l("File (PDF, PNG or JPEG)"), validators=[FileRequired(_l("Choose a file."))])
+    signature = FileField(_l("Detached signature (.p7s), if the seal is in a separate file"))
 
 
 class RequestForm(FlaskForm):  # type: ignore[misc]
-    file = FileField("Certificate request file (PEM or DER)")
-    pem = TextAreaField("…or paste the PEM text", validators=[Optional(), Length(max=65536)])
+    file = FileField(_l("Certificate request file (PEM or DER)"))
+    pem = TextAreaField(_l("…or paste the PEM text"), validators=[Optional(), Length(max=65536)])
 
 
 class RejectForm(FlaskForm):  # type: ignore[misc]
     reason = TextAreaField(
-        "Reason (the employer sees it)", validators=[DataRequired(), Length(max=2000)]
+        _l("Reason (the employer sees it)"), validators=[DataRequired(), Length(max=2000)]
     )
 
 
 class ValidityForm(FlaskForm):  # type: ignore[misc]
-    valid_until = DateField("Valid until", validators=[Optional()])
+    valid_until = DateField(_l("Valid until"), validators=[Optional()])
 
 
 class RenewalForm(FlaskForm):  # type: ignore[misc]

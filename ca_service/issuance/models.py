@@ -23,6 +23,11 @@ class ApplicationStatus(enum.StrEnum):
     ISSUED = "issued"
     REJECTED = "rejected"
 
+    @property
+    def label(self) -> str:
+        """The status in words, in the current language."""
+        return str(_STATUS_LABELS[self])
+
 
 class KeySource(enum.StrEnum):
     CSR = "csr"  # the employer uploads a PKCS#10 request
@@ -39,7 +44,7 @@ class DocumentType(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return _DOCUMENT_TITLES[self]
+        return str(DOCUMENT_TITLES[self])
 
     @property
     def has_validity(self) -> bool:
@@ -47,15 +52,26 @@ class DocumentType(enum.StrEnum):
         return self in (DocumentType.BUSINESS_LICENCE, DocumentType.LEGAL_REPRESENTATIVE_ID)
 
 
-_DOCUMENT_TITLES = {
-    DocumentType.APPLICATION_FORM: "Certificate application form",
-    DocumentType.DECLARATION_FORM: "Online-declaration application form",
-    DocumentType.COMMITMENT_LETTER: "User commitment letter",
-    DocumentType.BUSINESS_LICENCE: "Business licence (copy)",
-    DocumentType.SOCIAL_SECURITY_REGISTRATION: "Social-security registration certificate",
-    DocumentType.LEGAL_REPRESENTATIVE_ID: "Legal representative's ID",
+DOCUMENT_TITLES = {
+    DocumentType.APPLICATION_FORM: lazy_gettext("Certificate application form"),
+    DocumentType.DECLARATION_FORM: lazy_gettext("Online-declaration application form"),
+    DocumentType.COMMITMENT_LETTER: lazy_gettext("User commitment letter"),
+    DocumentType.BUSINESS_LICENCE: lazy_gettext("Business licence (copy)"),
+    DocumentType.SOCIAL_SECURITY_REGISTRATION: lazy_gettext(
+        "Social-security registration certificate"
+    ),
+    DocumentType.LEGAL_REPRESENTATIVE_ID: lazy_gettext("Legal representative's ID"),
 }
 
+
+_STATUS_LABELS = {
+    ApplicationStatus.DRAFT: lazy_gettext("draft"),
+    ApplicationStatus.SUBMITTED: lazy_gettext("submitted"),
+    ApplicationStatus.AWAITING_CONFIRMATION: lazy_gettext("awaiting confirmation"),
+    ApplicationStatus.APPROVED: lazy_gettext("approved"),
+    ApplicationStatus.ISSUED: lazy_gettext("issued"),
+    ApplicationStatus.REJECTED: lazy_gettext("rejected"),
+}
 
 _SHOWN_STATES = {
     "revoked": lazy_gettext("certificate revoked"),
@@ -119,7 +135,7 @@ class Application(Base):
         state = self.certificate_state
         if state in _SHOWN_STATES:
             return str(_SHOWN_STATES[state])
-        return self.status.value.replace("_", " ")
+        return self.status.label
 
     __table_args__ = (
         sa.CheckConstraint(

@@ -20,6 +20,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from flask_babel import lazy_gettext
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
@@ -85,6 +86,23 @@ class SealVerdict(enum.StrEnum):
     SIGNER_NOT_YET_VALID = "signer_not_yet_valid"
     UNSIGNED = "unsigned"  # accepted, but needs an officer's attestation of a paper seal
     INVALID_FILE = "invalid_file"  # not a parseable PDF/PNG/JPEG, or unparseable .p7s
+
+    @property
+    def label(self) -> str:
+        """The verdict in words, in the current language."""
+        return str(_VERDICT_LABELS[self])
+
+
+_VERDICT_LABELS = {
+    SealVerdict.VERIFIED: lazy_gettext("verified"),
+    SealVerdict.TAMPERED: lazy_gettext("tampered"),
+    SealVerdict.UNTRUSTED_SIGNER: lazy_gettext("untrusted signer"),
+    SealVerdict.OTHER_ORGANISATION: lazy_gettext("other organisation"),
+    SealVerdict.SIGNER_EXPIRED: lazy_gettext("signer expired"),
+    SealVerdict.SIGNER_NOT_YET_VALID: lazy_gettext("signer not yet valid"),
+    SealVerdict.UNSIGNED: lazy_gettext("unsigned"),
+    SealVerdict.INVALID_FILE: lazy_gettext("invalid file"),
+}
 
 
 @dataclass(frozen=True)

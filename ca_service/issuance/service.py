@@ -56,6 +56,7 @@ from ca_service.errors import (
     ValidationError,
     echoed,
 )
+from ca_service.i18n import format_utc_date
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.expiry import DEFAULT_WARNING_DAYS
 from ca_service.issuance.lineage import documents_of_record
@@ -69,7 +70,13 @@ from ca_service.issuance.models import (
 )
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
-from ca_service.outbox.service import Notice, notify_contacts, notify_employer
+from ca_service.outbox.service import (
+    Notice,
+    in_language,
+    in_language_of,
+    notify_contacts,
+    notify_employer,
+)
 from ca_service.revocation.blocked_keys import (
     KeyBlocked,
     blocked_among,
@@ -165,7 +172,7 @@ def _active_employer(user: User) -> Employer:
     ensure_role(user, Role.EMPLOYER_ADMIN)
     employer = employer_of(user)
     if not employer.active:
-        raise Forbidden("Confirm your mobile number before applying.")
+        raise Forbidden(_("Confirm your mobile number before applying."))
     return employer
 
 
@@ -210,15 +217,20 @@ def employer_application(*, user: User, application_id: int) -> Application:
     employer = _active_employer(user)
     application = db.session.get(Application, application_id)
     if application is None or application.employer_id != employer.id:
-        raise NotFound(f"You have no application {application_id}.")
+        raise NotFound(
+            _("You have no application %(application_id)s.", application_id=application_id)
+        )
     return application
 
 
 def _editable(application: Application) -> None:
     if application.status is not ApplicationStatus.DRAFT:
         raise Conflict(
-            f"Application {application.id} is {application.status.value.replace('_', ' ')}; "
-            "a submitted application cannot be changed."
+            _(
+                "Application %(id)s is %(status)s; a submitted application cannot be changed.",
+                id=application.id,
+                status=application.status.label,
+            )
         )
 
 
@@ -230,7 +242,7 @@ def attach_request(*, user: User, application: Application, data: bytes) -> Chec
     ensure_role(user, Role.EMPLOYER_ADMIN)
     _editable(application)
     if application.key_source is KeySource.COUNTER:
-        raise Conflict("This application's key is generated at the counter; no request needed.")
+        raise Conflict(_("This application's key is generated at the counter; no request needed."))
     checked = check_request(data)
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
@@ -271,8 +283,8 @@ def upload_document(
     ensure_role(user, Role.EMPLOYER_ADMIN)
     _editable(application)
     if not content:
-        raise ValidationError(f"The file for “{doc_type.label}” is empty.")
-    for blob, what in ((content, "file"), (detached_signature or b"", "signature file")):
+        raise ValidationError(_("The file for “%(label)s” is empty.", label=doc_type.label))
+    for blob, what in ((content, _("file")), (detached_signature or b"", _("signature file"))):
         if len(blob) > limits.max_bytes:
             raise ValidationError(
                 gettext(
@@ -286,8 +298,11 @@ def upload_document(
     media_type = sniff_media_type(content)
     if media_type is None:
         raise ValidationError(
-            f"The file for “{doc_type.label}” is not a PDF, PNG or JPEG (judged by its content, "
-            "not its name)."
+            _(
+                "The file for “%(label)s” is not a PDF, PNG or JPEG (judged by its content, not "
+                "its name).",
+                label=doc_type.label,
+            )
         )
     employer = application.employer
     result = verify_seal(
@@ -297,7 +312,9 @@ def upload_document(
         anchors=anchors,
     )
     if result.verdict is SealVerdict.INVALID_FILE:
-        raise ValidationError(f"“{doc_type.label}”: {result.detail}")
+        raise ValidationError(
+            _("“%(label)s”: %(detail)s", label=doc_type.label, detail=result.detail)
+        )
     sha256 = store.put(content)
     signature_sha256 = store.put(detached_signature) if detached_signature else None
     existing = application.document(doc_type)
@@ -336,7 +353,11 @@ def missing_for_submission(application: Application) -> list[str]:
     present = {d.doc_type for d in documents}
     missing = [f"“{t.label}”" for t in DocumentType if t not in present]
     problems = [
-        f"“{d.doc_type.label}” ({d.verdict.value.replace('_', ' ')}: upload it again)"
+        _(
+            "“%(document)s” (%(verdict)s: upload it again)",
+            document=d.doc_type.label,
+            verdict=d.verdict.label,
+        )
         for d in documents
         if d.verdict not in (SealVerdict.VERIFIED, SealVerdict.UNSIGNED)
     ]
@@ -345,13 +366,13 @@ def missing_for_submission(application: Application) -> list[str]:
         _(
             "a current “%(document)s” (the one on record expired on %(date)s)",
             document=d.doc_type.label,
-            date=f"{d.valid_until:%Y-%m-%d}",
+            date=format_utc_date(d.valid_until),
         )
         for d in documents
         if d.valid_until is not None and d.valid_until < today
     ]
     if application.key_source is KeySource.CSR and application.csr_der is None:
-        missing.append("the certificate request (CSR)")
+        missing.append(_("the certificate request (CSR)"))
     return missing + problems
 
 
@@ -425,14 +446,21 @@ def officer_application(*, officer: User, application_id: int) -> Application:
     ensure_role(officer, *OFFICERS)
     application = db.session.get(Application, application_id)
     if application is None or application.status is ApplicationStatus.DRAFT:
-        raise NotFound(f"There is no submitted application {application_id}.")
+        raise NotFound(
+            _(
+                "There is no submitted application %(application_id)s.",
+                application_id=application_id,
+            )
+        )
     return application
 
 
 def _may_act(officer: User, application: Application) -> None:
     ensure_role(officer, *OFFICERS)
     if officer.employer_id is not None and officer.employer_id == application.employer_id:
-        raise Forbidden("You belong to this employer; another officer must handle its application.")
+        raise Forbidden(
+            _("You belong to this employer; another officer must handle its application.")
+        )
 
 
 def _under_review(application: Application) -> None:
@@ -441,14 +469,24 @@ def _under_review(application: Application) -> None:
         ApplicationStatus.AWAITING_CONFIRMATION,
     ):
         raise Conflict(
-            f"Application {application.id} is already {application.status.value.replace('_', ' ')}."
+            _(
+                "Application %(id)s is already %(status)s.",
+                id=application.id,
+                status=application.status.label,
+            )
         )
 
 
 def document_of(application: Application, document_id: int) -> Document:
     document = next((d for d in application.documents if d.id == document_id), None)
     if document is None:
-        raise NotFound(f"Application {application.id} has no document {document_id}.")
+        raise NotFound(
+            _(
+                "Application %(id)s has no document %(document_id)s.",
+                id=application.id,
+                document_id=document_id,
+            )
+        )
     return document
 
 
@@ -462,8 +500,11 @@ def attest_paper_seal(*, officer: User, application: Application, document_id: i
     document = document_of(application, document_id)
     if document.verdict is not SealVerdict.UNSIGNED:
         raise Conflict(
-            f"“{document.doc_type.label}” is {document.verdict.value.replace('_', ' ')}; only "
-            "unsigned scans are attested."
+            _(
+                "“%(label)s” is %(verdict)s; only unsigned scans are attested.",
+                label=document.doc_type.label,
+                verdict=document.verdict.label,
+            )
         )
     if document.attested_at is None:
         document.attested_at = utcnow()
@@ -486,7 +527,9 @@ def set_document_validity(
     _under_review(application)
     document = document_of(application, document_id)
     if not document.doc_type.has_validity:
-        raise ValidationError(f"“{document.doc_type.label}” has no validity end date.")
+        raise ValidationError(
+            _("“%(label)s” has no validity end date.", label=document.doc_type.label)
+        )
     document.valid_until = valid_until
     db.session.flush()
     return document
@@ -497,21 +540,33 @@ def approval_blockers(application: Application, today: dt.date | None = None) ->
     today = today or utcnow().date()
     documents = documents_of_record(application)
     present = {d.doc_type for d in documents}
-    blockers = [f"“{t.label}” is missing" for t in DocumentType if t not in present]
+    blockers = [
+        _("“%(document)s” is missing", document=t.label) for t in DocumentType if t not in present
+    ]
     for d in documents:
         if not d.acceptable:
             blockers.append(
-                f"“{d.doc_type.label}” is {d.verdict.value.replace('_', ' ')}"
-                + (
-                    " and its paper seal is not attested"
-                    if d.verdict is SealVerdict.UNSIGNED
-                    else ""
+                _(
+                    "“%(document)s” is unsigned and its paper seal is not attested",
+                    document=d.doc_type.label,
+                )
+                if d.verdict is SealVerdict.UNSIGNED
+                else _(
+                    "“%(document)s” is %(verdict)s",
+                    document=d.doc_type.label,
+                    verdict=d.verdict.label,
                 )
             )
         if d.valid_until is not None and d.valid_until < today:
-            blockers.append(f"“{d.doc_type.label}” expired on {d.valid_until:%Y-%m-%d}")
+            blockers.append(
+                _(
+                    "“%(document)s” expired on %(date)s",
+                    document=d.doc_type.label,
+                    date=format_utc_date(d.valid_until),
+                )
+            )
     if application.key_source is KeySource.CSR and application.csr_der is None:
-        blockers.append("there is no certificate request")
+        blockers.append(_("there is no certificate request"))
     # Blocked after the request was attached: the officer sees it before approving.
     if application.public_key_sha256 is not None and is_key_blocked(
         db.session(), application.public_key_sha256
@@ -545,7 +600,7 @@ def approve_application(
         current is ApplicationStatus.AWAITING_CONFIRMATION
         and application.first_approver_id == officer.id
     ):
-        raise Conflict("Dual control: a different officer must confirm your approval.")
+        raise Conflict(_("Dual control: a different officer must confirm your approval."))
     now = utcnow()
     values: dict[str, object] = {"status": target, "updated_at": now}
     if target is ApplicationStatus.AWAITING_CONFIRMATION:
@@ -559,7 +614,9 @@ def approve_application(
         .execution_options(synchronize_session=False)
     )
     if moved != 1:
-        raise Conflict(f"Application {application.id} was decided by someone else just now.")
+        raise Conflict(
+            _("Application %(id)s was decided by someone else just now.", id=application.id)
+        )
     db.session.refresh(application)
     note = (
         "Approved; waiting for a second officer's confirmation."
@@ -582,9 +639,9 @@ def reject_application(*, officer: User, application: Application, reason: str) 
     _under_review(application)
     reason = reason.strip()
     if not reason:
-        raise ValidationError("Give the employer a reason for the rejection.")
+        raise ValidationError(_("Give the employer a reason for the rejection."))
     if len(reason) > 2000:
-        raise ValidationError("Keep the reason under 2,000 characters.")
+        raise ValidationError(_("Keep the reason under 2,000 characters."))
     current = application.status
     now = utcnow()
     moved = rows_changed(
@@ -600,7 +657,9 @@ def reject_application(*, officer: User, application: Application, reason: str) 
         .execution_options(synchronize_session=False)
     )
     if moved != 1:
-        raise Conflict(f"Application {application.id} was decided by someone else just now.")
+        raise Conflict(
+            _("Application %(id)s was decided by someone else just now.", id=application.id)
+        )
     db.session.refresh(application)
     record_history(application, actor_of(officer), f"Rejected: {reason}")
     record_event(
@@ -609,13 +668,18 @@ def reject_application(*, officer: User, application: Application, reason: str) 
         str(application.id),
         {**_evidence(application), "reason": reason},
     )
-    notify_employer(
-        application.employer,
-        subject=f"Certificate application {application.id} rejected",
-        body=f"Your certificate application {application.id} was rejected.\n\nReason: {reason}\n"
-        "You can file a new application with corrected documents.",
-        dedupe_key=f"application:{application.id}:rejected",
-    )
+    with in_language_of(application.employer):
+        notify_employer(
+            application.employer,
+            subject=_("Certificate application %(id)s rejected", id=application.id),
+            body=_(
+                "Your certificate application %(id)s was rejected.\n\nReason: %(reason)s\n"
+                "You can file a new application with corrected documents.",
+                id=application.id,
+                reason=reason,
+            ),
+            dedupe_key=f"application:{application.id}:rejected",
+        )
     return application
 
 
@@ -642,6 +706,7 @@ _ISSUANCE_FACTS = (
         _employers.c.registration_number,
         _employers.c.email,
         _employers.c.mobile,
+        _employers.c.language,
         _authorities.c.id.label("issuer_id"),
         _authorities.c.key_label,
         _authorities.c.key_algorithm,
@@ -681,6 +746,7 @@ class _IssuanceFacts:
     registration_number: str
     email: str
     mobile: str
+    language: str
     issuer_id: int
     issuer_key_label: str
     issuer_algorithm: KeyAlgorithm
@@ -705,6 +771,7 @@ def _issuance_facts(employer_ids: set[int]) -> dict[int, _IssuanceFacts]:
             registration_number=row.registration_number,
             email=row.email,
             mobile=row.mobile,
+            language=row.language,
             issuer_id=row.issuer_id,
             issuer_key_label=row.key_label,
             issuer_algorithm=KeyAlgorithm(row.key_algorithm),
@@ -736,8 +803,11 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
         return
     if row.status is CertificateStatus.PENDING and now - row.created_at < SIGNING_GRACE:
         raise Conflict(
-            f"The certificate for application {application.id} is being signed right now; "
-            "try again in a minute."
+            _(
+                "The certificate for application %(id)s is being signed right now; try again in "
+                "a minute.",
+                id=application.id,
+            )
         )
     if row.status is CertificateStatus.PENDING:
         # The serial stays burnt, never reused. Conditional: a signature stored meanwhile wins.
@@ -746,8 +816,11 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
         )
         if failed != 1:
             raise Conflict(
-                f"The certificate for application {application.id} was stored just now; "
-                "reload the application."
+                _(
+                    "The certificate for application %(id)s was stored just now; reload the "
+                    "application.",
+                    id=application.id,
+                )
             )
         _set_loaded(row, status=CertificateStatus.FAILED)
     released = _changed(
@@ -755,7 +828,9 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
         {"application_id": application.id, "reserved_id": row.id, "certificate_id": None},
     )
     if released != 1:
-        raise Conflict(f"Application {application.id} is being issued by another request.")
+        raise Conflict(
+            _("Application %(id)s is being issued by another request.", id=application.id)
+        )
     _set_loaded(application, certificate_id=None, certificate=None)
 
 
@@ -942,12 +1017,15 @@ def _checked_for_issuance(
         return application.certificate
     if application.status is not ApplicationStatus.APPROVED:
         raise Conflict(
-            f"Application {application.id} is {application.status.value.replace('_', ' ')}, "
-            "not approved."
+            _(
+                "Application %(id)s is %(status)s, not approved.",
+                id=application.id,
+                status=application.status.label,
+            )
         )
     if application.csr_der is None:
         raise Conflict(
-            f"Application {application.id} has no public key yet (counter provisioning)."
+            _("Application %(id)s has no public key yet (counter provisioning).", id=application.id)
         )
     existing = application.certificate
     if existing is not None and existing.status is CertificateStatus.ISSUED:
@@ -1020,7 +1098,12 @@ def _reserve(to_sign: list[_ToSign], now: dt.datetime, results: dict[int, Issued
             results[item.application.id] = Issued(
                 item.application.id,
                 None,
-                Conflict(f"Application {item.application.id} is being issued by another request."),
+                Conflict(
+                    _(
+                        "Application %(id)s is being issued by another request.",
+                        id=item.application.id,
+                    )
+                ),
             )
             continue
         item.row = row
@@ -1088,8 +1171,10 @@ def _release_unsigned(
             )
         )
         error = ServiceUnavailable(
-            "The HSM could not sign the certificate. The application stays approved; retry "
-            "the issuance in a moment."
+            _(
+                "The HSM could not sign the certificate. The application stays approved; retry "
+                "the issuance in a moment."
+            )
         )
         error.__cause__ = failure
         results[item.application.id] = Issued(item.application.id, None, error)
@@ -1160,17 +1245,26 @@ def _mark_issued(
         ],
     )
     notify_contacts(
-        Notice(
-            email=facts[application.employer_id].email,
-            mobile=facts[application.employer_id].mobile,
-            subject="Your organisation certificate is ready",
-            body=f"The certificate for application {application.id} was issued: serial "
-            f"{row.serial}, valid until {row.not_after:%Y-%m-%d}.\n"
-            "Download it from your application page.",
-            dedupe_key=f"certificate:{row.id}:issued",
-        )
+        _issued_notice(application, row, facts[application.employer_id])
         for application, row in stored
     )
+
+
+def _issued_notice(application: Application, row: Certificate, facts: _IssuanceFacts) -> Notice:
+    with in_language(facts.language):
+        return Notice(
+            email=facts.email,
+            mobile=facts.mobile,
+            subject=_("Your organisation certificate is ready"),
+            body=_(
+                "The certificate for application %(id)s was issued: serial %(serial)s, valid "
+                "until %(date)s.\nDownload it from your application page.",
+                id=application.id,
+                serial=row.serial,
+                date=format_utc_date(row.not_after),
+            ),
+            dedupe_key=f"certificate:{row.id}:issued",
+        )
 
 
 def applications_by_id(ids: Sequence[int]) -> list[Application]:
@@ -1199,14 +1293,21 @@ def awaiting_issuance(*, after_id: int = 0, limit: int = 50) -> list[Application
 def provision_request(*, application: Application, checked: CheckedRequest, actor: str) -> None:
     """Counter provisioning: the key generated on the employer's token gives the public key."""
     if application.key_source is not KeySource.COUNTER:
-        raise Conflict(f"Application {application.id} brings its own certificate request.")
+        raise Conflict(
+            _("Application %(id)s brings its own certificate request.", id=application.id)
+        )
     if application.status is not ApplicationStatus.APPROVED:
         raise Conflict(
-            f"Application {application.id} is {application.status.value.replace('_', ' ')}, "
-            "not approved."
+            _(
+                "Application %(id)s is %(status)s, not approved.",
+                id=application.id,
+                status=application.status.label,
+            )
         )
     if application.csr_der is not None:
-        raise Conflict(f"Application {application.id} already has a key from the counter.")
+        raise Conflict(
+            _("Application %(id)s already has a key from the counter.", id=application.id)
+        )
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
     record_history(application, actor, f"Key generated at the counter ({checked.key_description}).")
@@ -1222,7 +1323,7 @@ def certificate_of(application: Application) -> x509.Certificate:
     """
     row = application.certificate
     if application.status is not ApplicationStatus.ISSUED or row is None or row.der is None:
-        raise NotFound(f"Application {application.id} has no certificate yet.")
+        raise NotFound(_("Application %(id)s has no certificate yet.", id=application.id))
     return x509.load_der_x509_certificate(row.der)
 
 
@@ -1233,7 +1334,7 @@ def certificate_row(application: Application) -> Certificate:
     """
     row = application.certificate
     if application.status is not ApplicationStatus.ISSUED or row is None:
-        raise NotFound(f"Application {application.id} has no certificate yet.")
+        raise NotFound(_("Application %(id)s has no certificate yet.", id=application.id))
     return row
 
 
@@ -1281,7 +1382,7 @@ def delivery_bytes(certificate: x509.Certificate, kind: str) -> bytes:
         return chain_pem(certificate)
     if kind == "p7b":
         return pkcs7_bundle(certificate)
-    raise NotFound(f"No download {echoed(kind)}.")
+    raise NotFound(_("No download %(kind)s.", kind=echoed(kind)))
 
 
 def certificate_download(application: Application, kind: str) -> Download:
@@ -1291,7 +1392,7 @@ def certificate_download(application: Application, kind: str) -> Download:
     """
     certificate = certificate_of(application)
     if kind not in DOWNLOAD_FORMATS:
-        raise NotFound(f"No download {echoed(kind)}.")
+        raise NotFound(_("No download %(kind)s.", kind=echoed(kind)))
     name, mimetype = DOWNLOAD_FORMATS[kind]
     serial = certificate_row(application).serial
     return Download(delivery_bytes(certificate, kind), mimetype, f"{serial}-{name}")
@@ -1319,7 +1420,7 @@ def public_status(serial: str, now: dt.datetime | None = None) -> PublicStatus:
     """
     normalised = normalise_serial(serial)
     if not re.fullmatch(r"[0-9a-f]{1,40}", normalised):
-        raise NotFound("That is not a certificate serial number.")
+        raise NotFound(_("That is not a certificate serial number."))
     issuer = get_authority(ISSUING_SLUG)
     row = db.session.scalar(
         sa.select(Certificate).where(
@@ -1330,7 +1431,7 @@ def public_status(serial: str, now: dt.datetime | None = None) -> PublicStatus:
         )
     )
     if row is None or row.der is None or row.fingerprint_sha256 is None:
-        raise NotFound(f"No employer certificate has the serial {serial}.")
+        raise NotFound(_("No employer certificate has the serial %(serial)s.", serial=serial))
     now = now or utcnow()
     if row.revoked_at is not None:
         status = "revoked"

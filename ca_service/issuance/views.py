@@ -15,6 +15,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -89,7 +90,7 @@ def index() -> Page:
 def create() -> Page:
     form = NewApplicationForm()
     if not form.validate_on_submit():
-        flash("Choose where the key is generated.", "error")
+        flash(_("Choose where the key is generated."), "error")
         return redirect(url_for(".index"))
     application = service.create_application(
         user=_user(), key_source=KeySource(form.key_source.data)
@@ -109,7 +110,7 @@ def upload(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     form = DocumentForm()
     if not form.validate_on_submit():
-        flash("Choose the document type and a file.", "error")
+        flash(_("Choose the document type and a file."), "error")
         return employer_page(application, 400)
     limits = service.UploadLimits.from_settings(settings_of(current_app))
     try:
@@ -127,7 +128,14 @@ def upload(application_id: int) -> Page:
     except ValidationError as exc:
         flash(exc.message, "error")
         return employer_page(application, exc.status_code)
-    flash(f"“{document.doc_type.label}” uploaded: {document.verdict_detail}", "success")
+    flash(
+        _(
+            "“%(label)s” uploaded: %(verdict_detail)s",
+            label=document.doc_type.label,
+            verdict_detail=document.verdict_detail,
+        ),
+        "success",
+    )
     return redirect(url_for(".detail", application_id=application.id))
 
 
@@ -137,7 +145,7 @@ def attach_request(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     form = RequestForm()
     if not form.validate_on_submit():
-        flash("Upload or paste a certificate request.", "error")
+        flash(_("Upload or paste a certificate request."), "error")
         return employer_page(application, 400)
     data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     try:
@@ -145,7 +153,13 @@ def attach_request(application_id: int) -> Page:
     except (ValidationError, KeyBlocked) as exc:
         flash(exc.message, "error")
         return employer_page(application, exc.status_code)
-    flash(f"Certificate request accepted ({checked.key_description}).", "success")
+    flash(
+        _(
+            "Certificate request accepted (%(key_description)s).",
+            key_description=checked.key_description,
+        ),
+        "success",
+    )
     return redirect(url_for(".detail", application_id=application.id))
 
 
@@ -160,7 +174,7 @@ def submit(application_id: int) -> Page:
     except ValidationError as exc:
         flash(exc.message, "error")
         return employer_page(application, exc.status_code)
-    flash("Submitted. An officer will review your application.", "success")
+    flash(_("Submitted. An officer will review your application."), "success")
     return redirect(url_for(".detail", application_id=application.id))
 
 
@@ -244,7 +258,9 @@ def officer_document(application_id: int, document_id: int) -> Response:
 def _officer_action(application_id: int, form_ok: bool) -> Application:
     application = service.officer_application(officer=_user(), application_id=application_id)
     if not form_ok:
-        raise ValidationError("The form expired or is incomplete; reload the page and try again.")
+        raise ValidationError(
+            _("The form expired or is incomplete; reload the page and try again.")
+        )
     return application
 
 
@@ -255,7 +271,7 @@ def attest(application_id: int, document_id: int) -> Page:
     document = service.attest_paper_seal(
         officer=_user(), application=application, document_id=document_id
     )
-    flash(f"Paper seal on “{document.doc_type.label}” attested.", "success")
+    flash(_("Paper seal on “%(label)s” attested.", label=document.doc_type.label), "success")
     return redirect(url_for(".review", application_id=application_id))
 
 
@@ -268,7 +284,7 @@ def validity(application_id: int, document_id: int) -> Page:
     service.set_document_validity(
         officer=_user(), application=application, document_id=document_id, valid_until=valid_until
     )
-    flash("Validity recorded.", "success")
+    flash(_("Validity recorded."), "success")
     return redirect(url_for(".review", application_id=application_id))
 
 
@@ -291,17 +307,21 @@ def approve(application_id: int) -> Page:
 def _after_approval(application: Application) -> Page:
     if application.status is ApplicationStatus.AWAITING_CONFIRMATION:
         flash(
-            "Approved. A second officer must confirm before the certificate is issued.", "success"
+            _("Approved. A second officer must confirm before the certificate is issued."),
+            "success",
         )
     elif application.key_source is KeySource.COUNTER:
         flash(
-            "Approved. Provision the employer's token at the counter with "
-            f"`ca-service token provision --application {application.id}`.",
+            _(
+                "Approved. Provision the employer's token at the counter with `ca-service token "
+                "provision --application %(id)s`.",
+                id=application.id,
+            ),
             "success",
         )
     else:
         issue_now(application)
-        flash("Approved and issued.", "success")
+        flash(_("Approved and issued."), "success")
     return redirect(url_for(".review", application_id=application.id))
 
 
@@ -310,7 +330,7 @@ def _after_approval(application: Application) -> Page:
 def issue(application_id: int) -> Page:
     application = _officer_action(application_id, ActionForm().validate_on_submit())
     issue_now(application)
-    flash("Certificate issued.", "success")
+    flash(_("Certificate issued."), "success")
     return redirect(url_for(".review", application_id=application_id))
 
 
@@ -320,12 +340,12 @@ def reject(application_id: int) -> Page:
     form = RejectForm()
     application = service.officer_application(officer=_user(), application_id=application_id)
     if not form.validate_on_submit():
-        flash("Give the employer a reason for the rejection.", "error")
+        flash(_("Give the employer a reason for the rejection."), "error")
         return officer_page(application, 400)
     service.reject_application(
         officer=_user(), application=application, reason=form.reason.data or ""
     )
-    flash("Rejected; the employer is notified.", "success")
+    flash(_("Rejected; the employer is notified."), "success")
     return redirect(url_for(".review", application_id=application_id))
 
 

@@ -8,16 +8,19 @@ back. ``deliver_due`` runs from `ca-service outbox deliver` (a worker or cron jo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import cast
 
 import sqlalchemy as sa
+from flask_babel import force_locale
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
+from ca_service.i18n import normalise_language
 from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
 from ca_service.outbox.senders import DeliveryFailed, Sender
 
@@ -81,6 +84,19 @@ def enqueue(
             )
         ]
     )
+
+
+@contextmanager
+def in_language(language: str | None) -> Iterator[None]:
+    """Texts made inside (``gettext``, dates) are in ``language`` (a stored employer setting),
+    whatever the language of the page that caused them."""
+    with force_locale(normalise_language(language)):
+        yield
+
+
+def in_language_of(employer: Employer) -> AbstractContextManager[None]:
+    """``in_language`` of the employer: e-mail and SMS follow the employer's setting."""
+    return in_language(employer.language)
 
 
 def notify_employer(employer: Employer, *, subject: str, body: str, dedupe_key: str) -> None:

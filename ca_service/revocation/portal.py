@@ -14,6 +14,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 from cryptography import x509
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
@@ -23,10 +25,11 @@ from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, echoed
+from ca_service.i18n import format_utc_date, format_utc_datetime
 from ca_service.issuance.models import Application
 from ca_service.issuance.service import certificate_row, employer_application
 from ca_service.models import Certificate, CertificateKind
-from ca_service.outbox.service import notify_employer
+from ca_service.outbox.service import in_language_of, notify_employer
 from ca_service.revocation.service import (
     REASONS,
     StatusChange,
@@ -48,16 +51,16 @@ EMPLOYER_REASONS: tuple[str, ...] = (
     x509.ReasonFlags.cessation_of_operation.value,
 )
 REASON_LABELS: dict[str, str] = {
-    "unspecified": "Unspecified",
-    "keyCompromise": "Key compromise (the private key or token was lost or exposed)",
-    "cACompromise": "CA compromise",
-    "affiliationChanged": "Affiliation changed",
-    "superseded": "Superseded (replaced by a new certificate)",
-    "cessationOfOperation": "Cessation of operation (no longer needed)",
-    "certificateHold": "Certificate hold (suspend; can be released)",
-    "privilegeWithdrawn": "Privilege withdrawn",
-    "aACompromise": "AA compromise",
-    RELEASE_HOLD: "Remove from CRL (release a hold)",
+    "unspecified": _l("Unspecified"),
+    "keyCompromise": _l("Key compromise (the private key or token was lost or exposed)"),
+    "cACompromise": _l("CA compromise"),
+    "affiliationChanged": _l("Affiliation changed"),
+    "superseded": _l("Superseded (replaced by a new certificate)"),
+    "cessationOfOperation": _l("Cessation of operation (no longer needed)"),
+    "certificateHold": _l("Certificate hold (suspend; can be released)"),
+    "privilegeWithdrawn": _l("Privilege withdrawn"),
+    "aACompromise": _l("AA compromise"),
+    RELEASE_HOLD: _l("Remove from CRL (release a hold)"),
 }
 
 
@@ -69,7 +72,7 @@ def employer_certificate(serial: str) -> Certificate:
     """
     certificate = find_certificate(get_authority(ISSUING_SLUG), serial)
     if certificate.kind is not CertificateKind.END_ENTITY or certificate.employer_id is None:
-        raise NotFound(f"No employer certificate has the serial {serial}.")
+        raise NotFound(_("No employer certificate has the serial %(serial)s.", serial=serial))
     return certificate
 
 
@@ -83,8 +86,12 @@ def application_of(certificate: Certificate) -> Application | None:
 def _not_expired(certificate: Certificate, now: dt.datetime) -> None:
     if certificate.not_after <= now:
         raise Conflict(
-            f"Certificate {certificate.serial} expired on {certificate.not_after:%Y-%m-%d}; "
-            "an expired certificate needs no revocation."
+            _(
+                "Certificate %(serial)s expired on %(date)s; an expired certificate needs no "
+                "revocation.",
+                serial=certificate.serial,
+                date=format_utc_date(certificate.not_after),
+            )
         )
 
 
@@ -109,11 +116,17 @@ def revoke_by_officer(
     ensure_role(officer, *REVOKING_ROLES)
     if reason not in OFFICER_REASONS:
         raise ValidationError(
-            f"Unknown revocation reason {echoed(reason)}; one of {', '.join(OFFICER_REASONS)}."
+            _(
+                "Unknown revocation reason %(reason)s; one of %(value)s.",
+                reason=echoed(reason),
+                value=", ".join(OFFICER_REASONS),
+            )
         )
     certificate = employer_certificate(serial)
     if officer.employer_id is not None and officer.employer_id == certificate.employer_id:
-        raise Forbidden("You belong to this employer; another officer must revoke its certificate.")
+        raise Forbidden(
+            _("You belong to this employer; another officer must revoke its certificate.")
+        )
     _not_expired(certificate, utcnow())
     actor = actor_of(officer)
     if reason == RELEASE_HOLD:
@@ -129,7 +142,7 @@ def revoke_by_officer(
         actor=actor,
         publish_now=False,  # coalesced: a burst of web revocations signs one CRL
     )
-    _notify_revoked(certificate, by="an officer of the certification authority")
+    _notify_revoked(certificate, administrator=None)
     return change
 
 
@@ -161,11 +174,16 @@ def revoke_own_certificate(
     certificate = certificate_row(application)
     # employer_application checked the application; this checks the certificate itself.
     if certificate.employer_id is None or certificate.employer_id != user.employer_id:
-        raise NotFound(f"You have no application {application_id}.")
+        raise NotFound(
+            _("You have no application %(application_id)s.", application_id=application_id)
+        )
     if reason not in EMPLOYER_REASONS:
         raise ValidationError(
-            f"Choose one of {', '.join(EMPLOYER_REASONS)}; for any other reason (a hold, "
-            "for instance) contact the certification authority."
+            _(
+                "Choose one of %(value)s; for any other reason (a hold, for instance) contact "
+                "the certification authority.",
+                value=", ".join(EMPLOYER_REASONS),
+            )
         )
     # Re-authentication: the same verifier, lockout and audit as the sign-in page.
     check_password(username=user.username, password=password, policy=policy)
@@ -179,7 +197,7 @@ def revoke_own_certificate(
         actor=actor_of(user),
         publish_now=False,  # coalesced: a burst of web revocations signs one CRL
     )
-    _notify_revoked(certificate, by=f"your administrator {user.username}")
+    _notify_revoked(certificate, administrator=user.username)
     return change
 
 
@@ -190,42 +208,72 @@ def _employer(certificate: Certificate) -> Employer:
         else None
     )
     if employer is None:  # employer_certificate / revoke_own_certificate checked it
-        raise NotFound(f"Certificate {certificate.serial} belongs to no employer.")
+        raise NotFound(
+            _("Certificate %(serial)s belongs to no employer.", serial=certificate.serial)
+        )
     return employer
 
 
-def _notify_revoked(certificate: Certificate, *, by: str) -> None:
+def _notify_revoked(certificate: Certificate, *, administrator: str | None) -> None:
+    """Tell the employer, in its language; ``administrator``: the employer's own administrator
+    who revoked, or None for an officer."""
     revoked_at = certificate.revoked_at or utcnow()
     reason = certificate.revocation_reason or "unspecified"
     held = reason == x509.ReasonFlags.certificate_hold.value
-    body = (
-        f"Your certificate {certificate.serial} ({certificate.subject}) was "
-        f"{'put on hold' if held else 'revoked'} by {by} on {revoked_at:%Y-%m-%d %H:%M} UTC "
-        f"(reason: {reason}).\n"
-        + (
-            "It is suspended until the certification authority releases the hold."
-            if held
-            else "Relying parties now reject it. Apply for a new certificate if you need one."
+    employer = _employer(certificate)
+    with in_language_of(employer):
+        facts = {
+            "serial": certificate.serial,
+            "subject": certificate.subject,
+            "by": (
+                _("your administrator %(username)s", username=administrator)
+                if administrator
+                else _("an officer of the certification authority")
+            ),
+            "when": format_utc_datetime(revoked_at),
+            "reason": reason,
+        }
+        if held:
+            body = _(
+                "Your certificate %(serial)s (%(subject)s) was put on hold by %(by)s on %(when)s "
+                "UTC (reason: %(reason)s).\n"
+                "It is suspended until the certification authority releases the hold.",
+                **facts,
+            )
+        else:
+            body = _(
+                "Your certificate %(serial)s (%(subject)s) was revoked by %(by)s on %(when)s UTC "
+                "(reason: %(reason)s).\n"
+                "Relying parties now reject it. Apply for a new certificate if you need one.",
+                **facts,
+            )
+        notify_employer(
+            employer,
+            subject=_(
+                "Your certificate %(serial)s was revoked: %(reason)s",
+                serial=certificate.serial,
+                reason=reason,
+            ),
+            body=body,
+            # One notice per revocation: a retried request does not send it twice, and a hold
+            # made permanent later is a new revocation time, hence a new notice.
+            dedupe_key=f"revocation:{certificate.id}:{revoked_at.isoformat()}",
         )
-    )
-    notify_employer(
-        _employer(certificate),
-        subject=f"Your certificate {certificate.serial} was revoked: {reason}",
-        body=body,
-        # One notice per revocation: a retried request does not send it twice, and a hold made
-        # permanent later is a new revocation time, hence a new notice.
-        dedupe_key=f"revocation:{certificate.id}:{revoked_at.isoformat()}",
-    )
 
 
 def _notify_released(certificate: Certificate) -> None:
     now = utcnow()
-    notify_employer(
-        _employer(certificate),
-        subject=f"Your certificate {certificate.serial} is valid again",
-        body=(
-            f"The hold on your certificate {certificate.serial} ({certificate.subject}) was "
-            f"released on {now:%Y-%m-%d %H:%M} UTC; relying parties accept it again."
-        ),
-        dedupe_key=f"hold-released:{certificate.id}:{now.isoformat()}",
-    )
+    employer = _employer(certificate)
+    with in_language_of(employer):
+        notify_employer(
+            employer,
+            subject=_("Your certificate %(serial)s is valid again", serial=certificate.serial),
+            body=_(
+                "The hold on your certificate %(serial)s (%(subject)s) was released on %(when)s "
+                "UTC; relying parties accept it again.",
+                serial=certificate.serial,
+                subject=certificate.subject,
+                when=format_utc_datetime(now),
+            ),
+            dedupe_key=f"hold-released:{certificate.id}:{now.isoformat()}",
+        )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, current_app, flash, redirect, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -21,6 +23,7 @@ from ca_service.db import db
 from ca_service.errors import CAError, NotFound, ValidationError
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
+from ca_service.i18n import N_
 from ca_service.issuance.models import ApplicationStatus
 
 # The forms are on the issuance pages (templates/revocation/_*.html are included there): an error
@@ -33,41 +36,41 @@ from ca_service.revocation.service import StatusChange
 bp = Blueprint("revocation_portal", __name__)
 
 Page = WerkzeugResponse | str | tuple[str, int]
-FORM_EXPIRED = "The form expired or is incomplete; reload the page and try again."
+FORM_EXPIRED = N_("The form expired or is incomplete; reload the page and try again.")
 
 
 class OfficerRevokeForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no type information
     # Choices are not checked here: the service names the accepted reasons in its message.
     reason = SelectField(
-        "Reason",
+        _l("Reason"),
         choices=[SelectChoice(r, portal.REASON_LABELS[r]) for r in portal.OFFICER_REASONS],
         validate_choice=False,
         validators=[DataRequired()],
     )
     invalidity_date = DateTimeLocalField(
-        "Key compromised since (UTC)", format="%Y-%m-%dT%H:%M", validators=[Optional()]
+        _l("Key compromised since (UTC)"), format="%Y-%m-%dT%H:%M", validators=[Optional()]
     )
 
 
 class EmployerRevokeForm(FlaskForm):  # type: ignore[misc]
     reason = SelectField(
-        "Reason",
+        _l("Reason"),
         choices=[SelectChoice(r, portal.REASON_LABELS[r]) for r in portal.EMPLOYER_REASONS],
         validate_choice=False,
         validators=[DataRequired()],
     )
-    password = PasswordField("Your current password", validators=[DataRequired()])
+    password = PasswordField(_l("Your current password"), validators=[DataRequired()])
 
 
 def _form_error(form: FlaskForm) -> ValidationError:
     """Why a posted form did not validate, in words the user can act on."""
     if "csrf_token" in form.errors:
-        return ValidationError(FORM_EXPIRED)
+        return ValidationError(_(FORM_EXPIRED))
     problems = [
         f"{getattr(form, name).label.text}: {' '.join(errors)}"
         for name, errors in form.errors.items()
     ]
-    return ValidationError(" ".join(problems) or FORM_EXPIRED)
+    return ValidationError(" ".join(problems) or _(FORM_EXPIRED))
 
 
 def _user() -> User:
@@ -155,9 +158,12 @@ def employer_revoke(application_id: int) -> Page:
         flash(exc.message, "error")
         return employer_page(application, exc.status_code)
     flash(
-        f"Your certificate {change.certificate.serial} is revoked "
-        f"({change.certificate.revocation_reason}). A confirmation is on its way by e-mail and "
-        "SMS.",
+        _(
+            "Your certificate %(serial)s is revoked (%(revocation_reason)s). A confirmation "
+            "is on its way by e-mail and SMS.",
+            serial=change.certificate.serial,
+            revocation_reason=change.certificate.revocation_reason,
+        ),
         "success",
     )
     return redirect(url_for("issuance_employer.detail", application_id=application.id))

@@ -23,6 +23,7 @@ import psycopg
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from flask_babel import gettext as _
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -73,7 +74,13 @@ def find_certificate(issuer: Authority, serial: str) -> Certificate:
         )
     )
     if row is None:
-        raise NotFound(f"{issuer.name} issued no certificate with serial {serial}")
+        raise NotFound(
+            _(
+                "%(name)s issued no certificate with serial %(serial)s",
+                name=issuer.name,
+                serial=serial,
+            )
+        )
     return row
 
 
@@ -96,17 +103,25 @@ def revoke_certificate(
     flag = REASONS.get(reason)
     if flag is None:
         raise ValidationError(
-            f"unknown revocation reason {echoed(reason)}; one of {', '.join(REASONS)}"
+            _(
+                "unknown revocation reason %(reason)s; one of %(value)s",
+                reason=echoed(reason),
+                value=", ".join(REASONS),
+            )
         )
     now = utcnow()
     if invalidity_date is not None and invalidity_date > now:
-        raise ValidationError("the invalidity date cannot be in the future")
+        raise ValidationError(_("the invalidity date cannot be in the future"))
     if certificate.revoked_at is not None:
         on_hold = certificate.revocation_reason == x509.ReasonFlags.certificate_hold.value
         if not on_hold or flag is x509.ReasonFlags.certificate_hold:
             raise Conflict(
-                f"certificate {certificate.serial} is already revoked "
-                f"({certificate.revocation_reason}) since {certificate.revoked_at:%Y-%m-%d %H:%M}"
+                _(
+                    "certificate %(serial)s is already revoked (%(reason)s) since %(when)s",
+                    serial=certificate.serial,
+                    reason=certificate.revocation_reason,
+                    when=f"{certificate.revoked_at:%Y-%m-%d %H:%M}",
+                )
             )
     certificate.revoked_at = now
     certificate.revocation_reason = flag.value
@@ -160,7 +175,7 @@ def release_hold(
     :raises Conflict: when it is not on hold.
     """
     if certificate.revocation_reason != x509.ReasonFlags.certificate_hold.value:
-        raise Conflict(f"certificate {certificate.serial} is not on hold")
+        raise Conflict(_("certificate %(serial)s is not on hold", serial=certificate.serial))
     certificate.revoked_at = None
     certificate.revocation_reason = None
     certificate.invalidity_date = None
@@ -506,6 +521,9 @@ def latest_crl(slug: str) -> PublishedCRL:
     )
     if row is None:
         raise NotFound(
-            f"no CRL has been published for {echoed(slug)}; run `ca-service crl publish`"
+            _(
+                "no CRL has been published for %(slug)s; run `ca-service crl publish`",
+                slug=echoed(slug),
+            )
         )
     return row

@@ -126,6 +126,7 @@ ACCESS: dict[str, frozenset[Role]] = {
     "renewal.renew_page": EMP,
     "renewal.renew": EMP,
     "issuance_public.verify": PUBLIC,
+    "language.switch": PUBLIC,
 }
 # Ending the session or token under test would spoil the rows after it; they are tried signed
 # out only (their own tests cover them signed in).

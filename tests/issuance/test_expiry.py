@@ -184,7 +184,8 @@ def test_each_threshold_is_warned_once_then_the_certificate_is_marked_expired(
     emails = [m for m in messages if m.channel is Channel.EMAIL]
     sms = [m for m in messages if m.channel is Channel.SMS]
     assert [m.subject for m in emails] == [
-        f"Your organisation certificate expires in {d} day(s)" for d in (30, 14, 7, 1)
+        f"Your organisation certificate expires in {d} {'day' if d == 1 else 'days'}"
+        for d in (30, 14, 7, 1)
     ]
     assert len(sms) == 4
     body = emails[0].body
@@ -212,7 +213,7 @@ def test_thresholds_missed_while_down_send_only_the_nearest(
     certificate_id = make_certificate(end)
     assert _run(app, end - 3 * DAY).sent == 1  # 30 and 14 were missed
     assert [m.subject for m in _warnings(app, certificate_id) if m.channel is Channel.EMAIL] == [
-        "Your organisation certificate expires in 3 day(s)"
+        "Your organisation certificate expires in 3 days"
     ]
     assert _run(app, end - 6 * DAY).sent == 0
     assert _run(app, end - DAY).sent == 1  # the 1-day warning still comes
@@ -340,7 +341,7 @@ def test_warnings_reach_a_real_mail_server_and_wait_while_it_is_down(
     assert (email.status, email.attempts) == (MessageStatus.SENT, 2)
     (message,) = [m for m in inbox.messages if m["To"] == email.recipient]
     assert str(make_header(decode_header(message["Subject"]))) == (
-        "Your organisation certificate expires in 30 day(s)"
+        "Your organisation certificate expires in 30 days"
     )
     payload = message.get_payload(decode=True)
     assert isinstance(payload, bytes)
@@ -413,3 +414,61 @@ def test_officers_see_expiring_certificates_and_a_weekly_chart(
     employer = employer_login(app.test_client(), account)
     assert employer.get("/officer/expiring/").status_code == 403
     assert app.test_client().get("/officer/expiring/").status_code == 302
+
+
+def test_warnings_reach_the_mail_server_in_each_employers_language(
+    app: Flask, app_overrides: dict[str, object], make_certificate: MakeCertificate
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from ca_service.i18n import format_utc_datetime
+
+    end = utcnow() + 40 * DAY
+    spanish = make_certificate(end, language="es")
+    chinese = make_certificate(end, language="zh-Hans")  # stored as a browser would say it
+    english = make_certificate(end)
+    assert _run(app, end - 30 * DAY).sent == 3
+    with app.app_context():
+        db.session.execute(sa.update(OutboxMessage).values(next_attempt_at=utcnow()))
+        db.session.commit()
+        with force_locale("es"):
+            spanish_date = format_utc_datetime(_row(app, spanish).not_after)
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        overrides = {**app_overrides, "SMTP_URL": f"smtp://127.0.0.1:{port}"}
+        assert run_cli(overrides, "outbox", "deliver").exit_code == 0
+    finally:
+        controller.stop()
+    received = {m["To"]: m for m in inbox.messages}
+
+    def mail(certificate_id: int) -> tuple[str, str]:
+        (email,) = [m for m in _warnings(app, certificate_id) if m.channel is Channel.EMAIL]
+        message = received[email.recipient]
+        payload = message.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        return str(make_header(decode_header(message["Subject"]))), payload.decode()
+
+    def sms(certificate_id: int) -> str:
+        (text,) = [m.body for m in _warnings(app, certificate_id) if m.channel is Channel.SMS]
+        return text
+
+    subject, body = mail(spanish)
+    assert subject == "Su certificado de organización caduca en 30 días"
+    assert "Renuévelo en línea antes de que caduque" in body
+    assert "Días restantes: 30" in body
+    assert f"caduca el {spanish_date} UTC, dentro de 30 días" in body
+    assert "Renew" not in body
+    assert sms(spanish).startswith("Su certificado de organización caduca en 30 días.")
+
+    subject, body = mail(chinese)
+    assert subject == "您的单位证书将在 30 天后到期"
+    assert "请在到期前在线续期" in body
+    assert "剩余天数" in body
+    assert sms(chinese).startswith("您的单位证书将在 30 天后到期")
+
+    subject, body = mail(english)
+    assert subject == "Your organisation certificate expires in 30 days"
+    assert "Renew it online before it expires" in body

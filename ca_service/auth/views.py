@@ -521,8 +521,9 @@ def home() -> str:
     raw = session.get(PREVIOUS_LOGIN)
     previous = dt.datetime.fromisoformat(raw) if raw else None
     user: User = current_user._get_current_object()
-    if user.role is Role.EMPLOYER_ADMIN:
-        # An employer administrator lands on the dashboard: what to renew comes first.
+    if user.role is Role.EMPLOYER_ADMIN and user.employer_id is not None:
+        # An employer administrator lands on the dashboard: what to renew comes first. (An
+        # administrator account made by `ca-service user create` has no employer yet.)
         return render_template(
             "portal/dashboard.html",
             user=user,

@@ -171,3 +171,20 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> str:
     ]
     lines += ["| " + " | ".join(r[c].ljust(widths[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+@contextmanager
+def scratch_postgres(server_url: str, prefix: str = "ca_bench") -> Iterator[str]:
+    """A new, empty database on the server of ``server_url`` (SQLAlchemy URL) for this run
+    only, dropped at the end (as tests/conftest.py does): the benchmark never empties a
+    database someone else uses."""
+    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

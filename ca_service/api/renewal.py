@@ -21,7 +21,7 @@ from ca_service.auth.models import Role
 from ca_service.db import db, read_first
 from ca_service.errors import ValidationError
 from ca_service.hsm_access import app_token
-from ca_service.issuance import renewal, service
+from ca_service.issuance import renewal
 from ca_service.issuance.renewal import RenewalState, RenewalWindow
 
 # How often a client should ask again (RFC 9773 Retry-After): the window does not move faster.
@@ -100,10 +100,8 @@ def renew_certificate(serial: str) -> Response:
     if outcome.certificate is None:
         response = make_response(body, 202)
     else:
-        issued = service.certificate_of(outcome.application)
         body["certificate"] = certificate_json(outcome.certificate)
-        body["certificate_pem"] = service.delivery_bytes(issued, "pem").decode()
-        body["chain_pem"] = service.chain_pem(issued).decode()
+        body["certificate_pem"], body["chain_pem"] = renewal.delivery_pem(outcome.certificate)
         response = make_response(body, 201)
     response.headers["Location"] = location
     return response

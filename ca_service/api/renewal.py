@@ -92,16 +92,24 @@ def renew_certificate(serial: str) -> Response:
         settings=settings_of(current_app),
         commit=db.session.commit,
     )
+    if outcome.certificate is not None:
+        # Issued and committed: what is left only reads, so a transaction begun for it (none
+        # is open unless the old certificate was just revoked as superseded) need not queue
+        # for SQLite's write lock behind other requests.
+        with read_first():
+            return _renewal_answer(outcome, 201)
+    return _renewal_answer(outcome, 202)
+
+
+def _renewal_answer(outcome: renewal.RenewalOutcome, status: int) -> Response:
     body: JSON = {
         "application": application_json(outcome.application),
         "reasons": outcome.reasons,
     }
-    location = url_for(".get_application", application_id=outcome.application.id)
-    if outcome.certificate is None:
-        response = make_response(body, 202)
-    else:
+    if outcome.certificate is not None:
         body["certificate"] = certificate_json(outcome.certificate)
         body["certificate_pem"], body["chain_pem"] = renewal.delivery_pem(outcome.certificate)
-        response = make_response(body, 201)
+    response = make_response(body, status)
+    location = url_for(".get_application", application_id=outcome.application.id)
     response.headers["Location"] = location
     return response

@@ -412,7 +412,7 @@ def request_renewal(
     else:
         status = ApplicationStatus.SUBMITTED
     application = Application(
-        employer_id=employer.id,
+        employer=employer,  # loaded: the answer shows the employer without reading it again
         status=status,
         key_source=KeySource.CSR,
         csr_der=checked.der,

@@ -188,3 +188,21 @@ def scratch_postgres(server_url: str, prefix: str = "ca_bench") -> Iterator[str]
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group (a
+    server started with ``process_group=0`` and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, …
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total

@@ -219,8 +219,9 @@ def _bare_worker(overrides: dict[str, Any], threads: int, connection: Connection
         list(pool.map(sign_once, range(10)))  # PKCS#11 sessions, key handle
         connection.send("ready")
         while (count := connection.recv()) is not None:
+            cpu = time.process_time()
             list(pool.map(sign_once, range(count)))
-            connection.send(count)
+            connection.send(time.process_time() - cpu)
     token.close()
 
 
@@ -244,17 +245,17 @@ class BareSigners:
             if pipe.recv() != "ready":
                 raise SystemExit("a bare signer did not start")
 
-    def sign(self, count: int) -> float:
-        """Seconds for ``count`` signatures shared between the processes."""
+    def sign(self, count: int) -> tuple[float, float]:
+        """(seconds, CPU seconds of the processes) for ``count`` signatures shared between
+        the processes."""
         shares = [
             count // len(self.pipes) + (i < count % len(self.pipes)) for i in range(len(self.pipes))
         ]
         started = time.perf_counter()
         for pipe, share in zip(self.pipes, shares, strict=True):
             pipe.send(share)
-        for pipe in self.pipes:
-            pipe.recv()
-        return time.perf_counter() - started
+        cpu = sum(float(pipe.recv()) for pipe in self.pipes)
+        return time.perf_counter() - started, cpu
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -270,8 +271,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(env: _common.BenchEnv, args: argparse.Namespace, log: Path) -> Iterator[str]:
-    """``ca-service serve`` on a free loopback port, as bench/ocsp.py runs it; its base URL."""
+def serving(
+    env: _common.BenchEnv, args: argparse.Namespace, log: Path
+) -> Iterator[tuple[str, int]]:
+    """``ca-service serve`` on a free loopback port, as bench/ocsp.py runs it: (its base URL,
+    its process group)."""
     port = _free_port()
     command = [
         sys.executable, "-m", "ca_service", "serve", "--port", str(port),
@@ -296,7 +300,7 @@ def serving(env: _common.BenchEnv, args: argparse.Namespace, log: Path) -> Itera
                 time.sleep(0.1)
         else:
             raise SystemExit(f"server did not start: {log.read_text()}")
-        yield url
+        yield url, process.pid
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
@@ -356,16 +360,19 @@ class RenewalClients:
         data = response.read()
         return employer, response.status, data, time.perf_counter() - started
 
-    def renew(self, employers: list[Employer]) -> float:
-        """Seconds for renewing ``employers`` with all the clients."""
+    def renew(self, employers: list[Employer], server: int) -> tuple[float, float]:
+        """(seconds, CPU seconds of the server's process group) for renewing ``employers``
+        with all the clients."""
         self.generation += 1
+        cpu = _common.group_cpu_seconds(server)
         started = time.perf_counter()
         results = list(self.pool.map(self._renew, employers))
         seconds = time.perf_counter() - started
+        cpu = _common.group_cpu_seconds(server) - cpu
         for employer, status, data, latency in results:
             self.answers.append((employer, status, data))
             self.latencies.append(latency)
-        return seconds
+        return seconds, cpu
 
     def check(self) -> None:
         """Every renewal answered 201 with a certificate for its new key, renewing its old one."""
@@ -401,23 +408,25 @@ def measure(env: _common.BenchEnv, args: argparse.Namespace, log: Path) -> dict[
     )
     bare = BareSigners(env, args.workers, args.clients)
     try:
-        with serving(env, args, log) as url:
+        with serving(env, args, log) as (url, server):
             _sign_in(url, employers, args.clients)
             clients = RenewalClients(url, args.clients)
             try:
-                clients.renew(warm)
+                clients.renew(warm, server)
                 bare.sign(WARM_RENEWALS)
                 clients.answers.clear()
                 clients.latencies.clear()
-                renew_seconds = bare_seconds = 0.0
+                renewing, signing = [0.0, 0.0], [0.0, 0.0]  # seconds, CPU seconds
                 for number, start in enumerate(range(0, args.n, args.round)):
                     chunk = measured[start : start + args.round]
-                    if number % 2 == 0:
-                        renew_seconds += clients.renew(chunk)
-                        bare_seconds += bare.sign(len(chunk))
-                    else:
-                        bare_seconds += bare.sign(len(chunk))
-                        renew_seconds += clients.renew(chunk)
+                    turns = [
+                        (renewing, lambda chunk=chunk: clients.renew(chunk, server)),
+                        (signing, lambda chunk=chunk: bare.sign(len(chunk))),
+                    ]
+                    for totals, run in turns if number % 2 == 0 else turns[::-1]:
+                        seconds, cpu = run()
+                        totals[0] += seconds
+                        totals[1] += cpu
                 clients.check()
                 latencies = sorted(clients.latencies)
             finally:
@@ -425,8 +434,10 @@ def measure(env: _common.BenchEnv, args: argparse.Namespace, log: Path) -> dict[
     finally:
         bare.stop()
     return {
-        "renewals": args.n / renew_seconds,
-        "bare": args.n / bare_seconds,
+        "renewals": args.n / renewing[0],
+        "bare": args.n / signing[0],
+        "renewal_cpu": renewing[1] / args.n * 1000,
+        "bare_cpu": signing[1] / args.n * 1000,
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
     }
@@ -471,13 +482,16 @@ def main() -> None:
                     "p99 ms": f"{result['p99']:.1f}",
                     "bare HSM signs/s": f"{result['bare']:.0f}",
                     "ratio": f"{ratio:.0%}",
+                    "server CPU ms/renewal": f"{result['renewal_cpu']:.1f}",
+                    "CPU ms/bare sign": f"{result['bare_cpu']:.2f}",
                     "goal": f">= {goal:.0%} {'met' if ratio >= goal else 'MISSED'}",
                 }
             )
             print(
                 f"{algorithm} {db_name}: {result['renewals']:.0f} renewals/s "
                 f"(p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms) vs bare "
-                f"{result['bare']:.0f} signs/s ({ratio:.0%})",
+                f"{result['bare']:.0f} signs/s ({ratio:.0%}); CPU ms per renewal (server) "
+                f"{result['renewal_cpu']:.1f}, per bare signature {result['bare_cpu']:.2f}",
                 flush=True,
             )
     print()
@@ -485,7 +499,8 @@ def main() -> None:
     print(
         f"\n{args.n} renewals per case from {args.clients} clients, `ca-service serve --workers "
         f"{args.workers}`; bare: {args.workers} processes, {args.clients} threads between them; "
-        f"rounds of {args.round} taking turns."
+        f"rounds of {args.round} taking turns. CPU ms: the server's processes (gunicorn and "
+        "its workers; not the database server's) per renewal, the bare signers' per signature."
     )
 
 

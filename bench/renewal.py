@@ -26,7 +26,7 @@ alternating, so that a busy spell of the machine falls on both alike; only one i
 moment.
 
 Run: ``.venv/bin/python bench/renewal.py [-n 400] [--round 50] [--clients 16] [--postgres URL]
-[--quick]``.
+[--no-sqlite] [--keys rsa-2048,ec-p256] [--quick]``.
 Goal (issue #14): renewals >= 30 % of bare signing with RSA-2048, >= 10 % with P-256.
 """
 
@@ -454,15 +454,27 @@ def main() -> None:
         "--worker", choices=["event-loop", "threads", "sync"], help="`ca-service serve --worker`"
     )
     parser.add_argument("--postgres", metavar="URL", help="also on a scratch database there")
+    parser.add_argument(
+        "--no-sqlite", action="store_true", help="only PostgreSQL (with --postgres)"
+    )
+    parser.add_argument(
+        "--keys", default=",".join(GOALS), help=f"issuing keys, of {', '.join(GOALS)}"
+    )
     parser.add_argument("--quick", action="store_true", help="-n 100 --round 25")
     args = parser.parse_args()
     if args.quick:
         args.n, args.round = 100, 25
-    databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
+    keys = args.keys.split(",")
+    if not keys or set(keys) - set(GOALS):
+        parser.error(f"--keys: choose from {', '.join(GOALS)}")
+    databases = [] if args.no_sqlite else [("SQLite", None)]
+    databases += [("PostgreSQL", args.postgres)] if args.postgres else []
+    if not databases:
+        parser.error("--no-sqlite needs --postgres")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-renewal-") as tmp:
         conf, first_label = _common.make_token(Path(tmp))
-        cases = [(a, g, d, u) for a, g in GOALS.items() for d, u in databases]
+        cases = [(a, g, d, u) for a, g in GOALS.items() if a in keys for d, u in databases]
         for number, (algorithm, goal, db_name, url) in enumerate(cases):
             var_dir = Path(tmp)
             label = first_label if number == 0 else _common.add_token(conf)

@@ -189,12 +189,13 @@ def employer_certificate(*, user: User, serial: str) -> Certificate:
     :raises NotFound: also for another employer's certificate (its existence is not revealed).
     """
     ensure_role(user, Role.EMPLOYER_ADMIN)
-    employer = employer_of(user)
+    # The account's employer id is enough here (a renewal loads the employer itself).
+    employer_id = user.employer_id if user.employer_id is not None else employer_of(user).id
     canonical = normalise_serial(serial)
     row = db.session.scalar(
         sa.select(Certificate).where(
             Certificate.serial == canonical,
-            Certificate.employer_id == employer.id,
+            Certificate.employer_id == employer_id,
             Certificate.kind == CertificateKind.END_ENTITY,
             Certificate.status == CertificateStatus.ISSUED,
         )

@@ -23,7 +23,9 @@ window (``RENEWAL_WINDOW_DAYS``, 60) is open at once. Then ``ca-service serve`` 
 
 The two take turns in rounds of ``--round`` (50) renewals / signatures, the first of each pair
 alternating, so that a busy spell of the machine falls on both alike; only one is loaded at any
-moment.
+moment. Besides the rates: p50/p99 of the renewals' latencies, and CPU milliseconds per renewal
+(the server's process group: gunicorn and its workers, not the database server) and per bare
+signature (the signing processes), which a machine shared with other work slows less.
 
 Run: ``.venv/bin/python bench/renewal.py [-n 400] [--round 50] [--clients 16] [--postgres URL]
 [--no-sqlite] [--keys rsa-2048,ec-p256] [--quick]``.

@@ -72,6 +72,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/issuance.py
+	$(BIN)/python bench/renewal.py
 
 clean-var:
 	rm -rf var

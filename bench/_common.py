@@ -172,3 +172,38 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> str:
     ]
     lines += ["| " + " | ".join(r[c].ljust(widths[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+@contextmanager
+def scratch_postgres(server_url: str, prefix: str = "ca_bench") -> Iterator[str]:
+    """A new, empty database on the server of ``server_url`` (SQLAlchemy URL) for this run
+    only, dropped at the end (as tests/conftest.py does): the benchmark never empties a
+    database someone else uses."""
+    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group (a
+    server started with ``process_group=0`` and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, …
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total

@@ -21,7 +21,7 @@ from ca_service.db import db, read_first
 from ca_service.errors import ValidationError
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
-from ca_service.issuance import renewal, service
+from ca_service.issuance import renewal
 from ca_service.issuance.renewal import RenewalState, RenewalWindow
 
 # How often a client should ask again (RFC 9773 Retry-After): the window does not move faster.
@@ -92,18 +92,24 @@ def renew_certificate(serial: str) -> Response:
         settings=settings_of(current_app),
         commit=db.session.commit,
     )
+    if outcome.certificate is not None:
+        # Issued and committed: what is left only reads, so a transaction begun for it (none
+        # is open unless the old certificate was just revoked as superseded) need not queue
+        # for SQLite's write lock behind other requests.
+        with read_first():
+            return _renewal_answer(outcome, 201)
+    return _renewal_answer(outcome, 202)
+
+
+def _renewal_answer(outcome: renewal.RenewalOutcome, status: int) -> Response:
     body: JSON = {
         "application": application_json(outcome.application),
         "reasons": outcome.reasons,
     }
-    location = url_for(".get_application", application_id=outcome.application.id)
-    if outcome.certificate is None:
-        response = make_response(body, 202)
-    else:
-        issued = service.certificate_of(outcome.application)
+    if outcome.certificate is not None:
         body["certificate"] = certificate_json(outcome.certificate)
-        body["certificate_pem"] = service.delivery_bytes(issued, "pem").decode()
-        body["chain_pem"] = service.chain_pem(issued).decode()
-        response = make_response(body, 201)
+        body["certificate_pem"], body["chain_pem"] = renewal.delivery_pem(outcome.certificate)
+    response = make_response(body, status)
+    location = url_for(".get_application", application_id=outcome.application.id)
     response.headers["Location"] = location
     return response

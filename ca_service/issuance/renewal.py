@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -31,6 +33,7 @@ from ca_service.audit.service import record_event
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
+from ca_service.authorities.service import ISSUING_SLUG, ROOT_SLUG
 from ca_service.authorities.signing import normalise_serial
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
@@ -41,7 +44,7 @@ from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource
-from ca_service.models import Certificate, CertificateKind, CertificateStatus
+from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.revocation.blocked_keys import refuse_blocked_key
 from ca_service.revocation.service import revoke_certificate
 from hsm import Token
@@ -98,25 +101,42 @@ def window_days(settings: Settings) -> tuple[dt.timedelta, dt.timedelta]:
     )
 
 
-def _successor(certificate: Certificate) -> Certificate | None:
-    return db.session.scalar(
-        sa.select(Certificate)
-        .where(
-            Certificate.renews_id == certificate.id,
-            Certificate.status == CertificateStatus.ISSUED,
-        )
-        .order_by(Certificate.id.desc())
-        .limit(1)
+# What renewal_window reads, in one round trip: the id of the newest certificate that renewed
+# this one, and of the renewal under way (at most one: a partial unique index). Both are
+# usually absent; the rows are loaded only when present.
+_SUCCESSOR_ID = (
+    sa.select(Certificate.id)
+    .where(
+        Certificate.renews_id == sa.bindparam("certificate_id"),
+        Certificate.status == CertificateStatus.ISSUED,
     )
+    .order_by(Certificate.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_OPEN_RENEWAL_ID = (
+    sa.select(Application.id)
+    .where(
+        Application.renews_id == sa.bindparam("certificate_id"),
+        Application.status != ApplicationStatus.REJECTED,
+    )
+    .order_by(Application.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_LINEAGE_STATE = sa.select(_SUCCESSOR_ID.label("successor_id"), _OPEN_RENEWAL_ID.label("open_id"))
 
 
-def _open_renewal(certificate: Certificate) -> Application | None:
-    return db.session.scalar(
-        sa.select(Application).where(
-            Application.renews_id == certificate.id,
-            Application.status != ApplicationStatus.REJECTED,
-        )
-    )
+def _successor_and_open_renewal(
+    certificate: Certificate,
+) -> tuple[Certificate | None, Application | None]:
+    """The certificate that renewed ``certificate`` and, if none did, its renewal under way."""
+    found = db.session.execute(_LINEAGE_STATE, {"certificate_id": certificate.id}).one()
+    if found.successor_id is not None:
+        return db.session.get(Certificate, found.successor_id), None
+    if found.open_id is not None:
+        return None, db.session.get(Application, found.open_id)
+    return None, None
 
 
 def renewal_window(
@@ -127,8 +147,7 @@ def renewal_window(
     before, grace = window_days(settings)
     opens_at = certificate.not_after - before
     closes_at = certificate.not_after + grace
-    successor = _successor(certificate)
-    pending = None if successor is not None else _open_renewal(certificate)
+    successor, pending = _successor_and_open_renewal(certificate)
     if certificate.revoked_at is not None:
         state = RenewalState.REVOKED
     elif successor is not None:
@@ -170,12 +189,13 @@ def employer_certificate(*, user: User, serial: str) -> Certificate:
     :raises NotFound: also for another employer's certificate (its existence is not revealed).
     """
     ensure_role(user, Role.EMPLOYER_ADMIN)
-    employer = employer_of(user)
+    # The account's employer id is enough here (a renewal loads the employer itself).
+    employer_id = user.employer_id if user.employer_id is not None else employer_of(user).id
     canonical = normalise_serial(serial)
     row = db.session.scalar(
         sa.select(Certificate).where(
             Certificate.serial == canonical,
-            Certificate.employer_id == employer.id,
+            Certificate.employer_id == employer_id,
             Certificate.kind == CertificateKind.END_ENTITY,
             Certificate.status == CertificateStatus.ISSUED,
         )
@@ -304,6 +324,32 @@ def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[st
     return reasons
 
 
+class _EventsBeforeCommit:
+    """Audit events appended just before the next commit instead of at once.
+
+    Appending an event takes the audit head's row lock, which every writer of the service
+    queues on until its transaction ends. Appended when the renewal is approved, the lock would
+    be held through the issuance's reads and reservation up to its commit; appended just
+    before that commit, it is held for the commit alone (bench/renewal.py: 16 clients renewing
+    at once queue on it). The events and their order are the same, in the same transaction.
+    """
+
+    def __init__(
+        self, events: list[tuple[str, str, str, Mapping[str, object]]], commit: applications.Commit
+    ) -> None:
+        self._events = events
+        self._commit = commit
+
+    def append(self) -> None:
+        for actor, action, target, details in self._events:
+            record_event(actor, action, target, details)
+        self._events = []
+
+    def commit(self) -> None:
+        self.append()
+        self._commit()
+
+
 def request_renewal(
     *,
     user: User,
@@ -367,7 +413,7 @@ def request_renewal(
     else:
         status = ApplicationStatus.SUBMITTED
     application = Application(
-        employer_id=employer.id,
+        employer=employer,  # loaded: the answer shows the employer without reading it again
         status=status,
         key_source=KeySource.CSR,
         csr_der=checked.der,
@@ -377,6 +423,9 @@ def request_renewal(
         submitted_at=None if status is ApplicationStatus.DRAFT else now,
         decided_at=now if status is ApplicationStatus.APPROVED else None,
         renews_id=certificate.id,
+        # A renewal brings no documents of its own (it relies on the lineage's): known empty,
+        # so the answer does not load the collection.
+        documents=[],
     )
     try:
         with db.session.begin_nested():
@@ -395,7 +444,7 @@ def request_renewal(
         actor,
         _("Renewal of certificate %(serial)s requested.", serial=certificate.serial),
     )
-    record_event(
+    requested = (
         actor,
         "renewal.requested",
         str(application.id),
@@ -409,6 +458,7 @@ def request_renewal(
         },
     )
     if reasons:
+        record_event(*requested)
         note = _("Needs review: %(reasons)s.", reasons="; ".join(reasons))
         applications.record_history(application, actor, note)
         return RenewalOutcome(application, None, reasons)
@@ -417,14 +467,18 @@ def request_renewal(
         "system",
         _("Approved without review: employer record unchanged and documents still valid."),
     )
-    record_event("system", "application.approved", str(application.id), {"renewal": True})
+    events = _EventsBeforeCommit(
+        [requested, ("system", "application.approved", str(application.id), {"renewal": True})],
+        commit,
+    )
     issued = applications.issue_certificate(
         application=application,
         token=token,
         profile=applications.EmployerProfile.from_settings(settings),
-        commit=commit,
+        commit=events.commit,
         actor=actor,
     )
+    events.append()  # issuance committed nothing: the caller's boundary decides
     if supersede:
         revoke_certificate(
             token=token,
@@ -435,3 +489,33 @@ def request_renewal(
             actor=actor,
         )
     return RenewalOutcome(application, issued, [])
+
+
+# The CA certificates a renewal's answer chains to (as ``service.chain_pem``: the issuing CA's
+# and the root's current certificates), read in one query.
+_CA_CERTIFICATES = (
+    sa.select(Authority.slug, Certificate.der)
+    .join(Certificate, Certificate.id == Authority.certificate_id)
+    .where(Authority.slug.in_((ISSUING_SLUG, ROOT_SLUG)))
+)
+
+
+@lru_cache(maxsize=8)
+def _pem(der: bytes) -> bytes:
+    # A CA certificate is the same DER for years: converted once per worker.
+    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+
+
+def delivery_pem(certificate: Certificate) -> tuple[str, str]:
+    """An issued certificate as PEM, and with its chain (the bytes of ``service.chain_pem``).
+
+    :raises NotFound: not stored yet, or the PKI is not initialised.
+    """
+    if certificate.der is None:
+        raise NotFound(_("Certificate %(serial)s is not issued yet.", serial=certificate.serial))
+    found = {slug: der for slug, der in db.session.execute(_CA_CERTIFICATES) if der is not None}
+    if ISSUING_SLUG not in found or ROOT_SLUG not in found:
+        raise NotFound(_("The certificate authorities are not initialised."))
+    pem = x509.load_der_x509_certificate(certificate.der).public_bytes(Encoding.PEM)
+    chain = pem + _pem(found[ISSUING_SLUG]) + _pem(found[ROOT_SLUG])
+    return pem.decode(), chain.decode()

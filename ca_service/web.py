@@ -65,9 +65,16 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Sent on answers over TLS only (RFC 6797 ignores it over plain HTTP): browsers then refuse
+# plain HTTP to this host for a year, so a stripped link cannot lead to a password form.
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
+
+
 def _security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS:
         response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault(*HSTS)
     return response
 
 

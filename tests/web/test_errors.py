@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -59,3 +62,27 @@ def test_security_headers(app: Flask) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'self'
+    assert "Strict-Transport-Security" not in response.headers  # meaningless over plain HTTP
+
+
+def test_hsts_over_tls(app: Flask) -> None:
+    response = app.test_client().get("/auth/login", base_url="https://ca.test")
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert (
+        app.test_client()
+        .get("/pki/", base_url="https://ca.test")
+        .headers["Strict-Transport-Security"]
+    )
+
+
+def test_no_page_carries_an_inline_script() -> None:
+    # The CSP (default-src 'self', no 'unsafe-inline' for scripts) would block one anyway.
+    templates = Path(__file__).resolve().parents[2] / "templates"
+    offenders = [
+        str(path.relative_to(templates))
+        for path in templates.rglob("*.html")
+        if re.search(r"<script(?![^>]*\bsrc=)[^>]*>", path.read_text(encoding="utf-8"))
+        or re.search(r"\son[a-z]+\s*=", path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -92,10 +92,10 @@ def _csr_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _seed(app: Any, count: int) -> list[Employer]:
     """``count`` employers, each with an issued certificate inside its renewal window."""
-    from ca_service.app import settings_of
     from ca_service.auth.models import Role, User
     from ca_service.auth.service import hash_password
     from ca_service.db import db
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.issuance import service
     from ca_service.issuance.models import Document, DocumentType, KeySource
@@ -178,7 +178,7 @@ def _seed(app: Any, count: int) -> list[Employer]:
 def _bare_worker(overrides: dict[str, Any], threads: int, connection: Connection) -> None:
     """A process signing the renewal's certificate with the issuing key, ``n`` at a time
     (``n`` from ``connection``), in ``threads`` threads; answers each batch when done."""
-    from ca_service.app import create_app, settings_of
+    from ca_service.app import create_app
     from ca_service.authorities import profiles
     from ca_service.authorities.service import (
         ISSUING_SLUG,
@@ -187,6 +187,7 @@ def _bare_worker(overrides: dict[str, Any], threads: int, connection: Connection
         load_certificate,
     )
     from ca_service.authorities.signing import hash_for, new_serial
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from ca_service.issuance import service
     from hsm import KeyAlgorithm
@@ -393,8 +394,8 @@ class RenewalClients:
 
 
 def measure(env: _common.BenchEnv, args: argparse.Namespace, log: Path) -> dict[str, float]:
-    from ca_service.app import settings_of
     from ca_service.audit.service import ensure_audit_key
+    from ca_service.extensions import settings_of
     from ca_service.hsm_access import app_token
     from hsm import KeyAlgorithm
 

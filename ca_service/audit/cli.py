@@ -9,7 +9,7 @@ from flask import current_app
 from ca_service.audit.models import AuditEvent
 from ca_service.audit.service import AUDIT_KEY_LABEL, sign_checkpoint, verify_chain
 from ca_service.cli_support import app_command, echo_table, fail
-from ca_service.db import db
+from ca_service.db import db, read_first
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 
@@ -26,7 +26,11 @@ def verify() -> None:
     every = int(settings_of(current_app)["AUDIT_CHECKPOINT_EVERY"])
     # Checkpoints are signed automatically every `every` events, so a longer unsigned tail
     # means checkpoints were deleted (letting someone rewrite the chain without the HSM key).
-    report = verify_chain(app_token().public_key(AUDIT_KEY_LABEL), max_unsigned_events=every - 1)
+    public_key = app_token().public_key(AUDIT_KEY_LABEL)
+    # Only reads: on SQLite a deferred transaction, so a long verification never holds the
+    # write lock the service's writers queue on.
+    with read_first():
+        report = verify_chain(public_key, max_unsigned_events=every - 1)
     if not report.ok:
         fail(f"audit log tampered at event {report.first_bad_seq}: {report.problem}")
     click.echo(

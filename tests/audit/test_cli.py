@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from flask import Flask
@@ -82,3 +84,32 @@ def test_list_filters_and_limits(chain: Flask, cli: CliInvoke) -> None:
     result = cli("audit", "list", "--action", "test.other")
     assert len(result.output.splitlines()) == 2
     assert '{"k":"v"}' in result.output
+
+
+def test_verify_never_holds_the_sqlite_write_lock(
+    chain: Flask, cli: CliInvoke, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL readers never block writers")
+    from ca_service.audit import service
+
+    checked = service.checkpoint_signature_valid
+    writer_got_in: list[bool] = []
+
+    def while_verifying(public_key: Any, checkpoint: AuditCheckpoint) -> bool:
+        # Half-way through the chain: another connection asks for the write lock at once.
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            writer_got_in.append(True)
+        except sqlite3.OperationalError:
+            writer_got_in.append(False)
+        finally:
+            other.close()
+        return checked(public_key, checkpoint)
+
+    monkeypatch.setattr(service, "checkpoint_signature_valid", while_verifying)
+    result = cli("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert writer_got_in == [True]

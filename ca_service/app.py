@@ -9,28 +9,12 @@ from typing import Any
 
 from flask import Flask
 
-from ca_service.config import Settings, load_settings
+from ca_service.config import load_settings
 from ca_service.db import init_app as init_db
-from ca_service.errors import ConfigurationError
 from ca_service.extensions import csrf, init_settings
 from ca_service.hsm_access import init_app as init_hsm
 from ca_service.i18n import init_app as init_i18n
 from ca_service.paths import templates_dir
-
-
-def _secret_key(settings: Settings) -> str:
-    if settings["SECRET_KEY"]:
-        return str(settings["SECRET_KEY"])
-    path = settings.secret_key_file
-    try:
-        key = path.read_text().strip()
-    except FileNotFoundError:
-        raise ConfigurationError(
-            f"no secret key: set CA_SECRET_KEY or create {path} (`ca-service init` does)"
-        ) from None
-    if len(key) < 32:
-        raise ConfigurationError(f"the secret key in {path} is too short (32 characters or more)")
-    return key
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -44,7 +28,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("ca_service").setLevel(str(settings["LOG_LEVEL"]).upper())
 
     app.config.update(
-        SECRET_KEY=_secret_key(settings),
+        SECRET_KEY=settings.secret_key(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=bool(settings["SESSION_COOKIE_SECURE"]),

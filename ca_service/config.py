@@ -345,6 +345,26 @@ class Settings:
     def secret_key_file(self) -> Path:
         return Path(self.values["SECRET_KEY_FILE"] or self.var_dir / "secret-key")
 
+    def secret_key(self) -> str:
+        """CA_SECRET_KEY, else the contents of the secret-key file.
+
+        :raises ConfigurationError: when neither is there, or the key is too short.
+        """
+        if self.values["SECRET_KEY"]:
+            return str(self.values["SECRET_KEY"])
+        path = self.secret_key_file
+        try:
+            key = path.read_text().strip()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"no secret key: set CA_SECRET_KEY or create {path} (`ca-service init` does)"
+            ) from None
+        if len(key) < 32:
+            raise ConfigurationError(
+                f"the secret key in {path} is too short (32 characters or more)"
+            )
+        return key
+
     @property
     def document_dir(self) -> Path:
         return Path(self.values["DOCUMENT_DIR"] or self.var_dir / "documents")

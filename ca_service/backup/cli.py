@@ -7,20 +7,8 @@ from pathlib import Path
 import click
 
 from ca_service.audit.service import record_event
-from ca_service.backup.service import BackupError, BackupSummary, restore_backup, write_backup
+from ca_service.backup.service import BackupSummary, restore_backup, write_backup
 from ca_service.cli_support import app_command, load_command_settings, operator_errors
-from ca_service.config import Settings
-
-
-def _configured_secret_key(settings: Settings) -> str:
-    # As create_app reads it, without building an app: a backup needs neither the HSM nor
-    # its PIN, and a restore runs before the restored key exists.
-    if settings["SECRET_KEY"]:
-        return str(settings["SECRET_KEY"])
-    try:
-        return settings.secret_key_file.read_text().strip()
-    except FileNotFoundError:
-        return ""
 
 
 @app_command
@@ -46,11 +34,8 @@ def backup(target: Path) -> None:
     """
     with operator_errors():
         settings = load_command_settings()
-        secret_key = _configured_secret_key(settings)
-        if not secret_key:
-            raise BackupError(
-                f"no secret key (CA_SECRET_KEY or {settings.secret_key_file}): nothing to back up"
-            )
+        # Read without building an app: a backup needs neither the HSM nor its PIN.
+        secret_key = settings.secret_key()
         summary = write_backup(
             target=target,
             database_url=settings.database_url,

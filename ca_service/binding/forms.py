@@ -81,7 +81,7 @@ def form_error(form: FlaskForm) -> ValidationError:
     if "csrf_token" in form.errors:
         return ValidationError(_(FORM_EXPIRED))
     problems = [
-        f"{getattr(form, name).label.text}: {' '.join(errors)}"
+        f"{getattr(form, name).label.text}: {' '.join(str(e) for e in errors)}"
         for name, errors in form.errors.items()
     ]
     return ValidationError(" ".join(problems) or _(FORM_EXPIRED))

@@ -30,7 +30,7 @@ from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustPurpose
 from ca_service.db import db, utcnow
 from ca_service.errors import CAError, ValidationError
 from ca_service.extensions import settings_of
-from ca_service.i18n import format_number, format_utc_datetime
+from ca_service.i18n import format_utc_datetime
 
 bp = Blueprint("trust_admin", __name__, url_prefix="/admin/trust")
 
@@ -92,7 +92,7 @@ def _crl_summary(crl: TaxCrl) -> str:
     if crl.crl_number:
         summary: str = _(
             "number %(number)s, thisUpdate %(this_update)s UTC, nextUpdate %(next_update)s UTC",
-            number=format_number(int(crl.crl_number, 16)),
+            number=int(crl.crl_number, 16),
             **times,
         )
     else:

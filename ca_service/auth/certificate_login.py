@@ -134,7 +134,7 @@ def answer_challenge(
     """
     method = "certificate:challenge"
     if not chain:
-        raise CertificateRefused(Refusal.UNREADABLE, "No certificate was presented.")
+        raise CertificateRefused(Refusal.UNREADABLE, _("No certificate was presented."))
     try:
         challenge = claim_challenge(nonce=nonce, purpose=ChallengePurpose.LOGIN, now=now)
         verify_possession(

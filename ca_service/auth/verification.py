@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from flask_babel import gettext as _
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -54,6 +55,7 @@ from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
 from ca_service.errors import Forbidden
+from ca_service.i18n import N_, format_utc_datetime
 from ca_service.models import Certificate, CertificateKind, CertificateStatus
 
 __all__ = [
@@ -74,7 +76,10 @@ __all__ = [
 TRUST_CACHE_SECONDS = 5.0
 _SHA256 = hashes.SHA256()
 _ETSI_PREFIX = re.compile(r"^[A-Z]{3}[A-Z]{2}-")  # ETSI EN 319 412-1: "NTRCN-<number>"
-_WAYS_BACK_IN = (
+# Messages are translated where a refusal is raised, in the language of the request that
+# asked: nothing cached per process (the trust contexts, the validated paths, the tax CRLs'
+# retry state) holds a translated text.
+_WAYS_BACK_IN = N_(
     "To get back in, sign in with your password and an SMS code to your reserved mobile "
     "(/auth/login), or with a tax-bureau certificate bound to your account, then renew "
     "your certificate."
@@ -318,7 +323,7 @@ def parse_chain(data: bytes | str) -> list[x509.Certificate]:
         chain = []
     if not chain:
         raise CertificateRefused(
-            Refusal.UNREADABLE, "This is not a readable X.509 certificate (PEM or DER)."
+            Refusal.UNREADABLE, _("This is not a readable X.509 certificate (PEM or DER).")
         )
     return chain
 
@@ -350,14 +355,20 @@ def _check_times(leaf: x509.Certificate, now: dt.datetime) -> None:
     if now < leaf.not_valid_before_utc:
         raise CertificateRefused(
             Refusal.NOT_YET_VALID,
-            f"This certificate is not valid yet: it becomes valid on "
-            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC.",
+            _(
+                "This certificate is not valid yet: it becomes valid on %(time)s UTC.",
+                time=format_utc_datetime(leaf.not_valid_before_utc),
+            ),
         )
     if now > leaf.not_valid_after_utc:
         raise CertificateRefused(
             Refusal.EXPIRED,
-            f"This certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC. "
-            + _WAYS_BACK_IN,
+            _(
+                "This certificate expired on %(time)s UTC.",
+                time=format_utc_datetime(leaf.not_valid_after_utc),
+            )
+            + " "
+            + _(_WAYS_BACK_IN),
         )
 
 
@@ -370,7 +381,7 @@ def _check_usage(leaf: x509.Certificate) -> None:
     if not signs:
         raise CertificateRefused(
             Refusal.WRONG_KEY_USAGE,
-            "This certificate may not be used to sign in: its key usage lacks digitalSignature.",
+            _("This certificate may not be used to sign in: its key usage lacks digitalSignature."),
         )
     try:
         purposes = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -380,8 +391,10 @@ def _check_usage(leaf: x509.Certificate) -> None:
     if not client_auth:
         raise CertificateRefused(
             Refusal.WRONG_KEY_USAGE,
-            "This certificate may not be used to sign in: its extended key usage lacks "
-            "clientAuth (TLS client authentication).",
+            _(
+                "This certificate may not be used to sign in: its extended key usage lacks "
+                "clientAuth (TLS client authentication)."
+            ),
         )
 
 
@@ -395,12 +408,22 @@ def _source_of(leaf: x509.Certificate) -> tuple[Source, _TrustContext] | None:
 
 
 def _untrusted(leaf: x509.Certificate, detail: str = "") -> CertificateRefused:
-    return CertificateRefused(
-        Refusal.UNTRUSTED,
-        f"This certificate's issuer ({leaf.issuer.rfc4514_string()}) is not a certificate "
-        "authority trusted for signing in: neither this agency's CA nor a configured "
-        f"tax-bureau CA{detail}.",
-    )
+    """``detail``: the path validator's reason, which stays as cryptography words it."""
+    issuer = leaf.issuer.rfc4514_string()
+    if detail:
+        message = _(
+            "This certificate's issuer (%(issuer)s) is not a certificate authority trusted for "
+            "signing in: neither this agency's CA nor a configured tax-bureau CA (%(detail)s).",
+            issuer=issuer,
+            detail=detail,
+        )
+    else:
+        message = _(
+            "This certificate's issuer (%(issuer)s) is not a certificate authority trusted for "
+            "signing in: neither this agency's CA nor a configured tax-bureau CA.",
+            issuer=issuer,
+        )
+    return CertificateRefused(Refusal.UNTRUSTED, message)
 
 
 def verify_certificate(
@@ -412,7 +435,7 @@ def verify_certificate(
     :raises CertificateRefused: with the refusal and a message for the person.
     """
     if not chain:
-        raise CertificateRefused(Refusal.UNREADABLE, "No certificate was presented.")
+        raise CertificateRefused(Refusal.UNREADABLE, _("No certificate was presented."))
     leaf = chain[0]
     fingerprint = leaf.fingerprint(_SHA256).hex()
     source, context, known = _remembered(fingerprint)
@@ -485,7 +508,7 @@ def _validate(
     try:
         verified = verifier.verify(leaf, list(context.intermediates))
     except verification.VerificationError as exc:
-        raise _untrusted(leaf, f" ({_validator_reason(exc)})") from None
+        raise _untrusted(leaf, _validator_reason(exc)) from None
     path = tuple(verified.chain)
     # The tax anchor the path ends at (None for ours).
     end = context.anchors_by_fingerprint.get(path[-1].fingerprint(_SHA256).hex())
@@ -522,11 +545,68 @@ def _validator_reason(exc: verification.VerificationError) -> str:
     return text.split(" (encountered processing", 1)[0]
 
 
-def _revoked_message(kind: str, at: dt.datetime, reason: str | None) -> str:
-    because = f" (reason: {reason})" if reason else ""
-    return (
-        f"This {kind} was revoked on {at:%Y-%m-%d %H:%M} UTC{because}; it can no longer be "
-        "used to sign in."
+class _Revoked(enum.Enum):
+    """What was revoked, for ``_revoked_message``."""
+
+    CERTIFICATE = "certificate"
+    TAX_CERTIFICATE = "tax certificate"
+    TAX_ISSUING_CA = "tax certificate's issuing CA"
+
+
+def _revoked_message(kind: _Revoked, at: dt.datetime, reason: str | None) -> str:
+    """Why a revoked certificate is refused, in the current request's language (built each
+    time it is raised). ``reason`` is the RFC 5280 reason name (keyCompromise ...)."""
+    time = format_utc_datetime(at)
+    # Whole sentences per kind and with or without a reason: translators see each one.
+    if kind is _Revoked.CERTIFICATE:
+        if reason:
+            return str(
+                _(
+                    "This certificate was revoked on %(time)s UTC (reason: %(reason)s); it can no "
+                    "longer be used to sign in.",
+                    time=time,
+                    reason=reason,
+                )
+            )
+        return str(
+            _(
+                "This certificate was revoked on %(time)s UTC; it can no longer be used to "
+                "sign in.",
+                time=time,
+            )
+        )
+    if kind is _Revoked.TAX_CERTIFICATE:
+        if reason:
+            return str(
+                _(
+                    "This tax certificate was revoked on %(time)s UTC (reason: %(reason)s); it can "
+                    "no longer be used to sign in.",
+                    time=time,
+                    reason=reason,
+                )
+            )
+        return str(
+            _(
+                "This tax certificate was revoked on %(time)s UTC; it can no longer be used to "
+                "sign in.",
+                time=time,
+            )
+        )
+    if reason:
+        return str(
+            _(
+                "This tax certificate's issuing CA was revoked on %(time)s UTC (reason: "
+                "%(reason)s); its certificates can no longer be used to sign in.",
+                time=time,
+                reason=reason,
+            )
+        )
+    return str(
+        _(
+            "This tax certificate's issuing CA was revoked on %(time)s UTC; its certificates can "
+            "no longer be used to sign in.",
+            time=time,
+        )
     )
 
 
@@ -748,13 +828,15 @@ def _check_agency_revocation(fingerprint: str, number: str) -> tuple[int, int | 
     if row is None:
         raise CertificateRefused(
             Refusal.UNTRUSTED,
-            "This certificate carries our CA's signature but is not in our records; "
-            "it cannot be used to sign in. Contact the agency.",
+            _(
+                "This certificate carries our CA's signature but is not in our records; "
+                "it cannot be used to sign in. Contact the agency."
+            ),
         )
     if row["revoked_at"] is not None:
         raise CertificateRefused(
             Refusal.REVOKED,
-            _revoked_message("certificate", row["revoked_at"], row["revocation_reason"]),
+            _revoked_message(_Revoked.CERTIFICATE, row["revoked_at"], row["revocation_reason"]),
         )
     certificate_id = int(row["certificate_id"])
     if row["employer_id"] is None:
@@ -883,7 +965,7 @@ def _check_tax_revocation(
         except CrlUnavailable as exc:
             raise CertificateRefused(Refusal.REVOCATION_UNKNOWN, exc.message) from None
         if entry is not None:
-            kind = "tax certificate" if index == 0 else "tax certificate's issuing CA"
+            kind = _Revoked.TAX_CERTIFICATE if index == 0 else _Revoked.TAX_ISSUING_CA
             raise CertificateRefused(
                 Refusal.REVOKED, _revoked_message(kind, entry.revoked_at, entry.reason)
             )
@@ -920,7 +1002,7 @@ def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
     if verified.source is Source.AGENCY:
         if verified.employer_id is None:
             raise CertificateRefused(
-                Refusal.NO_ACCOUNT, "This certificate was not issued to an employer."
+                Refusal.NO_ACCOUNT, _("This certificate was not issued to an employer.")
             )
         if verified.administrator is not None:
             return verified.administrator, None
@@ -937,18 +1019,24 @@ def account_for(verified: VerifiedCertificate) -> tuple[User, int | None]:
         if employer_id is None:
             raise CertificateRefused(
                 Refusal.NOT_BOUND,
-                "This tax-bureau certificate is not bound to any employer account. Sign in "
-                "another way (password and SMS code) and bind it from your account page first.",
+                _(
+                    "This tax-bureau certificate is not bound to any employer account. Sign in "
+                    "another way (password and SMS code) and bind it from your account page "
+                    "first."
+                ),
             )
     employer = db.session.get(Employer, employer_id)
     if employer is not None and employer.registration_number != number:
         raise CertificateRefused(
             Refusal.OTHER_ORGANISATION,
-            "This certificate identifies another organisation "
-            f"({verified.registration_number or 'no registration number'}) than the account "
-            f"it would sign in to ({employer.registration_number}).",
+            _(
+                "This certificate identifies another organisation (%(number)s) than the "
+                "account it would sign in to (%(account_number)s).",
+                number=verified.registration_number or _("no registration number"),
+                account_number=employer.registration_number,
+            ),
         )
     raise CertificateRefused(
         Refusal.NO_ACCOUNT,
-        "The employer this certificate identifies has no active administrator account.",
+        _("The employer this certificate identifies has no active administrator account."),
     )

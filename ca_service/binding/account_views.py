@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -21,13 +22,14 @@ from ca_service.db import utcnow
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError, NotFound
 from ca_service.extensions import settings_of
+from ca_service.i18n import N_
 from ca_service.qr import qr_svg_data_uri
 
 account_bp = Blueprint("bindings", __name__, url_prefix="/account/bindings")
 officer_bp = Blueprint("officer_bindings", __name__, url_prefix="/officer/bindings")
 
 Page = Response | str | tuple[str, int]
-FORM_EXPIRED = "The form expired; reload the page and try again."
+FORM_EXPIRED = N_("The form expired; reload the page and try again.")  # gettext it where shown
 
 
 def _user() -> User:
@@ -71,16 +73,20 @@ def index() -> Page:
 @require_role(Role.EMPLOYER_ADMIN)
 def bind_tls() -> Page:
     if not CancelForm().validate_on_submit():
-        flash(FORM_EXPIRED, "error")
+        flash(_(FORM_EXPIRED), "error")
         return _account_page(400)
     settings = settings_of(current_app)
     try:
         chain = presented_chain(request.environ, settings)
         if not chain:
             flash(
-                "Your browser presented no client certificate on this connection. Open this "
-                "page over https:// with the tax certificate installed, or sign the challenge "
-                "with ca-client.",
+                _(
+                    "Your browser presented no client certificate on this connection. Open "
+                    "this page over %(scheme)s with the tax certificate installed, or sign the "
+                    "challenge with %(client)s.",
+                    scheme="https://",
+                    client="ca-client",
+                ),
                 "error",
             )
             return _account_page(400)
@@ -90,7 +96,10 @@ def bind_tls() -> Page:
     except CAError as exc:
         flash(exc.message, "error")
         return _account_page(exc.status_code)
-    flash(f"The tax certificate {binding.subject} is bound to your account.", "success")
+    flash(
+        _("The tax certificate %(subject)s is bound to your account.", subject=binding.subject),
+        "success",
+    )
     return redirect(url_for("bindings.index"))
 
 
@@ -98,14 +107,14 @@ def bind_tls() -> Page:
 @require_role(Role.EMPLOYER_ADMIN)
 def unbind(binding_id: int) -> Page:
     if not CancelForm().validate_on_submit():
-        flash(FORM_EXPIRED, "error")
+        flash(_(FORM_EXPIRED), "error")
         return _account_page(400)
     try:
         binding = bindings.unbind(user=_user(), binding_id=binding_id, now=utcnow())
     except CAError as exc:
         flash(exc.message, "error")
         return _account_page(exc.status_code)
-    flash(f"The tax certificate {binding.subject} is unbound.", "success")
+    flash(_("The tax certificate %(subject)s is unbound.", subject=binding.subject), "success")
     return redirect(url_for("bindings.index"))
 
 
@@ -136,11 +145,13 @@ def lookup() -> Page:
 def officer_unbind(binding_id: int) -> Page:
     number = request.form.get("number", "")
     if not CancelForm().validate_on_submit():
-        flash(FORM_EXPIRED, "error")
+        flash(_(FORM_EXPIRED), "error")
     else:
         try:
             binding = bindings.unbind(user=_user(), binding_id=binding_id, now=utcnow())
-            flash(f"The tax certificate {binding.subject} is unbound.", "success")
+            flash(
+                _("The tax certificate %(subject)s is unbound.", subject=binding.subject), "success"
+            )
         except CAError as exc:
             flash(exc.message, "error")
     return redirect(url_for("officer_bindings.lookup", number=number))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from ca_service.audit.service import record_event
@@ -36,7 +37,8 @@ from ca_service.db import db
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
 from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, echoed
-from ca_service.outbox.service import notify_employer
+from ca_service.i18n import format_utc_datetime
+from ca_service.outbox.service import in_language_of, notify_employer
 
 __all__ = [
     "bind_by_challenge",
@@ -72,23 +74,31 @@ def bind_certificate(
     employer = employer_of(user)
     if verified.source is not Source.TAX:
         raise ValidationError(
-            "This is one of this agency's own certificates: it signs in as it is. Only "
-            "tax-bureau certificates are bound."
+            _(
+                "This is one of this agency's own certificates: it signs in as it is. Only "
+                "tax-bureau certificates are bound."
+            )
         )
     existing = _live(verified.fingerprint_sha256)
     if existing is not None:
         if existing.employer_id == employer.id:
-            raise Conflict("This tax certificate is already bound to your account.")
+            raise Conflict(_("This tax certificate is already bound to your account."))
         raise Conflict(
-            "This tax certificate is bound to another employer's account and cannot be bound "
-            "here. If it is yours, contact the agency."
+            _(
+                "This tax certificate is bound to another employer's account and cannot be "
+                "bound here. If it is yours, contact the agency."
+            )
         )
     if verified.registration_number != employer.registration_number:
         raise CertificateRefused(
             Refusal.OTHER_ORGANISATION,
-            "This tax certificate identifies another organisation "
-            f"({verified.registration_number or 'no registration number'}), not "
-            f"{employer.legal_name} ({employer.registration_number}).",
+            _(
+                "This tax certificate identifies another organisation (%(number)s), not "
+                "%(employer)s (%(employer_number)s).",
+                number=verified.registration_number or _("no registration number"),
+                employer=employer.legal_name,
+                employer_number=employer.registration_number,
+            ),
         )
     certificate = verified.certificate
     binding = CertificateBinding(
@@ -108,7 +118,7 @@ def bind_certificate(
             db.session.add(binding)
             db.session.flush()
     except IntegrityError:
-        raise Conflict("This tax certificate was just bound by another request.") from None
+        raise Conflict(_("This tax certificate was just bound by another request.")) from None
     record_event(
         actor_of(user),
         "binding.bound",
@@ -121,16 +131,20 @@ def bind_certificate(
             "fingerprint_sha256": binding.fingerprint_sha256,
         },
     )
-    notify_employer(
-        employer,
-        subject="Tax certificate bound to your account",
-        body=(
-            f"The tax-bureau certificate {binding.subject} (serial {binding.serial}) was bound "
-            f"to your social-security employer account on {now:%Y-%m-%d %H:%M} UTC and can now "
-            "sign in. If this was not you, unbind it and contact the agency."
-        ),
-        dedupe_key=f"binding:{binding.id}:bound",
-    )
+    with in_language_of(employer):
+        notify_employer(
+            employer,
+            subject=_("Tax certificate bound to your account"),
+            body=_(
+                "The tax-bureau certificate %(subject)s (serial %(serial)s) was bound to your "
+                "social-security employer account on %(when)s UTC and can now sign in. If this "
+                "was not you, unbind it and contact the agency.",
+                subject=binding.subject,
+                serial=binding.serial,
+                when=format_utc_datetime(now),
+            ),
+            dedupe_key=f"binding:{binding.id}:bound",
+        )
     return binding
 
 
@@ -169,7 +183,7 @@ def bind_by_challenge(
         challenge = claim_challenge(nonce=nonce, purpose=ChallengePurpose.BIND, now=now)
         user = db.session.get(User, challenge.user_id) if challenge.user_id is not None else None
         if user is None or user.disabled:
-            raise Forbidden("The account that asked for this binding challenge is disabled.")
+            raise Forbidden(_("The account that asked for this binding challenge is disabled."))
         message = signed_message(ChallengePurpose.BIND, nonce.strip())
         verify_possession(chain[0], message, signature)
         verified = verify_certificate(chain, settings=settings, now=now)
@@ -196,7 +210,7 @@ def employer_by_number(number: str) -> Employer:
         sa.select(Employer).where(Employer.registration_number == number.strip().upper())
     )
     if employer is None:
-        raise NotFound(f"There is no employer {echoed(number.strip())}.")
+        raise NotFound(_("There is no employer %(number)s.", number=echoed(number.strip())))
     return employer
 
 
@@ -209,10 +223,10 @@ def unbind(*, user: User, binding_id: int, now: dt.datetime) -> CertificateBindi
     """
     binding = db.session.get(CertificateBinding, binding_id)
     if binding is None or binding.unbound_at is not None:
-        raise NotFound(f"There is no bound certificate {binding_id}.")
+        raise NotFound(_("There is no bound certificate %(id)s.", id=binding_id))
     if user.role is Role.EMPLOYER_ADMIN:
         if user.employer_id != binding.employer_id:
-            raise NotFound(f"There is no bound certificate {binding_id}.")
+            raise NotFound(_("There is no bound certificate %(id)s.", id=binding_id))
     else:
         ensure_role(user, *_STAFF)
     binding.unbound_at = now
@@ -226,15 +240,30 @@ def unbind(*, user: User, binding_id: int, now: dt.datetime) -> CertificateBindi
         employer.registration_number,
         {"binding_id": binding.id, "serial": binding.serial, "issuer": binding.issuer},
     )
-    notify_employer(
-        employer,
-        subject="Tax certificate unbound from your account",
-        body=(
-            f"The tax-bureau certificate {binding.subject} (serial {binding.serial}) was "
-            f"unbound from your social-security employer account on {now:%Y-%m-%d %H:%M} UTC by "
-            f"{'you' if user.role is Role.EMPLOYER_ADMIN else 'the agency'}; it can no longer "
-            "sign in."
-        ),
-        dedupe_key=f"binding:{binding.id}:unbound",
-    )
+    with in_language_of(employer):
+        facts = {
+            "subject": binding.subject,
+            "serial": binding.serial,
+            "when": format_utc_datetime(now),
+        }
+        if user.role is Role.EMPLOYER_ADMIN:
+            body = _(
+                "The tax-bureau certificate %(subject)s (serial %(serial)s) was unbound from "
+                "your social-security employer account on %(when)s UTC by you; it can no longer "
+                "sign in.",
+                **facts,
+            )
+        else:
+            body = _(
+                "The tax-bureau certificate %(subject)s (serial %(serial)s) was unbound from "
+                "your social-security employer account on %(when)s UTC by the agency; it can no "
+                "longer sign in.",
+                **facts,
+            )
+        notify_employer(
+            employer,
+            subject=_("Tax certificate unbound from your account"),
+            body=body,
+            dedupe_key=f"binding:{binding.id}:unbound",
+        )
     return binding

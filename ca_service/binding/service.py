@@ -57,10 +57,15 @@ def check_crl_url(url: str) -> str:
         usable = False
     if not usable or any(c.isspace() or ord(c) < 32 for c in url):
         raise ValidationError(
-            f"The CRL URL must be an http:// or https:// URL with a host name, not {echoed(url)}."
+            _(
+                "The CRL URL must be an http:// or https:// URL with a host name, not %(url)s.",
+                url=echoed(url),
+            )
         )
     if len(url) > _URL_LENGTH:
-        raise ValidationError(f"The CRL URL is longer than {_URL_LENGTH} characters.")
+        raise ValidationError(
+            _("The CRL URL is longer than %(length)s characters.", length=_URL_LENGTH)
+        )
     return url
 
 
@@ -71,15 +76,18 @@ def _load_ca_certificate(data: bytes) -> x509.Certificate:
         else:
             certificate = x509.load_der_x509_certificate(data)
     except ValueError:
-        raise ValidationError("This is not an X.509 certificate (PEM or DER).") from None
+        raise ValidationError(_("This is not an X.509 certificate (PEM or DER).")) from None
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
         raise ValidationError(
-            f"{certificate.subject.rfc4514_string()} is not a CA certificate "
-            "(basicConstraints cA is not set); trust anchors must be CA certificates."
+            _(
+                "%(subject)s is not a CA certificate (basicConstraints cA is not set); trust "
+                "anchors must be CA certificates.",
+                subject=certificate.subject.rfc4514_string(),
+            )
         )
     return certificate
 
@@ -120,7 +128,13 @@ def add_trust_anchor(
         )
     )
     if existing is not None:
-        raise Conflict(f"{existing.subject} is already a {purpose.value} trust anchor.")
+        raise Conflict(
+            _(
+                "%(subject)s is already a %(purpose)s trust anchor.",
+                subject=existing.subject,
+                purpose=purpose.value,
+            )
+        )
     anchor = TrustAnchor(
         purpose=purpose,
         subject=certificate.subject.rfc4514_string(),
@@ -156,7 +170,7 @@ def get_anchor(anchor_id: int) -> TrustAnchor:
     """
     anchor = db.session.get(TrustAnchor, anchor_id)
     if anchor is None:
-        raise NotFound(f"There is no trust anchor {anchor_id}.")
+        raise NotFound(_("There is no trust anchor %(reference)s.", reference=anchor_id))
     return anchor
 
 

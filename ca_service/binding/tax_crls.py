@@ -35,6 +35,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from sqlalchemy.orm import defer
 
 from ca_service.audit.service import record_event
@@ -43,6 +47,7 @@ from ca_service.binding.service import Actor, acting, get_anchor
 from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.errors import CAError, Conflict, Forbidden, ValidationError
+from ca_service.i18n import DEFAULT_LANGUAGE, format_utc_datetime
 
 MAX_CRL_BYTES = 50 * 1024 * 1024
 # A CRL's thisUpdate may be this far ahead of our clock (the CA's clock may run fast).
@@ -73,15 +78,43 @@ class CrlUnavailable(Forbidden):
 
 
 class CrlFetchFailed(CAError):
-    """A CRL could not be downloaded, or what came back is not an acceptable CRL."""
+    """A CRL could not be downloaded, or what came back is not an acceptable CRL.
+
+    ``message`` and ``reason`` are in the current request's language; ``lazy_reason`` is the
+    reason translated again wherever it is shown (kept beyond the request by a failed
+    lookup's retry state, which must not serve one user's language to another).
+    """
 
     status_code = 502
     code = "crl_fetch_failed"
 
-    def __init__(self, message: str, *, url: str, reason: str) -> None:
+    def __init__(self, message: str, *, url: str, reason: str, lazy_reason: LazyString) -> None:
         super().__init__(message)
         self.url = url
         self.reason = reason
+        self.lazy_reason = lazy_reason
+
+
+class _InvalidCrl(ValidationError):
+    """A CRL ``store_crl`` refuses; ``lazy`` is its message, translated when shown."""
+
+    def __init__(self, message: LazyString) -> None:
+        super().__init__(str(message))
+        self.lazy = message
+
+
+class _CrlConflict(Conflict):
+    """Another CRL of the anchor was stored at the same moment; ``lazy`` as ``_InvalidCrl``."""
+
+    def __init__(self, message: LazyString) -> None:
+        super().__init__(str(message))
+        self.lazy = message
+
+
+def _when(moment: dt.datetime) -> LazyString:
+    """``moment`` as the pages show it (followed by "UTC" in the messages), formatted in the
+    language of whoever reads the message it is put in."""
+    return LazyString(format_utc_datetime, moment)
 
 
 @dataclass(frozen=True)
@@ -107,6 +140,7 @@ class RefreshResult:
 
     @property
     def outcome(self) -> str:
+        """failed, skipped or fetched (CLI output and log words, not translated)."""
         if self.error is not None:
             return "failed"
         return "skipped" if self.url is None else "fetched"
@@ -139,16 +173,19 @@ def _load_crl(data: bytes) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError:
-        raise ValidationError(
-            "This is not a certificate revocation list (CRL) in PEM or DER form."
+        raise _InvalidCrl(
+            _l("This is not a certificate revocation list (CRL) in PEM or DER form.")
         ) from None
 
 
 def _anchor_certificate(anchor: TrustAnchor) -> x509.Certificate:
     if anchor.purpose is not TrustPurpose.TAX:
-        raise ValidationError(
-            f"{anchor.subject} is a {anchor.purpose.value} trust anchor; CRLs are kept for tax "
-            "anchors only."
+        raise _InvalidCrl(
+            _l(
+                "%(subject)s is a %(purpose)s trust anchor; CRLs are kept for tax anchors only.",
+                subject=anchor.subject,
+                purpose=anchor.purpose.value,
+            )
         )
     return x509.load_der_x509_certificate(anchor.der)
 
@@ -164,13 +201,20 @@ def _check_issued_by(
     crl: x509.CertificateRevocationList, issuer: x509.Certificate, subject: str
 ) -> None:
     if crl.issuer != issuer.subject:
-        raise ValidationError(
-            f"This CRL was issued by {crl.issuer.rfc4514_string()}, not by {subject}."
+        raise _InvalidCrl(
+            _l(
+                "This CRL was issued by %(issuer)s, not by %(subject)s.",
+                issuer=crl.issuer.rfc4514_string(),
+                subject=subject,
+            )
         )
     usage = _extension_value(issuer.extensions, x509.KeyUsage)
     if usage is not None and not usage.crl_sign:
-        raise ValidationError(
-            f"The key usage of {subject} does not allow it to sign CRLs (cRLSign is not set)."
+        raise _InvalidCrl(
+            _l(
+                "The key usage of %(subject)s does not allow it to sign CRLs (cRLSign is not set).",
+                subject=subject,
+            )
         )
     key_id = _extension_value(issuer.extensions, x509.SubjectKeyIdentifier)
     authority = _extension_value(crl.extensions, x509.AuthorityKeyIdentifier)
@@ -180,24 +224,32 @@ def _check_issued_by(
         and authority.key_identifier is not None
         and authority.key_identifier != key_id.digest
     ):
-        raise ValidationError(
-            f"This CRL was signed by another key than that of {subject} (its authority key "
-            "identifier differs from the anchor's subject key identifier)."
+        raise _InvalidCrl(
+            _l(
+                "This CRL was signed by another key than that of %(subject)s (its authority "
+                "key identifier differs from the anchor's subject key identifier).",
+                subject=subject,
+            )
         )
     public_key = issuer.public_key()
     if not isinstance(public_key, _CRL_SIGNER_KEYS):
-        raise ValidationError(f"The key of {subject} cannot sign CRLs.")
+        raise _InvalidCrl(_l("The key of %(subject)s cannot sign CRLs.", subject=subject))
     try:
         valid = crl.is_signature_valid(public_key)
     except (UnsupportedAlgorithm, ValueError, TypeError):
-        raise ValidationError(
-            f"The CRL's signature algorithm ({crl.signature_algorithm_oid.dotted_string}) is "
-            "not supported."
+        raise _InvalidCrl(
+            _l(
+                "The CRL's signature algorithm (%(oid)s) is not supported.",
+                oid=crl.signature_algorithm_oid.dotted_string,
+            )
         ) from None
     if not valid:
-        raise ValidationError(
-            f"The CRL's signature does not verify with the public key of {subject}: it was not "
-            "signed by this CA."
+        raise _InvalidCrl(
+            _l(
+                "The CRL's signature does not verify with the public key of %(subject)s: it "
+                "was not signed by this CA.",
+                subject=subject,
+            )
         )
 
 
@@ -206,17 +258,22 @@ def _check_scope(crl: x509.CertificateRevocationList) -> None:
     for extension in crl.extensions:
         value = extension.value
         if isinstance(value, x509.DeltaCRLIndicator):
-            raise ValidationError("This is a delta CRL; upload the CA's complete CRL.")
+            raise _InvalidCrl(_l("This is a delta CRL; upload the CA's complete CRL."))
         if isinstance(value, x509.IssuingDistributionPoint):
             if value.indirect_crl or value.only_some_reasons or value.only_contains_attribute_certs:
-                raise ValidationError(
-                    "This CRL covers only part of the CA's certificates (indirect, some "
-                    "reasons only, or attribute certificates); upload the complete CRL."
+                raise _InvalidCrl(
+                    _l(
+                        "This CRL covers only part of the CA's certificates (indirect, some "
+                        "reasons only, or attribute certificates); upload the complete CRL."
+                    )
                 )
         elif extension.critical and extension.oid not in _UNDERSTOOD_CRITICAL:
-            raise ValidationError(
-                f"This CRL has a critical extension this service does not understand "
-                f"({extension.oid.dotted_string}), so it cannot be used."
+            raise _InvalidCrl(
+                _l(
+                    "This CRL has a critical extension this service does not understand "
+                    "(%(oid)s), so it cannot be used.",
+                    oid=extension.oid.dotted_string,
+                )
             )
 
 
@@ -226,15 +283,18 @@ def _check_times(
     this_update = crl.last_update_utc
     next_update = crl.next_update_utc
     if this_update > now + CLOCK_SKEW:
-        raise ValidationError(
-            f"This CRL's thisUpdate ({_when(this_update)}) is in the future; check the clocks."
+        raise _InvalidCrl(
+            _l(
+                "This CRL's thisUpdate (%(time)s UTC) is in the future; check the clocks.",
+                time=_when(this_update),
+            )
         )
     if next_update is None:
-        raise ValidationError(
-            "This CRL has no nextUpdate, so nobody can tell when it is out of date."
+        raise _InvalidCrl(
+            _l("This CRL has no nextUpdate, so nobody can tell when it is out of date.")
         )
     if next_update <= this_update:
-        raise ValidationError("This CRL's nextUpdate is not after its thisUpdate.")
+        raise _InvalidCrl(_l("This CRL's nextUpdate is not after its thisUpdate."))
     return this_update, next_update
 
 
@@ -255,12 +315,8 @@ def _revoked_entries(crl: x509.CertificateRevocationList) -> dict[int, RevokedEn
                 revoked.serial_number, revoked.revocation_date_utc, reason
             )
     except ValueError:
-        raise ValidationError("This CRL's list of revoked certificates is malformed.") from None
+        raise _InvalidCrl(_l("This CRL's list of revoked certificates is malformed.")) from None
     return entries
-
-
-def _when(moment: dt.datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _check_newer(
@@ -272,21 +328,31 @@ def _check_newer(
     """
     stored_number = int(stored.crl_number, 16) if stored.crl_number is not None else None
     if number is not None and stored_number is not None and number < stored_number:
-        raise ValidationError(
-            f"This CRL (number {number}) is older than the stored one (number {stored_number}); "
-            "a CRL never replaces a newer one."
+        raise _InvalidCrl(
+            _l(
+                "This CRL (number %(number)s) is older than the stored one (number "
+                "%(stored_number)s); a CRL never replaces a newer one.",
+                number=number,
+                stored_number=stored_number,
+            )
         )
     if this_update < stored.this_update:
-        raise ValidationError(
-            f"This CRL (thisUpdate {_when(this_update)}) is older than the stored one "
-            f"(thisUpdate {_when(stored.this_update)}); a CRL never replaces a newer one."
+        raise _InvalidCrl(
+            _l(
+                "This CRL (thisUpdate %(time)s UTC) is older than the stored one (thisUpdate "
+                "%(stored_time)s UTC); a CRL never replaces a newer one.",
+                time=_when(this_update),
+                stored_time=_when(stored.this_update),
+            )
         )
     if number == stored_number and this_update == stored.this_update:
         if der == stored.der:
             return False
-        raise ValidationError(
-            "This CRL has the same number and thisUpdate as the stored one but other content; "
-            "the CA must give a new CRL a new number."
+        raise _InvalidCrl(
+            _l(
+                "This CRL has the same number and thisUpdate as the stored one but other "
+                "content; the CA must give a new CRL a new number."
+            )
         )
     return True
 
@@ -319,7 +385,8 @@ class _CrlCache:
         self._guard = threading.Lock()
         self._locks: dict[_AnchorKey, threading.Lock] = {}
         self._parsed: dict[_AnchorKey, _Parsed] = {}
-        self._retry: dict[_AnchorKey, tuple[dt.datetime, str]] = {}
+        # Why the last fetch failed, untranslated (LazyString): read by other requests.
+        self._retry: dict[_AnchorKey, tuple[dt.datetime, LazyString]] = {}
 
     def lock(self, anchor: _AnchorKey) -> threading.Lock:
         with self._guard:
@@ -335,14 +402,14 @@ class _CrlCache:
     def put(self, anchor: _AnchorKey, parsed: _Parsed) -> None:
         self._parsed[anchor] = parsed
 
-    def retry_blocked(self, anchor: _AnchorKey, now: dt.datetime) -> str | None:
+    def retry_blocked(self, anchor: _AnchorKey, now: dt.datetime) -> LazyString | None:
         """The last failure's message while it is too early to try again, else None."""
         blocked = self._retry.get(anchor)
         if blocked is None or now >= blocked[0]:
             return None
         return blocked[1]
 
-    def failed(self, anchor: _AnchorKey, now: dt.datetime, message: str) -> None:
+    def failed(self, anchor: _AnchorKey, now: dt.datetime, message: LazyString) -> None:
         self._retry[anchor] = (now + RETRY_AFTER, message)
 
     def succeeded(self, anchor: _AnchorKey) -> None:
@@ -407,8 +474,11 @@ def store_crl(
             with db.session.begin_nested():
                 db.session.add(row)
         except sa.exc.IntegrityError:
-            raise Conflict(
-                f"Another CRL of {anchor.subject} was stored at the same moment; try again."
+            raise _CrlConflict(
+                _l(
+                    "Another CRL of %(subject)s was stored at the same moment; try again.",
+                    subject=anchor.subject,
+                )
             ) from None
     else:
         changed = _check_newer(row, number=number, this_update=this_update, der=der)
@@ -457,7 +527,12 @@ def _note_fetch(row: TaxCrl, source: str, now: dt.datetime) -> None:
 
 
 class _DownloadError(Exception):
-    """Why a download failed, in a few words (the URL is named by the caller)."""
+    """Why a download failed, in a few words (the URL is named by the caller); ``reason`` is
+    translated when shown."""
+
+    def __init__(self, reason: LazyString) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -474,7 +549,9 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     ) -> urllib.request.Request | None:
         if not is_http_url(newurl):
             fp.close()
-            raise _DownloadError(f"it redirects to a URL that is not http(s): {newurl}")
+            raise _DownloadError(
+                _l("it redirects to a URL that is not http(s): %(url)s", url=newurl)
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -489,7 +566,7 @@ def is_http_url(url: str) -> bool:
 
 def _download(url: str, *, timeout: float, limit: int) -> bytes:
     if not is_http_url(url):
-        raise _DownloadError("only http:// and https:// URLs are fetched")
+        raise _DownloadError(_l("only http:// and https:// URLs are fetched"))
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(  # noqa: S310  (the scheme is checked just above)
         url, headers={"Accept": "application/pkix-crl, */*", "User-Agent": "ca-service"}
@@ -499,29 +576,41 @@ def _download(url: str, *, timeout: float, limit: int) -> bytes:
         with opener.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _DownloadError(f"the CRL is larger than {limit // (1024 * 1024)} MB")
+                raise _DownloadError(_too_large(limit))
             chunks: list[bytes] = []
             size = 0
             while chunk := response.read(64 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise _DownloadError(f"the CRL is larger than {limit // (1024 * 1024)} MB")
+                    raise _DownloadError(_too_large(limit))
                 if time.monotonic() > deadline:
                     raise TimeoutError
                 chunks.append(chunk)
             return b"".join(chunks)
     except urllib.error.HTTPError as exc:
         exc.close()  # its body stays unread; close the connection it holds
-        raise _DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from None
+        raise _DownloadError(
+            _l("the server answered HTTP %(status)s %(reason)s", status=exc.code, reason=exc.reason)
+        ) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
-            raise _DownloadError(f"no answer within {timeout:g} seconds") from None
-        raise _DownloadError(f"cannot connect ({exc.reason})") from None
+            raise _DownloadError(
+                _l("no answer within %(seconds)s seconds", seconds=format(timeout, "g"))
+            ) from None
+        raise _DownloadError(_l("cannot connect (%(reason)s)", reason=exc.reason)) from None
     except TimeoutError:
-        raise _DownloadError(f"no complete answer within {timeout:g} seconds") from None
+        raise _DownloadError(
+            _l("no complete answer within %(seconds)s seconds", seconds=format(timeout, "g"))
+        ) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # ValueError: a URL http.client refuses (control characters, a bad port).
-        raise _DownloadError(f"the download failed ({exc or type(exc).__name__})") from None
+        raise _DownloadError(
+            _l("the download failed (%(error)s)", error=str(exc) or type(exc).__name__)
+        ) from None
+
+
+def _too_large(limit: int) -> LazyString:
+    return _l("the CRL is larger than %(size)s MB", size=limit // (1024 * 1024))
 
 
 def fetch_crl(
@@ -539,13 +628,22 @@ def fetch_crl(
     try:
         data = _download(url, timeout=timeout, limit=MAX_CRL_BYTES)
         return store_crl(actor=actor_name, anchor=anchor, der_or_pem=data, source=url, now=now)
-    except (_DownloadError, ValidationError, Conflict) as exc:
-        reason = exc.message if isinstance(exc, CAError) else str(exc)
-        _note_failure(anchor, f"{_when(now)}, {url}: {reason}")
+    except (_DownloadError, _InvalidCrl, _CrlConflict) as exc:
+        lazy_reason = exc.reason if isinstance(exc, _DownloadError) else exc.lazy
+        # A record every administrator reads, whatever their language: the default one.
+        with force_locale(DEFAULT_LANGUAGE):
+            _note_failure(anchor, f"{format_utc_datetime(now)} UTC, {url}: {lazy_reason}")
+        reason = str(lazy_reason)
         raise CrlFetchFailed(
-            f"Could not fetch the CRL of {anchor.subject} from {url}: {reason}",
+            _(
+                "Could not fetch the CRL of %(subject)s from %(url)s: %(reason)s",
+                subject=anchor.subject,
+                url=url,
+                reason=reason,
+            ),
             url=url,
             reason=reason,
+            lazy_reason=lazy_reason,
         ) from None
 
 
@@ -591,7 +689,10 @@ def fetch_anchor_crl(
     _anchor_certificate(anchor)
     if not anchor.crl_url:
         raise ValidationError(
-            f"{anchor.subject} has no CRL URL; set where the CA publishes its CRL first."
+            _(
+                "%(subject)s has no CRL URL; set where the CA publishes its CRL first.",
+                subject=anchor.subject,
+            )
         )
     return fetch_crl(
         actor=actor_name,
@@ -794,7 +895,7 @@ def _current_or_graced(
     grace = dt.timedelta(hours=int(settings["TAX_CRL_GRACE_HOURS"]))
     if stale is not None and now <= stale.next_update + grace:
         return stale
-    raise CrlUnavailable(_unavailable_message(anchor, stale, error or "no CRL was kept"))
+    raise CrlUnavailable(_unavailable_message(anchor, stale, error or _l("no CRL was kept")))
 
 
 def _fetch_for_lookup(
@@ -804,12 +905,13 @@ def _fetch_for_lookup(
     hint_urls: Sequence[str],
     settings: Settings,
     now: dt.datetime,
-) -> str | None:
-    """Fetch a current CRL into the cache; why that failed, or None when it worked."""
+) -> LazyString | None:
+    """Fetch a current CRL into the cache; why that failed (untranslated: it is kept for
+    other requests), or None when it worked."""
     anchor_key = _anchor_key(anchor)
     url = anchor.crl_url or next((u for u in hint_urls if is_http_url(u)), None)
     if url is None:
-        error = (
+        error = _l(
             "no CRL URL is set for the CA and the certificate names no http(s) CRL "
             "distribution point"
         )
@@ -823,23 +925,44 @@ def _fetch_for_lookup(
                 now=now,
             )
         except CrlFetchFailed as exc:
-            error = f"{exc.url}: {exc.reason}"
+            error = _l("%(url)s: %(reason)s", url=exc.url, reason=exc.lazy_reason)
         else:
             if now <= crl.next_update:
                 cache.succeeded(anchor_key)
                 return None
-            error = f"the CRL at {url} is out of date too (nextUpdate {_when(crl.next_update)})"
+            error = _l(
+                "the CRL at %(url)s is out of date too (nextUpdate %(time)s UTC)",
+                url=url,
+                time=_when(crl.next_update),
+            )
     cache.failed(anchor_key, now, error)
     return error
 
 
-def _unavailable_message(anchor: TrustAnchor, stale: _Parsed | None, error: str) -> str:
-    state = "is missing" if stale is None else f"is out of date since {_when(stale.next_update)}"
-    return (
-        f"Certificates of the tax CA {anchor.subject} cannot be checked for revocation: its "
-        f"revocation list (CRL) {state} and no current one could be fetched ({error}). "
-        "Tax-certificate sign-in is refused until a CA administrator uploads a current CRL or "
-        "the service can fetch one."
+def _unavailable_message(anchor: TrustAnchor, stale: _Parsed | None, error: LazyString) -> str:
+    """Built for each refusal, in the language of the request refused (``error`` may come
+    from another request's fetch: it is translated here)."""
+    if stale is None:
+        return str(
+            _(
+                "Certificates of the tax CA %(subject)s cannot be checked for revocation: its "
+                "revocation list (CRL) is missing and no current one could be fetched (%(error)s). "
+                "Tax-certificate sign-in is refused until a CA administrator uploads a current CRL "
+                "or the service can fetch one.",
+                subject=anchor.subject,
+                error=error,
+            )
+        )
+    return str(
+        _(
+            "Certificates of the tax CA %(subject)s cannot be checked for revocation: its "
+            "revocation list (CRL) is out of date since %(time)s UTC and no current one could be "
+            "fetched (%(error)s). Tax-certificate sign-in is refused until a CA administrator "
+            "uploads a current CRL or the service can fetch one.",
+            subject=anchor.subject,
+            time=format_utc_datetime(stale.next_update),
+            error=error,
+        )
     )
 
 

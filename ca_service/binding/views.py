@@ -30,6 +30,7 @@ from ca_service.binding.models import RevocationPolicy, TaxCrl, TrustPurpose
 from ca_service.db import db, utcnow
 from ca_service.errors import CAError, ValidationError
 from ca_service.extensions import settings_of
+from ca_service.i18n import format_utc_datetime
 
 bp = Blueprint("trust_admin", __name__, url_prefix="/admin/trust")
 
@@ -44,15 +45,22 @@ def _user() -> User:
 
 
 def _read(upload: FileStorage | None, limit: int, what: str) -> bytes:
-    """An uploaded file's bytes, reading at most one byte beyond the limit.
+    """An uploaded file's bytes, reading at most one byte beyond the limit. ``what``: the
+    file's name in the messages (translated).
 
     :raises ValidationError: when it is empty or larger than ``limit``.
     """
     data = upload.stream.read(limit + 1) if upload is not None else b""
     if not data:
-        raise ValidationError(f"The {what} file is empty.")
+        raise ValidationError(_("The %(what)s file is empty.", what=what))
     if len(data) > limit:
-        raise ValidationError(f"The {what} file is larger than {limit // (1024 * 1024)} MB.")
+        raise ValidationError(
+            _(
+                "The %(what)s file is larger than %(size)s MB.",
+                what=what,
+                size=limit // (1024 * 1024),
+            )
+        )
     return data
 
 
@@ -77,13 +85,20 @@ def _refused(exc: CAError, add_form: AddAnchorForm | None = None) -> tuple[str, 
 
 
 def _crl_summary(crl: TaxCrl) -> str:
-    number = f"number {int(crl.crl_number, 16)}, " if crl.crl_number else ""
-    summary = (
-        f"{number}thisUpdate {crl.this_update:%Y-%m-%d %H:%M} UTC, "
-        f"nextUpdate {crl.next_update:%Y-%m-%d %H:%M} UTC"
-    )
+    times = {
+        "this_update": format_utc_datetime(crl.this_update),
+        "next_update": format_utc_datetime(crl.next_update),
+    }
+    if crl.crl_number:
+        summary: str = _(
+            "number %(number)s, thisUpdate %(this_update)s UTC, nextUpdate %(next_update)s UTC",
+            number=int(crl.crl_number, 16),
+            **times,
+        )
+    else:
+        summary = _("thisUpdate %(this_update)s UTC, nextUpdate %(next_update)s UTC", **times)
     if utcnow() > crl.next_update:
-        summary += ". It is already out of date: tax-certificate sign-in stays refused"
+        summary += ". " + _("It is already out of date: tax-certificate sign-in stays refused")
     return summary
 
 
@@ -103,14 +118,20 @@ def add() -> Page:
         anchor = service.add_trust_anchor(
             actor=_user(),
             purpose=TrustPurpose(form.purpose.data),
-            data=_read(form.certificate.data, _MAX_CERTIFICATE_BYTES, "certificate"),
+            data=_read(form.certificate.data, _MAX_CERTIFICATE_BYTES, _("certificate")),
             crl_url=form.crl_url.data or None,
         )
     except CAError as exc:
         return _refused(exc, form)
-    message = f"{anchor.subject} is now a {anchor.purpose.value} trust anchor."
+    message: str = _(
+        "%(subject)s is now a %(purpose)s trust anchor.",
+        subject=anchor.subject,
+        purpose=anchor.purpose.value,
+    )
     if anchor.purpose is TrustPurpose.TAX and not anchor.crl_url:
-        message += " Set its CRL URL or upload its CRL: until then its certificates are refused."
+        message += " " + _(
+            "Set its CRL URL or upload its CRL: until then its certificates are refused."
+        )
     flash(message, "success")
     return redirect(url_for(".index"))
 
@@ -118,11 +139,14 @@ def add() -> Page:
 def _set_enabled(anchor_id: int, enabled: bool) -> Page:
     try:
         if not ActionForm().validate_on_submit():
-            raise ValidationError(FORM_EXPIRED)
+            raise ValidationError(_(FORM_EXPIRED))
         anchor = service.set_anchor_enabled(actor=_user(), anchor_id=anchor_id, enabled=enabled)
     except CAError as exc:
         return _refused(exc)
-    flash(f"{anchor.subject} is {'enabled' if enabled else 'disabled'}.", "success")
+    if enabled:
+        flash(_("%(subject)s is enabled.", subject=anchor.subject), "success")
+    else:
+        flash(_("%(subject)s is disabled.", subject=anchor.subject), "success")
     return redirect(url_for(".index"))
 
 
@@ -151,9 +175,19 @@ def crl_url(anchor_id: int) -> Page:
     except CAError as exc:
         return _refused(exc)
     if anchor.crl_url:
-        flash(f"{anchor.subject} publishes its CRL at {anchor.crl_url}.", "success")
+        flash(
+            _(
+                "%(subject)s publishes its CRL at %(url)s.",
+                subject=anchor.subject,
+                url=anchor.crl_url,
+            ),
+            "success",
+        )
     else:
-        flash(f"{anchor.subject} has no CRL URL now; upload its CRLs here.", "success")
+        flash(
+            _("%(subject)s has no CRL URL now; upload its CRLs here.", subject=anchor.subject),
+            "success",
+        )
     return redirect(url_for(".index"))
 
 
@@ -192,12 +226,12 @@ def upload_crl(anchor_id: int) -> Page:
         crl = tax_crls.upload_crl(
             actor=_user(),
             anchor_id=anchor_id,
-            data=_read(form.crl.data, tax_crls.MAX_CRL_BYTES, "CRL"),
+            data=_read(form.crl.data, tax_crls.MAX_CRL_BYTES, _("CRL")),
             now=utcnow(),
         )
     except CAError as exc:
         return _refused(exc)
-    flash(f"The CRL is stored: {_crl_summary(crl)}.", "success")
+    flash(_("The CRL is stored: %(summary)s.", summary=_crl_summary(crl)), "success")
     return redirect(url_for(".index"))
 
 
@@ -206,7 +240,7 @@ def upload_crl(anchor_id: int) -> Page:
 def fetch_crl(anchor_id: int) -> Page:
     try:
         if not ActionForm().validate_on_submit():
-            raise ValidationError(FORM_EXPIRED)
+            raise ValidationError(_(FORM_EXPIRED))
         crl = tax_crls.fetch_anchor_crl(
             actor=_user(), anchor_id=anchor_id, settings=settings_of(current_app), now=utcnow()
         )
@@ -219,5 +253,12 @@ def fetch_crl(anchor_id: int) -> Page:
         return trust_page(exc.status_code)
     except CAError as exc:
         return _refused(exc)
-    flash(f"Fetched the CRL from {crl.source}: {_crl_summary(crl)}.", "success")
+    flash(
+        _(
+            "Fetched the CRL from %(source)s: %(summary)s.",
+            source=crl.source,
+            summary=_crl_summary(crl),
+        ),
+        "success",
+    )
     return redirect(url_for(".index"))

@@ -24,15 +24,17 @@ class OneLineErrors(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:  # --help, ctx.exit()
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:  # --help
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
         except click.ClickException as exc:
             _show(exc)
-        sys.exit(0)
+        # Outside standalone mode click answers ``ctx.exit(n)`` by returning n; commands
+        # themselves return None (tests/test_cli_errors.py checks both).
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 def _show(exc: click.ClickException) -> NoReturn:

@@ -36,3 +36,23 @@ def test_help_still_exits_zero() -> None:
     result = CliRunner().invoke(service_main, ["--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output
+
+
+def test_an_exit_code_given_to_ctx_exit_is_kept() -> None:
+    from ca_service.click_errors import OneLineErrors
+
+    @click.group(cls=OneLineErrors)
+    def tool() -> None:
+        pass
+
+    @tool.command()
+    @click.pass_context
+    def later(ctx: click.Context) -> None:
+        ctx.exit(3)
+
+    @tool.command()
+    def fine() -> None:
+        pass
+
+    assert CliRunner().invoke(tool, ["later"]).exit_code == 3
+    assert CliRunner().invoke(tool, ["fine"]).exit_code == 0

@@ -1,8 +1,9 @@
 """Approvals and renewals racing across eight threads (issue #16, scope 1): every approval
-and every renewal is tried by two threads at once; nothing is lost or duplicated, serials and
-CRL numbers stay unique, the audit chain verifies, and no attempt ends in anything but a
-certificate or the service's Conflict ("database is locked", IntegrityError or any other
-exception reaching a caller fails the test with its traceback).
+and every renewal (half of them superseding, so revocations and CRL publications race too) is
+tried by two threads at once, then two threads publish every CRL: nothing is lost or
+duplicated, serials and CRL numbers stay unique, the audit chain verifies, and no attempt
+ends in anything but a certificate or the service's Conflict ("database is locked",
+IntegrityError or any other exception reaching a caller fails the test with its traceback).
 
 The verdict does not depend on timing: the threads meet on a barrier before every round, and
 whichever thread wins a pair, the expected end state is the same."""
@@ -57,6 +58,7 @@ class Attempt:
     kind: Literal["approve", "renew"]
     target: int  # the application (approve) or the certificate (renew) id
     actor_id: int  # the officer (approve) or the employer's administrator (renew)
+    supersede: bool = False  # renew only: revoke the old certificate (and publish a CRL)
 
 
 def _submitted_application(app: Flask, account: EmployerAccount) -> int:
@@ -139,7 +141,7 @@ def _attempt(app: Flask, attempt: Attempt) -> str:
                     user=actor,
                     certificate=certificate,
                     csr=_csr(ec.generate_private_key(ec.SECP256R1())).encode(),
-                    supersede=False,
+                    supersede=attempt.supersede,
                     contacts_confirmed=False,
                     token=app_token(),
                     settings=settings_of(app),
@@ -221,6 +223,9 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
     ]
     applicants = [make_employer() for _ in range(EMPLOYERS)]
     applications = [_submitted_application(app, account) for account in applicants]
+    # Every other renewal supersedes: its revocation re-signs OCSP and publishes CRLs (or
+    # coalesces them) while the others issue.
+    superseded = {issued.serial for issued in first[::2]}
     pairs = [
         (
             Attempt("approve", application_id, officers[0]),
@@ -229,10 +234,10 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
         for application_id in applications
     ] + [
         (
-            Attempt("renew", issued.certificate_id, issued.account.user_id),
-            Attempt("renew", issued.certificate_id, issued.account.user_id),
+            Attempt("renew", i.certificate_id, i.account.user_id, i.serial in superseded),
+            Attempt("renew", i.certificate_id, i.account.user_id, i.serial in superseded),
         )
-        for issued in first
+        for i in first
     ]
     plans = _plan(pairs, seed=16)
 
@@ -298,5 +303,23 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
             .having(sa.func.count() > 1)
         ).all()
         assert duplicate_crl_numbers == []
+        # The superseded certificates, and only they, are revoked, and the newest CRL of
+        # their issuer (published after the race) lists every one of them.
+        revoked = db.session.execute(
+            sa.select(Certificate.serial, Certificate.revocation_reason).where(
+                Certificate.revoked_at.is_not(None)
+            )
+        ).all()
+        assert sorted(revoked) == sorted((serial, "superseded") for serial in superseded)
+        old = db.session.get(Certificate, first[0].certificate_id)
+        assert old is not None
+        newest = db.session.scalars(
+            sa.select(PublishedCRL.der)
+            .where(PublishedCRL.issuer_id == old.issuer_id)
+            .order_by(PublishedCRL.number.desc())
+            .limit(1)
+        ).one()
+        listed = {f"{entry.serial_number:x}" for entry in x509.load_der_x509_crl(newest)}
+        assert listed == superseded
     verified = cli("audit", "verify")
     assert verified.exit_code == 0, verified.output

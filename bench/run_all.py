@@ -34,12 +34,25 @@ OCSP_GOAL = 1.5  # ours >= 1.5x openssl's throughput ...
 OCSP_P99_MS = 10.0  # ... with p99 <= 10 ms
 
 
+# Why the goals this report finds NOT MET are missed (see the README's Benchmarks section).
+NOTES = [
+    "Known misses. One-by-one issuance (as an approval issues) pays about 14 database round trips",
+    "per certificate, each about 0.4 ms to PostgreSQL here, the order of a whole RSA signature;",
+    "batches pay them once (issue #16 asks for pipeline mode or fewer round trips). A renewal",
+    "is one HTTP request doing a whole application's work: it costs the server 13-24 ms of CPU",
+    "against 0.4-1.3 ms for a bare signature, so on two cores its ratio cannot pass about",
+    "8 % / 4 % whatever the load (README, renewal). Bounded sizes here (and another job on the",
+    "same two cores) make every ratio noisier than the README's runs: batches of 50 on",
+    "PostgreSQL met 52-59 % / 22-23 % on a quiet machine.",
+]
+
+
 def benchmarks(pg: str | None) -> list[tuple[str, str, list[str]]]:
     """(name, title, arguments) of each run: the smallest sizes that still give a ratio."""
     with_pg = ["--postgres", pg] if pg else []
     runs = [
-        ("issuance", "Issuance", ["issuance.py", "-n", "100", "--round", "25", *with_pg]),
-        ("renewal", "Renewal over HTTP", ["renewal.py", "--quick", *with_pg]),
+        ("issuance", "Issuance", ["issuance.py", "-n", "300", "--round", "50", *with_pg]),
+        ("renewal", "Renewal over HTTP", ["renewal.py", "-n", "400", *with_pg]),
         ("login", "Certificate login", ["login.py", "-n", "100", "--seconds", "1.5", *with_pg]),
         ("crl", "CRL publication", ["crl.py", "--sizes", "10000,40000,100000", *with_pg]),
         ("ocsp", "OCSP responder", ["ocsp.py", "--rounds", "2", "--seconds", "2", *with_pg]),
@@ -61,7 +74,8 @@ def _output(command: list[str]) -> str:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
-    return (proc.stdout or proc.stderr).strip().splitlines()[0] if proc.returncode == 0 else "?"
+    lines = (proc.stdout or proc.stderr).strip().splitlines()  # wrk -v exits 1
+    return lines[0] if lines else "?"
 
 
 def machine(pg: str | None) -> list[tuple[str, str]]:
@@ -100,7 +114,7 @@ def machine(pg: str | None) -> list[tuple[str, str]]:
             "OpenSSL (cryptography)",
             f"{openssl_backend.openssl_version_text()}, cryptography {cryptography.__version__}",
         ),
-        ("wrk", _output(["wrk", "--version"]) or "?"),
+        ("wrk", _output(["wrk", "-v"])),
     ]
 
 
@@ -320,7 +334,7 @@ def main() -> None:
             lines.append(f"| {r['title']} | failed (exit {r['returncode']}) | | **NOT MET** |")
             continue
         lines += [f"| {w} | {m} | {g} | {v} |" for w, m, g, v in goals(r["name"], r["data"])]
-    lines.append("")
+    lines += ["", *NOTES, ""]
     for r in results:
         lines += [f"## {r['title']}", "", f"`{r['command']}`", ""]
         if r["data"] is None:

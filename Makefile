@@ -74,7 +74,7 @@ bench: setup
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/renewal.py
 
-# Every benchmark in its bounded mode -> bench/RESULTS.md and its plots (about 10 minutes).
+# Every benchmark in its bounded mode -> bench/RESULTS.md and its plots (about 4 minutes).
 BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
 bench-report: setup
 	$(BIN)/python bench/run_all.py --postgres $(BENCH_POSTGRES)

@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n auto
 # the openssl command line (independent client in tests), Python's venv support, and Chromium
 # (the browser the web UI tests drive through Playwright; never downloaded by Playwright).
 
-.PHONY: run test setup system-packages compile-translations translations lint bench clean-var
+.PHONY: run test setup system-packages compile-translations translations lint bench bench-report clean-var
 
 run: setup
 	$(BIN)/ca-service init
@@ -73,6 +73,11 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/renewal.py
+
+# Every benchmark in its bounded mode -> bench/RESULTS.md and its plots (about 4 minutes).
+BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+bench-report: setup
+	$(BIN)/python bench/run_all.py --postgres $(BENCH_POSTGRES)
 
 clean-var:
 	rm -rf var

@@ -3,6 +3,7 @@ made with the project's own code (as tests/conftest.py does), and peak-RSS helpe
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import secrets
@@ -161,6 +162,13 @@ def app_context(env: BenchEnv) -> Iterator[Any]:
             db.session.rollback()
             db.session.remove()
             db.engine.dispose()
+
+
+def write_json(path: str | None, rows: list[dict[str, str]], **extra: Any) -> None:
+    """With ``--json FILE``: the printed table's rows (and any raw figures) for bench/run_all.py."""
+    if path:
+        data = {"rows": rows, **extra}
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def table(rows: list[dict[str, str]], columns: list[str]) -> str:

@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument(
         "--sqlite", action=argparse.BooleanOptionalAction, default=True, help="run on SQLite"
     )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     parser.add_argument("--case", choices=["ours", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,6 +238,7 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     rows: list[dict[str, str]] = []
+    points: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-crl-") as tmp:
         var_dir = Path(tmp)
         conf, label = _common.make_token(var_dir)
@@ -266,8 +268,19 @@ def main() -> None:
                         "CRL size": f"{ours['bytes'] / 1e6:.1f} MB",
                     }
                 )
+                points.append(
+                    {
+                        "backend": backend,
+                        "entries": size,
+                        "ours_s": ours["seconds"],
+                        "bare_s": bare["seconds"],
+                        "ours_peak_rss_mb": ours["peak_rss_mb"],
+                        "bare_peak_rss_mb": bare["peak_rss_mb"],
+                    }
+                )
                 print(_common.table(rows[-1:], list(rows[-1])), file=sys.stderr)
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows, points=points)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=None, help="PostgreSQL URL (its public schema is recreated!)"
     )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         var_dir = Path(tmp)
@@ -165,6 +166,7 @@ def main() -> None:
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(f"{backend}, {args.rows:,} certificates")
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows, backend=backend, certificates=args.rows)
 
 
 if __name__ == "__main__":

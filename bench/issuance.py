@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="certificates per case")
     parser.add_argument("--round", type=int, default=50, help="certificates per round and batch")
     parser.add_argument("--postgres", default=None, help="PostgreSQL URL (schema is reset!)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     rows = []
@@ -206,6 +207,7 @@ def main() -> None:
                 )
     print()
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ def main() -> None:
         action="store_true",
         help="roll each login's transaction back (instead of committing it as a request does)",
     )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     rows = []
@@ -257,6 +258,7 @@ def main() -> None:
                 )
     print()
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -474,6 +474,7 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         / (sum(run["duration_us"] for run in runs) / 1e6),
         "rps_range": (min(rates), max(rates)),
         "p50_us": percentile(histogram, 50),
+        "p90_us": percentile(histogram, 90),
         "p99_us": percentile(histogram, 99),
         "errors": sum(run["errors"] for run in runs),
         "status": sum(run["status"] for run in runs),
@@ -481,7 +482,11 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(
-    backend: str, database_url: str, token: tuple[Path, Path, str], args: Any
+    backend: str,
+    database_url: str,
+    token: tuple[Path, Path, str],
+    args: Any,
+    latencies: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, str]]:
     """Both servers on one backend, taking turns; the table rows."""
     var_dir, conf, label = token
@@ -574,6 +579,16 @@ def measure(
 
     totals = {server.name: pooled(server.runs) for server in servers}
     ratios = [o["rps"] / t["rps"] for o, t in zip(ours.runs, openssl.runs, strict=True)]
+    if latencies is not None:
+        latencies += [
+            {
+                "backend": backend,
+                "server": name,
+                "rps": total["rps"],
+                **{f"p{p}_ms": total[f"p{p}_us"] / 1000 for p in (50, 90, 99)},
+            }
+            for name, total in totals.items()
+        ]
     for name, total in totals.items():
         if total["errors"] or total["status"]:
             print(
@@ -614,21 +629,24 @@ def main() -> None:
         "--threads", type=int, default=4, help="`ca-service serve --threads`: app threads"
     )
     parser.add_argument("--postgres", metavar="URL", help="also on this PostgreSQL database")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     rows: list[dict[str, str]] = []
+    latencies: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ocsp-") as tmp:
         var_dir = Path(tmp)
         conf, label = _common.make_token(var_dir)
         token = (var_dir, conf, label)
-        rows += measure("sqlite", f"sqlite:///{var_dir / 'ocsp.db'}", token, args)
+        rows += measure("sqlite", f"sqlite:///{var_dir / 'ocsp.db'}", token, args, latencies)
         if args.postgres:
             url = _common.sqlalchemy_url(args.postgres)
-            rows += measure("postgresql", url, token, args)
+            rows += measure("postgresql", url, token, args, latencies)
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows, latencies=latencies)
     print(
         f"\n{args.rounds} rounds of {args.seconds} s per server, taking turns. req/s: all runs'"
         " responses over their seconds; p50, p99: of all runs' latencies pooled; errors: socket"

@@ -464,6 +464,7 @@ def main() -> None:
         "--keys", default=",".join(GOALS), help=f"issuing keys, of {', '.join(GOALS)}"
     )
     parser.add_argument("--quick", action="store_true", help="-n 100 --round 25")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     if args.quick:
         args.n, args.round = 100, 25
@@ -511,6 +512,7 @@ def main() -> None:
             )
     print()
     print(_common.table(rows, list(rows[0])))
+    _common.write_json(args.json, rows)
     print(
         f"\n{args.n} renewals per case from {args.clients} clients, `ca-service serve --workers "
         f"{args.workers}`; bare: {args.workers} processes, {args.clients} threads between them; "

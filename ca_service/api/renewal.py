@@ -17,11 +17,10 @@ from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import application_json, certificate_json, timestamp
 from ca_service.auth.models import Role
-from ca_service.db import db, read_first
+from ca_service.db import read_first
 from ca_service.errors import ValidationError
 from ca_service.extensions import settings_of
-from ca_service.hsm_access import app_token
-from ca_service.issuance import renewal
+from ca_service.issuance import renewal, renewal_batch
 from ca_service.issuance.renewal import RenewalState, RenewalWindow
 
 # How often a client should ask again (RFC 9773 Retry-After): the window does not move faster.
@@ -78,19 +77,20 @@ def renewal_info(serial: str) -> Response:
 
 @bp.post("/certificates/<serial>/renewal")
 def renew_certificate(serial: str) -> Response:
-    user = bearer_user(Role.EMPLOYER_ADMIN)
-    certificate = renewal.employer_certificate(user=user, serial=serial)
-    data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
-    csr = text_field(data, "csr_pem").encode()
-    outcome = renewal.request_renewal(
+    with read_first():  # checked without SQLite's write lock (renewal_batch.renew)
+        user = bearer_user(Role.EMPLOYER_ADMIN)
+        certificate = renewal.employer_certificate(user=user, serial=serial)
+        data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
+        csr = text_field(data, "csr_pem").encode()
+        supersede = _flag(data, "supersede")
+        contacts_confirmed = _flag(data, "contacts_confirmed")
+    outcome = renewal_batch.renew(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
         user=user,
         certificate=certificate,
         csr=csr,
-        supersede=_flag(data, "supersede"),
-        contacts_confirmed=_flag(data, "contacts_confirmed"),
-        token=app_token(),
-        settings=settings_of(current_app),
-        commit=db.session.commit,
+        supersede=supersede,
+        contacts_confirmed=contacts_confirmed,
     )
     if outcome.certificate is not None:
         # Issued and committed: what is left only reads, so a transaction begun for it (none

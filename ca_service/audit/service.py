@@ -247,11 +247,13 @@ def _lock_head(appending: int) -> _ClaimedHead:
 
 @dataclass(frozen=True)
 class NewEvent:
-    """One event of ``record_events``: what happened to what (the actor is the batch's)."""
+    """One event of ``record_events``: what happened to what, and who did it when not the
+    batch's actor (a batch of renewals appends the events of several employers at once)."""
 
     action: str
     target: str
     details: Mapping[str, object]
+    actor: str | None = None
 
 
 def record_event(actor: str, action: str, target: str, details: Mapping[str, object]) -> AuditEvent:
@@ -282,7 +284,7 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
     rows: list[tuple[NewEvent, str]] = []
     for new in events:
         _refuse_secrets(new.details)
-        _check_lengths(action=new.action, target=new.target)
+        _check_lengths(action=new.action, target=new.target, actor=new.actor or actor)
         rows.append(
             (new, canonical_json(new.details))
         )  # before the lock: bad input must not hold it
@@ -297,7 +299,7 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
         event = AuditEvent(
             seq=seq,
             occurred_at=occurred_at,
-            actor=actor,
+            actor=new.actor or actor,
             action=new.action,
             target=new.target,
             details=details_json,

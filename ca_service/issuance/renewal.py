@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
 
-from ca_service.audit.service import record_event
+from ca_service.audit.service import NewEvent, record_events
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
@@ -39,13 +39,15 @@ from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
-from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError
+from ca_service.errors import CAError, Conflict, Forbidden, NotFound, ValidationError
+from ca_service.i18n import current_language
 from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
-from ca_service.revocation.blocked_keys import refuse_blocked_key
+from ca_service.outbox.service import in_language
+from ca_service.revocation.blocked_keys import blocked_among, refuse_blocked_key
 from ca_service.revocation.service import revoke_certificate
 from hsm import Token
 
@@ -332,17 +334,16 @@ class _EventsBeforeCommit:
     be held through the issuance's reads and reservation up to its commit; appended just
     before that commit, it is held for the commit alone (bench/renewal.py: 16 clients renewing
     at once queue on it). The events and their order are the same, in the same transaction.
+    Each event names its actor; those of a batch of renewals go under one claim of the head.
     """
 
-    def __init__(
-        self, events: list[tuple[str, str, str, Mapping[str, object]]], commit: applications.Commit
-    ) -> None:
+    def __init__(self, events: list[NewEvent], commit: applications.Commit) -> None:
         self._events = events
         self._commit = commit
 
     def append(self) -> None:
-        for actor, action, target, details in self._events:
-            record_event(actor, action, target, details)
+        if self._events:
+            record_events("system", self._events)
         self._events = []
 
     def commit(self) -> None:
@@ -350,27 +351,44 @@ class _EventsBeforeCommit:
         self._commit()
 
 
-def request_renewal(
+@dataclass(frozen=True)
+class RenewalPlan:
+    """A renewal request checked against what was read: what to write, and whether it is
+    issued at once (no reasons for review). Plain values, so that another thread (the
+    process's renewal batch, ``renewal_batch``) can carry it out in its own session."""
+
+    user_id: int
+    actor: str
+    language: str  # of the request: the history notes are written in it
+    employer_id: int
+    registration_number: str
+    employer_updated_at: dt.datetime  # as read: a change since means "read again"
+    certificate_id: int
+    serial: str
+    checked: CheckedRequest
+    state: RenewalState
+    supersede: bool
+    reasons: tuple[str, ...]  # why it needs review or documents (empty: issued at once)
+    status: ApplicationStatus  # of the renewal application: approved, submitted or draft
+    now: dt.datetime
+
+
+def plan_renewal(
     *,
     user: User,
     certificate: Certificate,
     csr: bytes,
     supersede: bool,
     contacts_confirmed: bool,
-    token: Token,
     settings: Settings,
-    commit: applications.Commit,
-) -> RenewalOutcome:
-    """Renew ``certificate`` with the key of ``csr``.
-
-    Issued at once when nothing needs review (commits inside ``issue_certificate``); else a
-    renewal application waits for an officer (SUBMITTED) or for the employer's replacement
-    documents (DRAFT). With ``supersede`` the old certificate is revoked as superseded once the
-    new one is issued.
+) -> RenewalPlan:
+    """Check a renewal of ``certificate`` with the key of ``csr``; writes nothing (it runs in a
+    read transaction that never waits for SQLite's write lock).
 
     :raises Conflict: outside the window, revoked, already renewed or being renewed.
     :raises ValidationError: bad CSR, same key as before, another subject, details unconfirmed.
     :raises Forbidden: not the employer's administrator, or its mobile not confirmed.
+    :raises KeyBlocked: the key was revoked for keyCompromise.
     """
     ensure_role(user, Role.EMPLOYER_ADMIN)
     employer = employer_of(user)
@@ -400,7 +418,8 @@ def request_renewal(
                 "a new key pair."
             )
         )
-    # A key once revoked for keyCompromise is never certified again (issuance checks once more).
+    # A key once revoked for keyCompromise is never certified again (issuance checks once more,
+    # on the key it signs, when it writes).
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _check_subject(checked, employer)
     basis = lineage_basis(certificate)
@@ -412,21 +431,122 @@ def request_renewal(
         status = ApplicationStatus.DRAFT
     else:
         status = ApplicationStatus.SUBMITTED
-    application = Application(
-        employer=employer,  # loaded: the answer shows the employer without reading it again
+    return RenewalPlan(
+        user_id=user.id,
+        actor=actor_of(user),
+        language=current_language(),
+        employer_id=employer.id,
+        registration_number=employer.registration_number,
+        employer_updated_at=employer.updated_at,
+        certificate_id=certificate.id,
+        serial=certificate.serial,
+        checked=checked,
+        state=window.state,
+        supersede=supersede,
+        reasons=tuple(reasons),
         status=status,
+        now=now,
+    )
+
+
+def _renewal_application(plan: RenewalPlan) -> Application:
+    now = plan.now
+    return Application(
+        employer_id=plan.employer_id,
+        status=plan.status,
         key_source=KeySource.CSR,
-        csr_der=checked.der,
-        key_description=checked.key_description,
-        public_key_sha256=checked.public_key_sha256,
-        created_by_id=user.id,
-        submitted_at=None if status is ApplicationStatus.DRAFT else now,
-        decided_at=now if status is ApplicationStatus.APPROVED else None,
-        renews_id=certificate.id,
+        csr_der=plan.checked.der,
+        key_description=plan.checked.key_description,
+        public_key_sha256=plan.checked.public_key_sha256,
+        created_by_id=plan.user_id,
+        submitted_at=None if plan.status is ApplicationStatus.DRAFT else now,
+        decided_at=now if plan.status is ApplicationStatus.APPROVED else None,
+        renews_id=plan.certificate_id,
         # A renewal brings no documents of its own (it relies on the lineage's): known empty,
         # so the answer does not load the collection.
         documents=[],
     )
+
+
+def _record_requested(plan: RenewalPlan, application: Application) -> NewEvent:
+    """The history rows of a new renewal application (in the request's language) and its
+    ``renewal.requested`` audit event (to append)."""
+    with in_language(plan.language):
+        applications.record_history(
+            application,
+            plan.actor,
+            _("Renewal of certificate %(serial)s requested.", serial=plan.serial),
+        )
+        if plan.reasons:
+            note = _("Needs review: %(reasons)s.", reasons="; ".join(plan.reasons))
+            applications.record_history(application, plan.actor, note)
+        else:
+            applications.record_history(
+                application,
+                "system",
+                _("Approved without review: employer record unchanged and documents still valid."),
+            )
+    return NewEvent(
+        "renewal.requested",
+        str(application.id),
+        {
+            "renews": plan.serial,
+            "employer": plan.registration_number,
+            "public_key_sha256": plan.checked.public_key_sha256,
+            "state": plan.state.value,
+            "supersede": plan.supersede,
+            "review": list(plan.reasons),
+        },
+        plan.actor,
+    )
+
+
+def _approved_event(application: Application) -> NewEvent:
+    return NewEvent("application.approved", str(application.id), {"renewal": True}, "system")
+
+
+def request_renewal(
+    *,
+    user: User,
+    certificate: Certificate,
+    csr: bytes,
+    supersede: bool,
+    contacts_confirmed: bool,
+    token: Token,
+    settings: Settings,
+    commit: applications.Commit,
+) -> RenewalOutcome:
+    """Renew ``certificate`` with the key of ``csr``, checked and carried out in the caller's
+    session (``plan_renewal``, then ``carry_out``)."""
+    plan = plan_renewal(
+        user=user,
+        certificate=certificate,
+        csr=csr,
+        supersede=supersede,
+        contacts_confirmed=contacts_confirmed,
+        settings=settings,
+    )
+    return carry_out(plan, certificate=certificate, token=token, settings=settings, commit=commit)
+
+
+def carry_out(
+    plan: RenewalPlan,
+    *,
+    certificate: Certificate,
+    token: Token,
+    settings: Settings,
+    commit: applications.Commit,
+) -> RenewalOutcome:
+    """Write the renewal ``plan`` made of ``certificate`` in this transaction.
+
+    Issued at once when nothing needs review (commits inside ``issue_certificate``); else a
+    renewal application waits for an officer (SUBMITTED) or for the employer's replacement
+    documents (DRAFT). With ``supersede`` the old certificate is revoked as superseded once the
+    new one is issued.
+
+    :raises Conflict: another request renewed the certificate meanwhile.
+    """
+    application = _renewal_application(plan)
     try:
         with db.session.begin_nested():
             db.session.add(application)
@@ -435,60 +555,126 @@ def request_renewal(
         raise Conflict(
             _(
                 "A renewal of certificate %(serial)s was just requested by another request.",
-                serial=certificate.serial,
+                serial=plan.serial,
             )
         ) from None
-    actor = actor_of(user)
-    applications.record_history(
-        application,
-        actor,
-        _("Renewal of certificate %(serial)s requested.", serial=certificate.serial),
-    )
-    requested = (
-        actor,
-        "renewal.requested",
-        str(application.id),
-        {
-            "renews": certificate.serial,
-            "employer": employer.registration_number,
-            "public_key_sha256": checked.public_key_sha256,
-            "state": window.state.value,
-            "supersede": supersede,
-            "review": reasons,
-        },
-    )
-    if reasons:
-        record_event(*requested)
-        note = _("Needs review: %(reasons)s.", reasons="; ".join(reasons))
-        applications.record_history(application, actor, note)
-        return RenewalOutcome(application, None, reasons)
-    applications.record_history(
-        application,
-        "system",
-        _("Approved without review: employer record unchanged and documents still valid."),
-    )
-    events = _EventsBeforeCommit(
-        [requested, ("system", "application.approved", str(application.id), {"renewal": True})],
-        commit,
-    )
+    requested = _record_requested(plan, application)
+    if plan.reasons:
+        record_events(plan.actor, [requested])
+        return RenewalOutcome(application, None, list(plan.reasons))
+    events = _EventsBeforeCommit([requested, _approved_event(application)], commit)
     issued = applications.issue_certificate(
         application=application,
         token=token,
         profile=applications.EmployerProfile.from_settings(settings),
         commit=events.commit,
-        actor=actor,
+        actor=plan.actor,
     )
     events.append()  # issuance committed nothing: the caller's boundary decides
-    if supersede:
+    if plan.supersede:
         revoke_certificate(
             token=token,
             settings=settings,
             certificate=certificate,
             reason="superseded",
             invalidity_date=None,
-            actor=actor,
+            actor=plan.actor,
         )
     return RenewalOutcome(application, issued, [])
+
+
+@dataclass(frozen=True)
+class BatchRenewal:
+    """What a batch did with one plan: the renewal application and its new certificate, or
+    the error that refused it (its application then holds no certificate)."""
+
+    application_id: int
+    certificate_id: int | None
+    error: CAError | None
+
+
+# What a batch reads again under the write lock, for all its plans in one query each: what may
+# have changed since a plan was made (a revocation, an employer record edited, another renewal).
+_STILL_AS_PLANNED = sa.select(
+    Certificate.id, Certificate.revoked_at, Employer.updated_at, Employer.mobile_confirmed_at
+).join(Employer, Employer.id == Certificate.employer_id)
+
+
+def renew_planned(
+    plans: Sequence[RenewalPlan],
+    *,
+    token: Token,
+    settings: Settings,
+    commit: applications.Commit,
+) -> list[BatchRenewal | None]:
+    """Carry out renewal plans that are issued at once, together: their applications, history
+    and events in the transaction that reserves their serials (one commit), one HSM signature
+    each, then one commit storing every certificate (``issue_certificates``). One result per
+    plan, in order; None where the plan must be made again and carried out one by one
+    (``request_renewal``), because what it was made from changed (revoked, renewed, employer
+    record or key blocked since) or because it asks to supersede: nothing was written for it,
+    and the one-by-one path gives the exact refusal, or renews.
+
+    Only plans without reasons for review belong here. The caller commits the end.
+    """
+    results: list[BatchRenewal | None] = [None] * len(plans)
+    ids = [plan.certificate_id for plan in plans]
+    current = {
+        row.id: row for row in db.session.execute(_STILL_AS_PLANNED.where(Certificate.id.in_(ids)))
+    }
+    under_way = set(
+        db.session.scalars(
+            sa.select(Application.renews_id).where(
+                Application.renews_id.in_(ids), Application.status != ApplicationStatus.REJECTED
+            )
+        )
+    )
+    blocked = blocked_among(db.session(), [plan.checked.public_key_sha256 for plan in plans])
+    chosen: list[tuple[int, RenewalPlan]] = []
+    seen: set[int] = set()
+    for index, plan in enumerate(plans):
+        row = current.get(plan.certificate_id)
+        unchanged = (
+            row is not None
+            and row.revoked_at is None
+            and row.mobile_confirmed_at is not None
+            and row.updated_at == plan.employer_updated_at
+        )
+        if (
+            unchanged
+            and not plan.reasons
+            and not plan.supersede
+            and plan.certificate_id not in under_way
+            and plan.certificate_id not in seen
+            and plan.checked.public_key_sha256 not in blocked
+        ):
+            chosen.append((index, plan))
+            seen.add(plan.certificate_id)
+    if not chosen:
+        return results
+    created = [(index, plan, _renewal_application(plan)) for index, plan in chosen]
+    db.session.add_all(application for _index, _plan, application in created)
+    db.session.flush()  # an IntegrityError here (a renewal in another process): the caller
+    # rolls back and carries the plans out one by one
+    events: list[NewEvent] = []
+    for _index, plan, application in created:
+        events += [_record_requested(plan, application), _approved_event(application)]
+    before_commit = _EventsBeforeCommit(events, commit)
+    issued = applications.issue_certificates(
+        applications=[application for _index, _plan, application in created],
+        token=token,
+        profile=applications.EmployerProfile.from_settings(settings),
+        commit=before_commit.commit,
+        actor="system",
+        actors={application.id: plan.actor for _index, plan, application in created},
+    )
+    before_commit.append()  # when issuance committed nothing
+    for (index, _plan, application), result in zip(created, issued, strict=True):
+        certificate = result.certificate
+        results[index] = BatchRenewal(
+            application.id, certificate.id if certificate is not None else None, result.error
+        )
+    return results
 
 
 # The CA certificates a renewal's answer chains to (as ``service.chain_pem``: the issuing CA's

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePath
@@ -147,8 +147,13 @@ def record_history(application: Application, actor: str, note: str | None = None
     _record_many([(application, note)], actor)
 
 
-def _record_many(entries: Sequence[tuple[Application, str | None]], actor: str) -> None:
-    """``_record`` for several applications, in one executemany."""
+def _record_many(
+    entries: Sequence[tuple[Application, str | None]],
+    actor: str,
+    actors: Mapping[int, str] | None = None,
+) -> None:
+    """``_record`` for several applications, in one executemany (``actors``: the actor of an
+    application by id, where it is not ``actor``)."""
     db.session.flush()  # the application rows and their status changes go first
     created_at = utcnow()
     db.session.connection().execute(
@@ -157,7 +162,7 @@ def _record_many(entries: Sequence[tuple[Application, str | None]], actor: str) 
             {
                 "application_id": application.id,
                 "status": application.status,
-                "actor": actor,
+                "actor": actors.get(application.id, actor) if actors else actor,
                 "note": note,
                 "created_at": created_at,
             }
@@ -901,9 +906,12 @@ def issue_certificates(
     profile: EmployerProfile,
     commit: Commit,
     actor: str,
+    actors: Mapping[int, str] | None = None,
 ) -> list[Issued]:
     """Issue the certificates of approved applications together, one result per application
-    (in the order given; an application given twice is issued once).
+    (in the order given; an application given twice is issued once). ``actors`` names the
+    actor of an application by id where it is not ``actor`` (a batch of renewals by several
+    employers).
 
     The contract of ``issue_certificate`` holds for every certificate, with the commits shared:
     one commit reserves every serial and pending row before the HSM signs any of them, and one
@@ -928,7 +936,9 @@ def issue_certificates(
     expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
     try:
         unique = list({application.id: application for application in applications}.values())
-        results = _issue_certificates(unique, token, profile, commit, actor)
+        results = _issue_certificates(
+            unique, token=token, profile=profile, commit=commit, actor=actor, actors=actors or {}
+        )
         return [results[application.id] for application in unique]
     finally:
         session.expire_on_commit = expire_on_commit
@@ -936,10 +946,12 @@ def issue_certificates(
 
 def _issue_certificates(
     applications: list[Application],
+    *,
     token: Token,
     profile: EmployerProfile,
     commit: Commit,
     actor: str,
+    actors: Mapping[int, str],
 ) -> dict[int, Issued]:
     results: dict[int, Issued] = {}
     now = utcnow()
@@ -971,7 +983,7 @@ def _issue_certificates(
         commit()
     signed, unsigned, failure = _sign_all(to_sign, token, profile)
     if failure is not None:
-        _release_unsigned(unsigned, failure, actor, results)
+        _release_unsigned(unsigned, failure, actor, actors, results)
     for item in _store(signed, profile.warning_days):
         results[item.application.id] = Issued(
             item.application.id, None, SignatureDiscarded(item.reserved.serial)
@@ -980,7 +992,7 @@ def _issue_certificates(
         (item.application, item.reserved) for item in signed if item.application.id not in results
     ]
     if stored:
-        _mark_issued(stored, facts, actor)
+        _mark_issued(stored, facts, actor, actors)
     commit()
     for application, row in stored:
         results[application.id] = Issued(application.id, row, None)
@@ -1140,7 +1152,11 @@ def _sign_all(
 
 
 def _release_unsigned(
-    unsigned: list[_ToSign], failure: HSMError, actor: str, results: dict[int, Issued]
+    unsigned: list[_ToSign],
+    failure: HSMError,
+    actor: str,
+    actors: Mapping[int, str],
+    results: dict[int, Issued],
 ) -> None:
     """After an HSM failure: burn the serials not signed and leave the applications approved,
     so that a retry issues with new serials (committed with the rest of the batch)."""
@@ -1168,17 +1184,24 @@ def _release_unsigned(
                 "certificate.signing_failed",
                 item.reserved.serial,
                 {"application": item.application.id, "error": type(failure).__name__},
+                actors.get(item.application.id),
             )
         )
-        error = ServiceUnavailable(
-            _(
-                "The HSM could not sign the certificate. The application stays approved; retry "
-                "the issuance in a moment."
-            )
-        )
+        error = signing_failed_error()
         error.__cause__ = failure
         results[item.application.id] = Issued(item.application.id, None, error)
     record_events(actor, events)
+
+
+def signing_failed_error() -> ServiceUnavailable:
+    """The refusal when the HSM failed to sign, in the current language (a batch signed in
+    another thread is answered in each request's own)."""
+    return ServiceUnavailable(
+        _(
+            "The HSM could not sign the certificate. The application stays approved; retry "
+            "the issuance in a moment."
+        )
+    )
 
 
 def _store(signed: list[_ToSign], warning_days: tuple[int, ...]) -> list[_ToSign]:
@@ -1192,7 +1215,10 @@ def _store(signed: list[_ToSign], warning_days: tuple[int, ...]) -> list[_ToSign
 
 
 def _mark_issued(
-    stored: list[tuple[Application, Certificate]], facts: dict[int, _IssuanceFacts], actor: str
+    stored: list[tuple[Application, Certificate]],
+    facts: dict[int, _IssuanceFacts],
+    actor: str,
+    actors: Mapping[int, str],
 ) -> None:
     """Move the applications to issued with their stored certificates: history, audit events
     and notices, each kind in one statement.
@@ -1227,6 +1253,7 @@ def _mark_issued(
             for application, row in stored
         ],
         actor,
+        actors,
     )
     record_events(
         actor,
@@ -1240,6 +1267,7 @@ def _mark_issued(
                     "sha256": row.fingerprint_sha256,
                     "not_after": row.not_after,
                 },
+                actors.get(application.id),
             )
             for application, row in stored
         ],

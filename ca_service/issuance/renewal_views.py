@@ -14,8 +14,7 @@ from ca_service.db import db
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError
 from ca_service.extensions import settings_of
-from ca_service.hsm_access import app_token
-from ca_service.issuance import renewal
+from ca_service.issuance import renewal, renewal_batch
 from ca_service.issuance.documents import read_upload
 from ca_service.issuance.forms import RenewalForm
 
@@ -72,15 +71,13 @@ def renew(serial: str) -> Page:
     data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     certificate = renewal.employer_certificate(user=user, serial=serial)
     try:
-        outcome = renewal.request_renewal(
+        outcome = renewal_batch.renew(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
             user=user,
             certificate=certificate,
             csr=data,
             supersede=bool(form.supersede.data),
             contacts_confirmed=bool(form.contacts_confirmed.data),
-            token=app_token(),
-            settings=settings_of(current_app),
-            commit=db.session.commit,
         )
     except CAError as exc:
         if exc.status_code >= 500:

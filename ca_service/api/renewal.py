@@ -108,7 +108,9 @@ def _renewal_answer(outcome: renewal.RenewalOutcome, status: int) -> Response:
     }
     if outcome.certificate is not None:
         body["certificate"] = certificate_json(outcome.certificate)
-        body["certificate_pem"], body["chain_pem"] = renewal.delivery_pem(outcome.certificate)
+        body["certificate_pem"], body["chain_pem"] = outcome.delivery or renewal.delivery_pem(
+            outcome.certificate
+        )
     response = make_response(body, status)
     location = url_for(".get_application", application_id=outcome.application.id)
     response.headers["Location"] = location

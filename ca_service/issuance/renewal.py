@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_events
 from ca_service.auth.access import ensure_role
@@ -36,7 +37,7 @@ from ca_service.auth.service import actor_of
 from ca_service.authorities.service import ISSUING_SLUG, ROOT_SLUG
 from ca_service.authorities.signing import normalise_serial
 from ca_service.config import Settings
-from ca_service.db import db, utcnow
+from ca_service.db import db, read_first, utcnow
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError, Conflict, Forbidden, NotFound, ValidationError
@@ -44,7 +45,7 @@ from ca_service.i18n import current_language
 from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
-from ca_service.issuance.models import Application, ApplicationStatus, KeySource
+from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus, KeySource
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import in_language
 from ca_service.revocation.blocked_keys import blocked_among, refuse_blocked_key
@@ -93,6 +94,7 @@ class RenewalOutcome:
     application: Application
     certificate: Certificate | None  # the new certificate when issued at once
     reasons: list[str]  # why it was not issued at once (empty when it was)
+    delivery: tuple[str, str] | None = None  # ``delivery_pem`` of it, when already made
 
 
 def window_days(settings: Settings) -> tuple[dt.timedelta, dt.timedelta]:
@@ -418,12 +420,14 @@ def plan_renewal(
                 "a new key pair."
             )
         )
-    # A key once revoked for keyCompromise is never certified again (issuance checks once more,
-    # on the key it signs, when it writes).
-    refuse_blocked_key(db.session(), checked.public_key_sha256)
     _check_subject(checked, employer)
     basis = lineage_basis(certificate)
     reasons = _review_reasons(employer, basis, now.date())
+    if reasons:
+        # A key once revoked for keyCompromise is never certified again: refused now rather
+        # than after the review. A renewal issued at once is checked where it is written
+        # (``renew_planned`` and issuance, under the write lock).
+        refuse_blocked_key(db.session(), checked.public_key_sha256)
     documents_expired = bool(expired_documents(list(basis.documents.values()), now.date()))
     if not reasons:
         status = ApplicationStatus.APPROVED
@@ -449,10 +453,12 @@ def plan_renewal(
     )
 
 
-def _renewal_application(plan: RenewalPlan) -> Application:
+def _renewal_application(plan: RenewalPlan, employer: Employer | None = None) -> Application:
     now = plan.now
     return Application(
         employer_id=plan.employer_id,
+        # When loaded: the answer shows the employer without reading it again.
+        **({"employer": employer} if employer is not None else {}),
         status=plan.status,
         key_source=KeySource.CSR,
         csr_der=plan.checked.der,
@@ -468,24 +474,20 @@ def _renewal_application(plan: RenewalPlan) -> Application:
     )
 
 
-def _record_requested(plan: RenewalPlan, application: Application) -> NewEvent:
-    """The history rows of a new renewal application (in the request's language) and its
-    ``renewal.requested`` audit event (to append)."""
+def _history_notes(plan: RenewalPlan) -> tuple[str, str]:
+    """The history notes of a new renewal application, in the request's language: the
+    request's (by the employer), then the review's need or the approval (by the system)."""
     with in_language(plan.language):
-        applications.record_history(
-            application,
-            plan.actor,
-            _("Renewal of certificate %(serial)s requested.", serial=plan.serial),
-        )
+        requested = _("Renewal of certificate %(serial)s requested.", serial=plan.serial)
         if plan.reasons:
-            note = _("Needs review: %(reasons)s.", reasons="; ".join(plan.reasons))
-            applications.record_history(application, plan.actor, note)
-        else:
-            applications.record_history(
-                application,
-                "system",
-                _("Approved without review: employer record unchanged and documents still valid."),
-            )
+            return requested, _("Needs review: %(reasons)s.", reasons="; ".join(plan.reasons))
+        return requested, _(
+            "Approved without review: employer record unchanged and documents still valid."
+        )
+
+
+def _requested_event(plan: RenewalPlan, application: Application) -> NewEvent:
+    """The ``renewal.requested`` audit event of a new renewal application (to append)."""
     return NewEvent(
         "renewal.requested",
         str(application.id),
@@ -558,7 +560,10 @@ def carry_out(
                 serial=plan.serial,
             )
         ) from None
-    requested = _record_requested(plan, application)
+    requested_note, second_note = _history_notes(plan)
+    applications.record_history(application, plan.actor, requested_note)
+    applications.record_history(application, plan.actor if plan.reasons else "system", second_note)
+    requested = _requested_event(plan, application)
     if plan.reasons:
         record_events(plan.actor, [requested])
         return RenewalOutcome(application, None, list(plan.reasons))
@@ -586,18 +591,21 @@ def carry_out(
 @dataclass(frozen=True)
 class BatchRenewal:
     """What a batch did with one plan: the renewal application and its new certificate, or
-    the error that refused it (its application then holds no certificate)."""
+    the error that refused it (its application then holds no certificate). The rows are
+    loaded with what the answer shows (employer, history, certificate), to be read after the
+    batch's session let them go, and ``delivery`` is ``delivery_pem`` of the certificate."""
 
-    application_id: int
-    certificate_id: int | None
+    application: Application
+    certificate: Certificate | None
+    delivery: tuple[str, str] | None
     error: CAError | None
 
 
 # What a batch reads again under the write lock, for all its plans in one query each: what may
 # have changed since a plan was made (a revocation, an employer record edited, another renewal).
-_STILL_AS_PLANNED = sa.select(
-    Certificate.id, Certificate.revoked_at, Employer.updated_at, Employer.mobile_confirmed_at
-).join(Employer, Employer.id == Certificate.employer_id)
+_STILL_AS_PLANNED = sa.select(Certificate.id, Certificate.revoked_at, Employer).join(
+    Employer, Employer.id == Certificate.employer_id
+)
 
 
 def renew_planned(
@@ -637,8 +645,8 @@ def renew_planned(
         unchanged = (
             row is not None
             and row.revoked_at is None
-            and row.mobile_confirmed_at is not None
-            and row.updated_at == plan.employer_updated_at
+            and row.Employer.active
+            and row.Employer.updated_at == plan.employer_updated_at
         )
         if (
             unchanged
@@ -652,13 +660,21 @@ def renew_planned(
             seen.add(plan.certificate_id)
     if not chosen:
         return results
-    created = [(index, plan, _renewal_application(plan)) for index, plan in chosen]
+    created = [
+        (index, plan, _renewal_application(plan, current[plan.certificate_id].Employer))
+        for index, plan in chosen
+    ]
     db.session.add_all(application for _index, _plan, application in created)
     db.session.flush()  # an IntegrityError here (a renewal in another process): the caller
     # rolls back and carries the plans out one by one
+    notes = {application.id: _history_notes(plan) for _index, plan, application in created}
+    by_employer = {application.id: plan.actor for _index, plan, application in created}
+    news = [application for _index, _plan, application in created]
+    applications.record_histories([(a, notes[a.id][0]) for a in news], "system", by_employer)
+    applications.record_histories([(a, notes[a.id][1]) for a in news], "system")
     events: list[NewEvent] = []
     for _index, plan, application in created:
-        events += [_record_requested(plan, application), _approved_event(application)]
+        events += [_requested_event(plan, application), _approved_event(application)]
     before_commit = _EventsBeforeCommit(events, commit)
     issued = applications.issue_certificates(
         applications=[application for _index, _plan, application in created],
@@ -666,15 +682,30 @@ def renew_planned(
         profile=applications.EmployerProfile.from_settings(settings),
         commit=before_commit.commit,
         actor="system",
-        actors={application.id: plan.actor for _index, plan, application in created},
+        actors=by_employer,
     )
     before_commit.append()  # when issuance committed nothing
+    with read_first():  # after issuance's commit: reads that need not take the write lock
+        _load_history(news)
+        chain = _chain_pem()
     for (index, _plan, application), result in zip(created, issued, strict=True):
         certificate = result.certificate
-        results[index] = BatchRenewal(
-            application.id, certificate.id if certificate is not None else None, result.error
-        )
+        delivery = _delivery_pem(certificate, chain) if certificate is not None else None
+        results[index] = BatchRenewal(application, certificate, delivery, result.error)
     return results
+
+
+def _load_history(rows: list[Application]) -> None:
+    """Load the history of new applications in one query (the answer shows it)."""
+    found: dict[int, list[ApplicationEvent]] = {row.id: [] for row in rows}
+    for event in db.session.scalars(
+        sa.select(ApplicationEvent)
+        .where(ApplicationEvent.application_id.in_(list(found)))
+        .order_by(ApplicationEvent.id)
+    ):
+        found[event.application_id].append(event)
+    for row in rows:
+        set_committed_value(row, "events", found[row.id])
 
 
 # The CA certificates a renewal's answer chains to (as ``service.chain_pem``: the issuing CA's
@@ -692,6 +723,24 @@ def _pem(der: bytes) -> bytes:
     return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
 
 
+def _chain_pem() -> bytes:
+    """The issuing CA's and the root's current certificates as PEM (one query).
+
+    :raises NotFound: the PKI is not initialised.
+    """
+    found = {slug: der for slug, der in db.session.execute(_CA_CERTIFICATES) if der is not None}
+    if ISSUING_SLUG not in found or ROOT_SLUG not in found:
+        raise NotFound(_("The certificate authorities are not initialised."))
+    return _pem(found[ISSUING_SLUG]) + _pem(found[ROOT_SLUG])
+
+
+def _delivery_pem(certificate: Certificate, chain: bytes) -> tuple[str, str]:
+    if certificate.der is None:
+        raise NotFound(_("Certificate %(serial)s is not issued yet.", serial=certificate.serial))
+    pem = x509.load_der_x509_certificate(certificate.der).public_bytes(Encoding.PEM)
+    return pem.decode(), (pem + chain).decode()
+
+
 def delivery_pem(certificate: Certificate) -> tuple[str, str]:
     """An issued certificate as PEM, and with its chain (the bytes of ``service.chain_pem``).
 
@@ -699,9 +748,4 @@ def delivery_pem(certificate: Certificate) -> tuple[str, str]:
     """
     if certificate.der is None:
         raise NotFound(_("Certificate %(serial)s is not issued yet.", serial=certificate.serial))
-    found = {slug: der for slug, der in db.session.execute(_CA_CERTIFICATES) if der is not None}
-    if ISSUING_SLUG not in found or ROOT_SLUG not in found:
-        raise NotFound(_("The certificate authorities are not initialised."))
-    pem = x509.load_der_x509_certificate(certificate.der).public_bytes(Encoding.PEM)
-    chain = pem + _pem(found[ISSUING_SLUG]) + _pem(found[ROOT_SLUG])
-    return pem.decode(), chain.decode()
+    return _delivery_pem(certificate, _chain_pem())

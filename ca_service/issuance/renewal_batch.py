@@ -36,7 +36,6 @@ from ca_service.errors import CAError, ServiceUnavailable
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal
-from ca_service.issuance.models import Application
 from ca_service.issuance.renewal import BatchRenewal, RenewalOutcome, RenewalPlan
 from ca_service.issuance.service import signing_failed_error
 from ca_service.models import Certificate
@@ -120,6 +119,9 @@ class RenewalBatcher:
             committed = True
 
         with self._app.app_context():
+            # The rows handed back stay loaded through the commit, then leave the session
+            # (read by the requests' threads, never written there).
+            db.session().expire_on_commit = False
             try:
                 results = renewal.renew_planned(
                     [waiting.plan for waiting in batch],
@@ -128,6 +130,7 @@ class RenewalBatcher:
                     commit=commit,
                 )
                 db.session.commit()
+                db.session.expunge_all()
             except Exception as exc:  # answered to every request of the batch, never lost
                 db.session.rollback()
                 if committed:
@@ -195,16 +198,9 @@ def renew(
         result = batcher_of(app).renew(plan)
         if result is not None:
             _raise_refusal(result)
-            with read_first():
-                application = db.session.get(Application, result.application_id)
-                issued = (
-                    db.session.get(Certificate, result.certificate_id)
-                    if result.certificate_id is not None
-                    else None
-                )
-            if application is None or issued is None:
+            if result.certificate is None:
                 raise RuntimeError("a renewal batch answered without its certificate")
-            return RenewalOutcome(application, issued, [])
+            return RenewalOutcome(result.application, result.certificate, [], result.delivery)
     return renewal.request_renewal(
         user=user,
         certificate=certificate,

@@ -147,6 +147,16 @@ def record_history(application: Application, actor: str, note: str | None = None
     _record_many([(application, note)], actor)
 
 
+def record_histories(
+    entries: Sequence[tuple[Application, str | None]],
+    actor: str,
+    actors: Mapping[int, str] | None = None,
+) -> None:
+    """``record_history`` for several applications, in one statement (``actors``: the actor
+    of an application by id, where it is not ``actor``)."""
+    _record_many(entries, actor, actors)
+
+
 def _record_many(
     entries: Sequence[tuple[Application, str | None]],
     actor: str,

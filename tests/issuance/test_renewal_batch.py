@@ -87,7 +87,7 @@ def test_a_batch_issues_every_plan_under_its_employers_name(
         results = _renew_planned(app, plans)
         assert all(r is not None and r.error is None for r in results)
         for one, plan, result in zip(issued, plans, results, strict=True):
-            new = db.session.get(Certificate, result.certificate_id)
+            new = result.certificate
             assert new is not None
             assert new.der is not None
             assert new.renews_id == one.certificate_id
@@ -96,7 +96,7 @@ def test_a_batch_issues_every_plan_under_its_employers_name(
             actors = dict(
                 db.session.execute(
                     sa.select(AuditEvent.action, AuditEvent.actor).where(
-                        AuditEvent.target.in_([str(result.application_id), new.serial])
+                        AuditEvent.target.in_([str(result.application.id), new.serial])
                     )
                 ).all()
             )
@@ -107,7 +107,7 @@ def test_a_batch_issues_every_plan_under_its_employers_name(
             }
             notes = db.session.scalars(
                 sa.select(ApplicationEvent.note)
-                .where(ApplicationEvent.application_id == result.application_id)
+                .where(ApplicationEvent.application_id == result.application.id)
                 .order_by(ApplicationEvent.id)
             ).all()
             assert notes[0] == f"Renewal of certificate {one.serial} requested."
@@ -145,7 +145,7 @@ def test_a_plan_whose_facts_changed_is_left_to_the_one_by_one_path(
         db.session.commit()
         results = _renew_planned(app, plans)
         assert results[0] is not None
-        assert results[0].certificate_id is not None
+        assert results[0].certificate is not None
         assert results[1:] == [None, None, None, None]
         assert len(_renewals_of(kept.certificate_id)) == 1
         for other in (revoked, edited, supersede):
@@ -188,6 +188,11 @@ def test_renewals_at_once_are_written_together(
     assert max(sizes) >= 2  # at least two written together
     serials = {str(body["certificate"]["serial"]) for _status, body in answers}  # type: ignore[index]
     assert len(serials) == len(issued)
+    for _status, body in answers:  # the answer shows what the batch wrote
+        history = [entry["actor"] for entry in body["application"]["history"]]  # type: ignore[index]
+        assert len(history) == 3
+        assert history[1] == "system"
+        assert str(body["chain_pem"]).count("BEGIN CERTIFICATE") == 3
 
 
 def _failing_once(real: Callable[..., Any], error: Exception) -> Callable[..., Any]:

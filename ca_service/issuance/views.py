@@ -265,8 +265,8 @@ def officer_document(application_id: int, document_id: int) -> Response:
 def _form_problem(form: ApproveForm | RejectForm) -> str:
     """What is wrong with a decision form: its first field error, else an expired form."""
     for name, errors in form.errors.items():
-        if name != "csrf_token" and errors and isinstance(errors[0], str):
-            return str(errors[0])
+        if name != "csrf_token" and errors:
+            return str(errors[0])  # a message, or a lazy one from the form's validators
     return str(_("The form expired or is incomplete; reload the page and try again."))
 
 

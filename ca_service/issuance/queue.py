@@ -67,7 +67,7 @@ _ORDER_LABELS = {
 def status_choices() -> list[tuple[str, str]]:
     """The status filter's values with their labels, in the current language."""
     return [
-        (OPEN, _("to decide (submitted or awaiting confirmation)")),
+        (OPEN, _("to decide")),  # submitted or awaiting confirmation
         *((s.value, s.label) for s in LISTED_STATUSES),
         (ALL, _("all")),
     ]

@@ -529,3 +529,21 @@ def test_a_verdict_other_than_verified_is_shown_as_bad(
     section = _section(page, document_id)
     assert 'class="verdict bad">tampered' in section
     assert "The document was changed after it was sealed." in section
+
+
+@pytest.mark.parametrize(
+    ("language", "tab", "refusal"),
+    [
+        ("es-ES,es;q=0.9", "por decidir (", "No existe el estado"),
+        ("zh-CN,zh;q=0.9", "待决定 (", "不存在状态"),
+    ],
+)
+def test_the_queue_and_its_refusals_speak_the_officers_language(
+    officer_client: OfficerClient, language: str, tab: str, refusal: str
+) -> None:
+    officer = officer_client()
+    headers = {"Accept-Language": language}
+    assert tab in officer.get(QUEUE, headers=headers).text
+    response = officer.get(f"{QUEUE}?status=pending", headers=headers)
+    assert response.status_code == 400
+    assert refusal in response.text

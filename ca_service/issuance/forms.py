@@ -49,7 +49,23 @@ class RequestForm(FlaskForm):  # type: ignore[misc]
 
 class RejectForm(FlaskForm):  # type: ignore[misc]
     reason = TextAreaField(
-        _l("Reason (the employer sees it)"), validators=[DataRequired(), Length(max=2000)]
+        _l("Reason (the employer sees it)"),
+        validators=[
+            DataRequired(_l("Give the employer a reason for the rejection.")),
+            Length(max=2000, message=_l("Keep the reason under 2,000 characters.")),
+        ],
+    )
+
+
+class ApproveForm(FlaskForm):  # type: ignore[misc]
+    """An approval (or a dual-control confirmation), with an optional note for the record."""
+
+    note = TextAreaField(
+        _l("Note for the record (optional; the employer sees it in the history)"),
+        validators=[
+            Optional(),
+            Length(max=2000, message=_l("Keep the note under 2,000 characters.")),
+        ],
     )
 
 

@@ -9,6 +9,7 @@ from ca_service.extensions import settings_of
 from ca_service.issuance import service
 from ca_service.issuance.forms import (
     ActionForm,
+    ApproveForm,
     DocumentForm,
     RejectForm,
     RequestForm,
@@ -42,6 +43,7 @@ def officer_page(application: Application, status: int = 200) -> tuple[str, int]
             application=application,
             documents=documents_of_record(application),
             action=ActionForm(),
+            approve_form=ApproveForm(),
             reject_form=RejectForm(),
             validity_form=ValidityForm(),
             blockers=service.approval_blockers(application),

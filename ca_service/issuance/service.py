@@ -90,6 +90,7 @@ from hsm import HSMError, KeyAlgorithm, Token
 
 Commit = Callable[[], None]
 OFFICERS = (Role.RA_OFFICER,)
+DECISION_TEXT_LIMIT = 2000  # a rejection reason or an approval note, in characters
 # A PENDING certificate younger than this may still be in the HSM: a retry waits for it.
 SIGNING_GRACE = dt.timedelta(minutes=2)
 _FILENAME_JUNK = re.compile(r"[^\w.\- ()]+")
@@ -591,9 +592,10 @@ def approval_blockers(application: Application, today: dt.date | None = None) ->
 
 
 def approve_application(
-    *, officer: User, application: Application, dual_control: bool
+    *, officer: User, application: Application, dual_control: bool, note: str = ""
 ) -> Application:
     """Approve (or, under dual control, confirm another officer's approval); flushes.
+    ``note`` (optional) goes into the history the employer sees and the audit event.
 
     The status moves by a conditional UPDATE, so of two officers approving at once only one
     succeeds; the other gets a Conflict.
@@ -603,9 +605,12 @@ def approve_application(
     """
     _may_act(officer, application)
     _under_review(application)
+    note = note.strip()
+    if len(note) > DECISION_TEXT_LIMIT:
+        raise ValidationError(_("Keep the note under 2,000 characters."))
     blockers = approval_blockers(application)
     if blockers:
-        raise ValidationError("Cannot approve: " + "; ".join(blockers) + ".")
+        raise ValidationError(_("Cannot approve: %(blockers)s.", blockers="; ".join(blockers)))
     current = application.status
     if dual_control and current is ApplicationStatus.SUBMITTED:
         target = ApplicationStatus.AWAITING_CONFIRMATION
@@ -633,18 +638,24 @@ def approve_application(
             _("Application %(id)s was decided by someone else just now.", id=application.id)
         )
     db.session.refresh(application)
-    note = (
+    summary = (
         "Approved; waiting for a second officer's confirmation."
         if target is ApplicationStatus.AWAITING_CONFIRMATION
         else "Approved."
     )
-    record_history(application, actor_of(officer), note)
+    record_history(application, actor_of(officer), f"{summary} {note}" if note else summary)
     action = (
         "application.first_approval"
         if target is ApplicationStatus.AWAITING_CONFIRMATION
         else "application.approved"
     )
-    record_event(actor_of(officer), action, str(application.id), _evidence(application))
+    evidence = _evidence(application)
+    record_event(
+        actor_of(officer),
+        action,
+        str(application.id),
+        {**evidence, "note": note} if note else evidence,
+    )
     return application
 
 
@@ -655,7 +666,7 @@ def reject_application(*, officer: User, application: Application, reason: str) 
     reason = reason.strip()
     if not reason:
         raise ValidationError(_("Give the employer a reason for the rejection."))
-    if len(reason) > 2000:
+    if len(reason) > DECISION_TEXT_LIMIT:
         raise ValidationError(_("Keep the reason under 2,000 characters."))
     current = application.status
     now = utcnow()

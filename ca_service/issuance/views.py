@@ -37,6 +37,7 @@ from ca_service.issuance.documents import (
 )
 from ca_service.issuance.forms import (
     ActionForm,
+    ApproveForm,
     DocumentForm,
     NewApplicationForm,
     RejectForm,
@@ -45,6 +46,14 @@ from ca_service.issuance.forms import (
 )
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
 from ca_service.issuance.pages import employer_page, officer_page
+from ca_service.issuance.queue import (
+    ApplicationKind,
+    QueueFilter,
+    QueueOrder,
+    search_queue,
+    status_choices,
+)
+from ca_service.issuance.service import OFFICERS
 from ca_service.qr import qr_svg_data_uri
 from ca_service.revocation.blocked_keys import KeyBlocked
 from ca_service.web import stateless
@@ -224,21 +233,18 @@ def notice(application_id: int) -> Page:
 
 
 @officer_bp.get("/")
-@require_role(Role.RA_OFFICER)
+@require_role(*OFFICERS)
 def queue() -> Page:
-    raw_status = request.args.get("status", "submitted")
-    status = (
-        ApplicationStatus(raw_status)
-        if raw_status in {s.value for s in ApplicationStatus if s is not ApplicationStatus.DRAFT}
-        else None
-    )
-    search = request.args.get("q", "")[:100]
+    filters = QueueFilter.parse(request.args)
+    with read_first():
+        page = search_queue(officer=_user(), filters=filters)
     return render_template(
         "issuance/queue.html",
-        applications=service.review_queue(officer=_user(), status=status, search=search),
-        status=status,
-        search=search,
-        statuses=[s for s in ApplicationStatus if s is not ApplicationStatus.DRAFT],
+        page=page,
+        filters=filters,
+        statuses=status_choices(),
+        kinds=list(ApplicationKind),
+        orders=list(QueueOrder),
     )
 
 
@@ -252,7 +258,16 @@ def review(application_id: int) -> Page:
 @require_role(Role.RA_OFFICER)
 def officer_document(application_id: int, document_id: int) -> Response:
     application = service.officer_application(officer=_user(), application_id=application_id)
-    return document_response(application, document_id)
+    # Shown in a frame of the review page, beside its seal verdict.
+    return document_response(application, document_id, framed=True)
+
+
+def _form_problem(form: ApproveForm | RejectForm) -> str:
+    """What is wrong with a decision form: its first field error, else an expired form."""
+    for name, errors in form.errors.items():
+        if name != "csrf_token" and errors:
+            return str(errors[0])  # a message, or a lazy one from the form's validators
+    return str(_("The form expired or is incomplete; reload the page and try again."))
 
 
 def _officer_action(application_id: int, form_ok: bool) -> Application:
@@ -291,12 +306,17 @@ def validity(application_id: int, document_id: int) -> Page:
 @officer_bp.post("/<int:application_id>/approve")
 @require_role(Role.RA_OFFICER)
 def approve(application_id: int) -> Page:
-    application = _officer_action(application_id, ActionForm().validate_on_submit())
+    form = ApproveForm()
+    application = service.officer_application(officer=_user(), application_id=application_id)
+    if not form.validate_on_submit():
+        flash(_form_problem(form), "error")
+        return officer_page(application, 400)
     try:
         service.approve_application(
             officer=_user(),
             application=application,
             dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
+            note=form.note.data or "",
         )
     except ValidationError as exc:
         flash(exc.message, "error")
@@ -340,11 +360,15 @@ def reject(application_id: int) -> Page:
     form = RejectForm()
     application = service.officer_application(officer=_user(), application_id=application_id)
     if not form.validate_on_submit():
-        flash(_("Give the employer a reason for the rejection."), "error")
+        flash(_form_problem(form), "error")
         return officer_page(application, 400)
-    service.reject_application(
-        officer=_user(), application=application, reason=form.reason.data or ""
-    )
+    try:
+        service.reject_application(
+            officer=_user(), application=application, reason=form.reason.data or ""
+        )
+    except ValidationError as exc:
+        flash(exc.message, "error")
+        return officer_page(application, exc.status_code)
     flash(_("Rejected; the employer is notified."), "success")
     return redirect(url_for(".review", application_id=application_id))
 

@@ -602,10 +602,17 @@ class BatchRenewal:
 
 
 # What a batch reads again under the write lock, for all its plans in one query each: what may
-# have changed since a plan was made (a revocation, an employer record edited, another renewal).
-_STILL_AS_PLANNED = sa.select(Certificate.id, Certificate.revoked_at, Employer).join(
-    Employer, Employer.id == Certificate.employer_id
+# have changed since a plan was made (a revocation, another renewal, an employer record edited).
+_RENEWAL_UNDER_WAY = (
+    sa.select(Application.id)
+    .where(
+        Application.renews_id == Certificate.id, Application.status != ApplicationStatus.REJECTED
+    )
+    .exists()
 )
+_STILL_AS_PLANNED = sa.select(
+    Certificate.id, Certificate.revoked_at, _RENEWAL_UNDER_WAY.label("under_way"), Employer
+).join(Employer, Employer.id == Certificate.employer_id)
 
 
 def renew_planned(
@@ -630,13 +637,6 @@ def renew_planned(
     current = {
         row.id: row for row in db.session.execute(_STILL_AS_PLANNED.where(Certificate.id.in_(ids)))
     }
-    under_way = set(
-        db.session.scalars(
-            sa.select(Application.renews_id).where(
-                Application.renews_id.in_(ids), Application.status != ApplicationStatus.REJECTED
-            )
-        )
-    )
     blocked = blocked_among(db.session(), [plan.checked.public_key_sha256 for plan in plans])
     chosen: list[tuple[int, RenewalPlan]] = []
     seen: set[int] = set()
@@ -645,6 +645,7 @@ def renew_planned(
         unchanged = (
             row is not None
             and row.revoked_at is None
+            and not row.under_way
             and row.Employer.active
             and row.Employer.updated_at == plan.employer_updated_at
         )
@@ -652,7 +653,6 @@ def renew_planned(
             unchanged
             and not plan.reasons
             and not plan.supersede
-            and plan.certificate_id not in under_way
             and plan.certificate_id not in seen
             and plan.checked.public_key_sha256 not in blocked
         ):

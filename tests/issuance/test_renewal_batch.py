@@ -119,7 +119,7 @@ def test_a_batch_issues_every_plan_under_its_employers_name(
 def test_a_plan_whose_facts_changed_is_left_to_the_one_by_one_path(
     app: Flask, make_employer: MakeEmployer, officer_id: int
 ) -> None:
-    kept, revoked, edited, supersede = _issued(app, make_employer, officer_id, 4)
+    kept, revoked, edited, supersede, raced = _issued(app, make_employer, officer_id, 5)
     with (
         time_machine.travel(kept.not_after - dt.timedelta(days=20), tick=True),
         app.app_context(),
@@ -130,6 +130,7 @@ def test_a_plan_whose_facts_changed_is_left_to_the_one_by_one_path(
             _plan(app, revoked),
             _plan(app, edited),
             _plan(app, supersede, supersede=True),
+            _plan(app, raced),
         ]
         # After the plans were read: a revocation, and an edit of the employer record.
         db.session.execute(
@@ -143,10 +144,22 @@ def test_a_plan_whose_facts_changed_is_left_to_the_one_by_one_path(
             .values(updated_at=utcnow())
         )
         db.session.commit()
+        # ... and another request's renewal of ``raced``, under way.
+        raced_row = db.session.get(Certificate, raced.certificate_id)
+        assert raced_row is not None
+        other = renewal.carry_out(
+            _plan(app, raced),
+            certificate=raced_row,
+            token=app_token(),
+            settings=settings_of(app),
+            commit=db.session.commit,
+        )
+        db.session.commit()
         results = _renew_planned(app, plans)
         assert results[0] is not None
         assert results[0].certificate is not None
-        assert results[1:] == [None, None, None, None]
+        assert results[1:] == [None, None, None, None, None]
+        assert [a.id for a in _renewals_of(raced.certificate_id)] == [other.application.id]
         assert len(_renewals_of(kept.certificate_id)) == 1
         for other in (revoked, edited, supersede):
             assert _renewals_of(other.certificate_id) == []  # nothing half-written

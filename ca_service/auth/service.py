@@ -566,6 +566,9 @@ def next_login_stage(user: User, *, mobile_proven: bool = False) -> LoginStage |
             return LoginStage.CONFIRM_MOBILE
         if employer is not None and not mobile_proven:
             return LoginStage.SMS_CODE
+    if user.role is Role.EMPLOYER_OPERATOR and not mobile_proven:
+        # Never a password-only sign-in: an operator without an employer is refused there.
+        return LoginStage.SMS_CODE
     if user.role.needs_totp:
         return LoginStage.TOTP if user.totp_secret_encrypted else LoginStage.TOTP_ENROL
     return None

@@ -41,7 +41,7 @@ from ca_service.auth.forms import (
     ResetRequestForm,
     SetPasswordForm,
 )
-from ca_service.auth.models import User
+from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginMethod, LoginStage
 from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
@@ -386,7 +386,10 @@ def resend_mobile_code() -> Response:
 
 def _sms_code_page(form: CodeForm, user: User) -> str:
     hint = mobile_hint(code_mobile(user, employer_of(user)))
-    return _stage_page("auth/sms_code.html", form, mobile_hint=hint, resend=CancelForm())
+    operator = user.role is Role.EMPLOYER_OPERATOR
+    return _stage_page(
+        "auth/sms_code.html", form, mobile_hint=hint, resend=CancelForm(), operator=operator
+    )
 
 
 def _locked_out(exc: AccountLocked) -> tuple[str, int]:

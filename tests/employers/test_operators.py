@@ -182,6 +182,8 @@ def test_invited_operator_sets_a_password_signs_in_by_sms_and_applies(
 def _operator_client(app: Flask, operator: OperatorAccount) -> FlaskClient:
     client = app.test_client()
     assert location(login(client, operator.username, operator.password)) == "/auth/sms-code"
+    page = client.get("/auth/sms-code").get_data(as_text=True)
+    assert f"your mobile number ending in {operator.mobile[-4:]}" in page
     code = sms_code_for(app, operator.user_id)
     assert location(enter_sms_code(client, code)) == "/auth/home"
     return client

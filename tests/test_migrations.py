@@ -3,12 +3,19 @@ constraint added to a model without its migration (or the reverse) fails here.""
 
 from __future__ import annotations
 
+import datetime as dt
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from ca_service.db import Base
+from ca_service.db import Base, alembic_config, upgrade_database
 from ca_service.model_registry import import_all_models
+from tests.conftest import _scratch_postgres_database
 
 
 def test_migrations_match_models(database_url: str) -> None:
@@ -23,3 +30,76 @@ def test_migrations_match_models(database_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+_ADMIN_ROW = (
+    "INSERT INTO users (username, email, full_name, role, password_hash, password_is_temporary,"
+    " failed_logins, disabled, session_version, created_at, employer_id) VALUES"
+    " (:username, 'a@example.test', 'n', :role, 'h', false, 0, false, 1, :now, :employer)"
+)
+
+
+def _scratch_url(database_url: str, tmp_path: Path) -> AbstractContextManager[str]:
+    if database_url.startswith("sqlite"):
+        return nullcontext(f"sqlite:///{tmp_path / 'migrations.db'}")
+    return _scratch_postgres_database(database_url.rsplit("/", 1)[0] + "/postgres")
+
+
+def test_operator_migration_goes_up_and_down_with_rows(database_url: str, tmp_path: Path) -> None:
+    """0010 rebuilds ``users`` on SQLite: referencing rows (an API token) survive both ways, the
+    new role is accepted after it, and the downgrade refuses while operators exist."""
+    with _scratch_url(database_url, tmp_path) as url:
+        upgrade_database(url, "0009_anchor_revocation_policy")
+        engine = sa.create_engine(url)
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        try:
+            with engine.begin() as conn:
+                employer = conn.execute(
+                    sa.text(
+                        "INSERT INTO employers (registration_number, legal_name, mobile, email,"
+                        " language, created_at, updated_at) VALUES ('N1', 'L', '+1234567',"
+                        " 'a@example.test', 'en', :now, :now) RETURNING id"
+                    ),
+                    {"now": now},
+                ).scalar_one()
+                admin = conn.execute(
+                    sa.text(_ADMIN_ROW + " RETURNING id"),
+                    {"username": "N1", "role": "employer_admin", "now": now, "employer": employer},
+                ).scalar_one()
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO api_tokens (user_id, token_hash, expires_at, created_at)"
+                        " VALUES (:user, 't', :now, :now)"
+                    ),
+                    {"user": admin, "now": now},
+                )
+            upgrade_database(url)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(_ADMIN_ROW),
+                    {
+                        "username": "N1-1",
+                        "role": "employer_operator",
+                        "now": now,
+                        "employer": employer,
+                    },
+                )
+            with pytest.raises(RuntimeError, match="HR operator"):
+                command.downgrade(alembic_config(url), "0009_anchor_revocation_policy")
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM users WHERE username = 'N1-1'"))
+            command.downgrade(alembic_config(url), "0009_anchor_revocation_policy")
+            with engine.begin() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM api_tokens")).scalar() == 1
+                with pytest.raises(sa.exc.IntegrityError):
+                    conn.execute(
+                        sa.text(_ADMIN_ROW),
+                        {
+                            "username": "X",
+                            "role": "employer_operator",
+                            "now": now,
+                            "employer": None,
+                        },
+                    )
+        finally:
+            engine.dispose()

@@ -16,7 +16,7 @@ from ca_service.api.http import (
     text_field,
 )
 from ca_service.api.serialise import application_json, document_json
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, User
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
 from ca_service.errors import ValidationError, echoed
@@ -31,7 +31,7 @@ PKCS10 = "application/pkcs10"
 
 
 def _employer() -> User:
-    return bearer_user(Role.EMPLOYER_ADMIN)
+    return bearer_user(*EMPLOYER_MEMBERS)
 
 
 def _own(user: User, application_id: int) -> Application:

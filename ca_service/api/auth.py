@@ -33,7 +33,7 @@ from ca_service.auth.code_limits import wait_text
 from ca_service.auth.models import ApiToken, Role, User
 from ca_service.auth.service import LoginMethod, LoginPolicy, LoginStage, actor_of
 from ca_service.db import db, utcnow
-from ca_service.employers.service import mobile_hint, send_sign_in_code
+from ca_service.employers.service import code_mobile, mobile_hint, send_sign_in_code
 from ca_service.errors import AuthenticationFailed, Forbidden
 from ca_service.extensions import settings_of
 from ca_service.models import Certificate
@@ -100,15 +100,16 @@ def _second_factor(user: User, stage: LoginStage | None, totp_code: str, sms_cod
                             "time. Repeat this call with the code sent earlier to the mobile "
                             "number ending in %(ending)s in 'sms_code' (it still works); a new "
                             "code can be asked for in %(wait)s.",
-                            ending=mobile_hint(employer.mobile),
+                            ending=mobile_hint(code_mobile(user, employer)),
                             wait=wait_text(sent.retry_after),
                         )
                     )
                 )
             minutes = int(codes.lifetime.total_seconds() // 60)
+            ending = mobile_hint(code_mobile(user, employer))
             raise SmsCodeRequired(
                 "A six-digit code was sent by SMS to the reserved mobile number ending in "
-                f"{mobile_hint(employer.mobile)}. Repeat this call with the same username and "
+                f"{ending}. Repeat this call with the same username and "
                 f"password and the code in 'sms_code' (it expires in {minutes} minutes; a call "
                 "without it sends a new code and the earlier one stops working)."
             )

@@ -16,7 +16,7 @@ from flask import Response, current_app, make_response, url_for
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import application_json, certificate_json, timestamp
-from ca_service.auth.models import Role
+from ca_service.auth.models import EMPLOYER_MEMBERS
 from ca_service.db import read_first
 from ca_service.errors import ValidationError
 from ca_service.extensions import settings_of
@@ -52,7 +52,7 @@ def _flag(data: dict[str, Any], name: str) -> bool:
 
 @bp.get("/certificates")
 def list_certificates() -> JSON:
-    user = bearer_user(Role.EMPLOYER_ADMIN)
+    user = bearer_user(*EMPLOYER_MEMBERS)
     settings = settings_of(current_app)
     return {
         "certificates": [
@@ -78,7 +78,7 @@ def renewal_info(serial: str) -> Response:
 @bp.post("/certificates/<serial>/renewal")
 def renew_certificate(serial: str) -> Response:
     with read_first():  # checked without SQLite's write lock (renewal_batch.renew)
-        user = bearer_user(Role.EMPLOYER_ADMIN)
+        user = bearer_user(*EMPLOYER_MEMBERS)
         certificate = renewal.employer_certificate(user=user, serial=serial)
         data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
         csr = text_field(data, "csr_pem").encode()

@@ -40,7 +40,13 @@ def user_cli() -> None:
 @click.option("--username", required=True)
 @click.option("--email", required=True)
 @click.option("--full-name", required=True)
-@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+# HR operators are made by their employer's administrator (the operators page), never here:
+# an operator without an employer would have no mobile number for its sign-in code.
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice([r.value for r in Role if r is not Role.EMPLOYER_OPERATOR]),
+)
 @app_command
 def create(username: str, email: str, full_name: str, role: str) -> None:
     """Create an account; prints its one-time password once (it is stored only as a hash)."""

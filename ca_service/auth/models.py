@@ -15,6 +15,9 @@ from ca_service.db import Base, created_at, enum_column, intpk
 
 class Role(enum.StrEnum):
     EMPLOYER_ADMIN = "employer_admin"
+    # An HR operator an employer's administrator created: applies, uploads, renews and
+    # downloads for that employer; never revokes, binds or manages operators.
+    EMPLOYER_OPERATOR = "employer_operator"
     RA_OFFICER = "ra_officer"
     CA_ADMIN = "ca_admin"
     AUDITOR = "auditor"
@@ -27,11 +30,22 @@ class Role(enum.StrEnum):
     @property
     def needs_totp(self) -> bool:
         """Agency staff (officers, administrators, auditors) log in with a second factor."""
-        return self is not Role.EMPLOYER_ADMIN
+        return self not in EMPLOYER_MEMBERS
+
+    @property
+    def is_employer_member(self) -> bool:
+        """An employer's administrator or one of its HR operators."""
+        return self in EMPLOYER_MEMBERS
+
+
+# The roles that act for one employer (its administrator and its HR operators); employer
+# portal pages and API calls that operators may use are open to these.
+EMPLOYER_MEMBERS = (Role.EMPLOYER_ADMIN, Role.EMPLOYER_OPERATOR)
 
 
 _ROLE_LABELS = {
     Role.EMPLOYER_ADMIN: lazy_gettext("employer admin"),
+    Role.EMPLOYER_OPERATOR: lazy_gettext("HR operator"),
     Role.RA_OFFICER: lazy_gettext("ra officer"),
     Role.CA_ADMIN: lazy_gettext("ca admin"),
     Role.AUDITOR: lazy_gettext("auditor"),
@@ -61,8 +75,11 @@ class User(UserMixin, Base):  # type: ignore[misc]  # flask-login ships no type 
     disabled: Mapped[bool] = mapped_column(default=False)
     # Bumped on password change: the session cookie embeds it, so old sessions end.
     session_version: Mapped[int] = mapped_column(default=1)
-    # The employer an administrator acts for; officers may belong to one too, and then never
-    # review its applications.
+    # An HR operator's own mobile number (E.164-like digits), where their sign-in codes go; an
+    # administrator's is the employer's reserved number, and staff have none.
+    mobile: Mapped[str | None] = mapped_column(sa.String(20))
+    # The employer an administrator or HR operator acts for; officers may belong to one too,
+    # and then never review its applications.
     employer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("employers.id"), index=True)
     created_at: Mapped[created_at]
     last_login_at: Mapped[dt.datetime | None]

@@ -55,11 +55,13 @@ __all__ = [
     "check_totp",
     "complete_login",
     "create_user",
+    "end_sessions",
     "enrol_totp",
     "ensure_role",
     "find_user",
     "hash_password",
     "next_login_stage",
+    "one_time_password_matches",
     "password_reset_account",
     "refuse_if_locked",
     "reset_password",
@@ -235,6 +237,22 @@ def _revoke_api_tokens(user: User) -> None:
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+def end_sessions(user: User) -> None:
+    """End every web session and API token of ``user`` at once (their next request is signed
+    out: the session cookie carries the old session_version); flushes."""
+    user.session_version += 1
+    _revoke_api_tokens(user)
+    db.session.flush()
+
+
+def one_time_password_matches(user: User, one_time_password: str) -> bool:
+    """Whether ``user`` still holds this one-time password, unexpired and unused (an
+    invitation link carries it); the same work whether or not it matches."""
+    matches = _verify_quietly(user.password_hash, one_time_password)
+    expires = user.temporary_password_expires_at
+    return matches and user.password_is_temporary and expires is not None and expires > utcnow()
 
 
 def set_disabled(*, actor: str, username: str, disabled: bool) -> User:
@@ -539,12 +557,18 @@ def next_login_stage(user: User, *, mobile_proven: bool = False) -> LoginStage |
     """
     if user.password_is_temporary:
         return LoginStage.SET_PASSWORD
-    if user.role is Role.EMPLOYER_ADMIN and user.employer_id is not None:
+    if user.role.is_employer_member and user.employer_id is not None:
         employer = db.session.get(Employer, user.employer_id)
-        if employer is not None and employer.mobile_confirmed_at is None:
+        # The reserved number is the administrator's to confirm; an HR operator's own number
+        # is proven by the sign-in code sent to it.
+        admin = user.role is Role.EMPLOYER_ADMIN
+        if admin and employer is not None and employer.mobile_confirmed_at is None:
             return LoginStage.CONFIRM_MOBILE
         if employer is not None and not mobile_proven:
             return LoginStage.SMS_CODE
+    if user.role is Role.EMPLOYER_OPERATOR and not mobile_proven:
+        # Never a password-only sign-in: an operator without an employer is refused there.
+        return LoginStage.SMS_CODE
     if user.role.needs_totp:
         return LoginStage.TOTP if user.totp_secret_encrypted else LoginStage.TOTP_ENROL
     return None

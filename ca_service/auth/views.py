@@ -45,7 +45,7 @@ from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginMethod, LoginStage
 from ca_service.db import db, utcnow
 from ca_service.employers import service as employers_service
-from ca_service.employers.service import CodePolicy, employer_of, mobile_hint
+from ca_service.employers.service import CodePolicy, code_mobile, employer_of, mobile_hint
 from ca_service.errors import AccountLocked, AuthenticationFailed, ValidationError
 from ca_service.extensions import settings_of
 from ca_service.i18n import N_
@@ -385,8 +385,11 @@ def resend_mobile_code() -> Response:
 
 
 def _sms_code_page(form: CodeForm, user: User) -> str:
-    hint = mobile_hint(employer_of(user).mobile)
-    return _stage_page("auth/sms_code.html", form, mobile_hint=hint, resend=CancelForm())
+    hint = mobile_hint(code_mobile(user, employer_of(user)))
+    operator = user.role is Role.EMPLOYER_OPERATOR
+    return _stage_page(
+        "auth/sms_code.html", form, mobile_hint=hint, resend=CancelForm(), operator=operator
+    )
 
 
 def _locked_out(exc: AccountLocked) -> tuple[str, int]:
@@ -521,9 +524,10 @@ def home() -> str:
     raw = session.get(PREVIOUS_LOGIN)
     previous = dt.datetime.fromisoformat(raw) if raw else None
     user: User = current_user._get_current_object()
-    if user.role is Role.EMPLOYER_ADMIN and user.employer_id is not None:
-        # An employer administrator lands on the dashboard: what to renew comes first. (An
-        # administrator account made by `ca-service user create` has no employer yet.)
+    if user.role.is_employer_member and user.employer_id is not None:
+        # An employer administrator or HR operator lands on the dashboard: what to renew
+        # comes first. (An administrator account made by `ca-service user create` has no
+        # employer yet.)
         return render_template(
             "portal/dashboard.html",
             user=user,

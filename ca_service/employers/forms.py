@@ -32,3 +32,15 @@ class RegistrationForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no t
         _l("Repeat the password"),
         validators=[DataRequired(), EqualTo("password", message=_l("The passwords differ."))],
     )
+
+
+class OperatorForm(FlaskForm):  # type: ignore[misc]
+    full_name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
+    email = EmailField(_l("E-mail address"), validators=[DataRequired(), Length(max=254)])
+    mobile = StringField(
+        _l("Mobile number (sign-in codes go here)"), validators=[DataRequired(), Length(max=24)]
+    )
+
+
+class RemoveOperatorForm(FlaskForm):  # type: ignore[misc]
+    """Remove an operator (only the CSRF token)."""

@@ -157,8 +157,16 @@ def register_employer(
     return employer, user, sent
 
 
+def code_mobile(user: User, employer: Employer) -> str:
+    """Where the user's SMS codes go: an HR operator's own mobile number, otherwise the
+    employer's reserved one (the administrator's)."""
+    if user.role is Role.EMPLOYER_OPERATOR and user.mobile:
+        return user.mobile
+    return employer.mobile
+
+
 def employer_of(user: User) -> Employer:
-    """The employer an administrator acts for.
+    """The employer an administrator or HR operator acts for.
 
     :raises NotFound: when the account belongs to no employer.
     """
@@ -207,7 +215,7 @@ def _send_code(
     already sent stays valid, and the suppressed send is audited."""
     allowance = codes.throttle.acquire(
         kind=purpose.value,
-        destination=mobile_destination(employer.mobile),
+        destination=mobile_destination(code_mobile(user, employer)),
         client_address=client_address,
     )
     if not allowance.allowed:
@@ -227,7 +235,7 @@ def _audit_suppressed(
         {
             "purpose": purpose.value,
             # Masked as on the pages: the audit log holds no mobile number in clear.
-            "mobile_ending": mobile_hint(employer.mobile),
+            "mobile_ending": mobile_hint(code_mobile(user, employer)),
             "limit": allowance.refused_by,
             "retry_after_seconds": allowance.retry_after,
         },
@@ -244,7 +252,7 @@ def _enqueue_code(user: User, employer: Employer, purpose: CodePurpose, codes: C
         subject, body = str(subject), str(text) % {"code": code, "minutes": minutes}
     enqueue(
         channel=Channel.SMS,
-        recipient=employer.mobile,
+        recipient=code_mobile(user, employer),
         subject=subject,
         body=body,
         dedupe_key=f"code:{code_id}",

@@ -32,7 +32,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_events
 from ca_service.auth.access import ensure_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, Role, User
 from ca_service.auth.service import actor_of
 from ca_service.authorities.service import ISSUING_SLUG, ROOT_SLUG
 from ca_service.authorities.signing import normalise_serial
@@ -171,7 +171,7 @@ def renewal_window(
 
 def employer_certificates(user: User) -> list[Certificate]:
     """The issued certificates of the user's employer, newest first."""
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     employer = employer_of(user)
     return list(
         db.session.scalars(
@@ -192,7 +192,7 @@ def employer_certificate(*, user: User, serial: str) -> Certificate:
 
     :raises NotFound: also for another employer's certificate (its existence is not revealed).
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     # The account's employer id is enough here (a renewal loads the employer itself).
     employer_id = user.employer_id if user.employer_id is not None else employer_of(user).id
     canonical = normalise_serial(serial)
@@ -389,10 +389,14 @@ def plan_renewal(
 
     :raises Conflict: outside the window, revoked, already renewed or being renewed.
     :raises ValidationError: bad CSR, same key as before, another subject, details unconfirmed.
-    :raises Forbidden: not the employer's administrator, or its mobile not confirmed.
-    :raises KeyBlocked: the key was revoked for keyCompromise.
+    :raises Forbidden: not a member of the employer, its mobile not confirmed, or an HR
+        operator asking to revoke the old certificate (only the administrator revokes).
+    :raises KeyBlocked: the key was revoked for keyCompromise (checked here only for a renewal
+        that goes to review).
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
+    if supersede:
+        ensure_role(user, Role.EMPLOYER_ADMIN)
     employer = employer_of(user)
     if not employer.active:
         raise Forbidden(_("Confirm your mobile number before renewing."))

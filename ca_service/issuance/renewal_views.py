@@ -9,7 +9,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca_service.auth.access import require_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, User
 from ca_service.db import db
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError
@@ -29,7 +29,7 @@ def _user() -> User:
 
 
 @bp.get("/")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def index() -> Page:
     settings = settings_of(current_app)
     windows = [
@@ -55,13 +55,13 @@ def _page(serial: str, form: RenewalForm, status: int = 200) -> tuple[str, int]:
 
 
 @bp.get("/<serial>")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def renew_page(serial: str) -> Page:
     return _page(serial, RenewalForm())
 
 
 @bp.post("/<serial>")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def renew(serial: str) -> Page:
     user = _user()
     form = RenewalForm()

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
 from ca_service.auth.access import ensure_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, Role, User
 from ca_service.auth.service import actor_of
 from ca_service.authorities import profiles
 from ca_service.authorities.service import (
@@ -185,7 +185,7 @@ def _record_many(
 
 
 def _active_employer(user: User) -> Employer:
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     employer = employer_of(user)
     if not employer.active:
         raise Forbidden(_("Confirm your mobile number before applying."))
@@ -255,7 +255,7 @@ def attach_request(*, user: User, application: Application, data: bytes) -> Chec
 
     :raises ValidationError: malformed, badly signed or weak-keyed request.
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     _editable(application)
     if application.key_source is KeySource.COUNTER:
         raise Conflict(_("This application's key is generated at the counter; no request needed."))
@@ -296,7 +296,7 @@ def upload_document(
 
     :raises ValidationError: empty, oversize or not a PDF/PNG/JPEG.
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     _editable(application)
     if not content:
         raise ValidationError(_("The file for “%(label)s” is empty.", label=doc_type.label))
@@ -397,7 +397,7 @@ def submit_application(*, user: User, application: Application) -> Application:
 
     :raises ValidationError: listing what is missing or unacceptable.
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     _editable(application)
     missing = missing_for_submission(application)
     if missing:

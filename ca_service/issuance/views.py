@@ -20,7 +20,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca_service.auth.access import require_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, Role, User
 from ca_service.auth.service import actor_of
 from ca_service.binding.models import TrustPurpose
 from ca_service.binding.service import trusted_certificates
@@ -85,7 +85,7 @@ def issue_now(application: Application) -> None:
 
 
 @employer_bp.get("/")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def index() -> Page:
     return render_template(
         "issuance/index.html",
@@ -95,7 +95,7 @@ def index() -> Page:
 
 
 @employer_bp.post("/new")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def create() -> Page:
     form = NewApplicationForm()
     if not form.validate_on_submit():
@@ -108,13 +108,13 @@ def create() -> Page:
 
 
 @employer_bp.get("/<int:application_id>")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def detail(application_id: int) -> Page:
     return employer_page(service.employer_application(user=_user(), application_id=application_id))
 
 
 @employer_bp.post("/<int:application_id>/documents")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def upload(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     form = DocumentForm()
@@ -149,7 +149,7 @@ def upload(application_id: int) -> Page:
 
 
 @employer_bp.post("/<int:application_id>/request")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def attach_request(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     form = RequestForm()
@@ -173,7 +173,7 @@ def attach_request(application_id: int) -> Page:
 
 
 @employer_bp.post("/<int:application_id>/submit")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def submit(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     if not ActionForm().validate_on_submit():
@@ -188,7 +188,7 @@ def submit(application_id: int) -> Page:
 
 
 @employer_bp.get("/<int:application_id>/documents/<int:document_id>")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def employer_document(application_id: int, document_id: int) -> Response:
     application = service.employer_application(user=_user(), application_id=application_id)
     return document_response(application, document_id)
@@ -200,7 +200,7 @@ _FORMAT_OF = {name: kind for kind, (name, _) in service.DOWNLOAD_FORMATS.items()
 @employer_bp.get(
     "/<int:application_id>/<any('certificate.pem','certificate.cer','chain.pem','certificate.p7b'):name>"
 )
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def download(application_id: int, name: str) -> Response:
     application = service.employer_application(user=_user(), application_id=application_id)
     download = service.certificate_download(application, _FORMAT_OF[name])
@@ -210,7 +210,7 @@ def download(application_id: int, name: str) -> Response:
 
 
 @employer_bp.get("/<int:application_id>/notice")
-@require_role(Role.EMPLOYER_ADMIN)
+@require_role(*EMPLOYER_MEMBERS)
 def notice(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     certificate = service.certificate_of(application)

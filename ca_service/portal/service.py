@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from ca_service.auth.access import ensure_role
-from ca_service.auth.models import Role, User
+from ca_service.auth.models import EMPLOYER_MEMBERS, User
 from ca_service.binding.bindings import list_bindings
 from ca_service.binding.models import CertificateBinding
 from ca_service.config import Settings
@@ -69,7 +69,7 @@ def employer_dashboard(
 
     :raises Forbidden: when the user is not an employer administrator.
     """
-    ensure_role(user, Role.EMPLOYER_ADMIN)
+    ensure_role(user, *EMPLOYER_MEMBERS)
     now = now or utcnow()
     employer = employer_of(user)
     return Dashboard(

@@ -18,11 +18,23 @@ from ca_service.auth.models import Role
 from ca_service.db import db
 from ca_service.issuance.models import Application, Document
 from tests.api.conftest import bearer, request_token, token_of
-from tests.auth.flows import MakeOfficer, code_at, csrf_token, enter_code, login
+from tests.auth.flows import (
+    MakeOfficer,
+    code_at,
+    csrf_token,
+    enter_code,
+    enter_sms_code,
+    location,
+    login,
+    sms_code_for,
+)
+from tests.employers.operator_support import make_operator
 from tests.issuance.conftest import MakeEmployer, employer_login
 from tests.issuance.test_renewal import _issue_first
 
-EMP = frozenset({Role.EMPLOYER_ADMIN})
+EMP = frozenset({Role.EMPLOYER_ADMIN})  # the employer's administrator only
+# The administrator and the employer's HR operators (who never revoke, bind or manage).
+MEMBERS = frozenset({Role.EMPLOYER_ADMIN, Role.EMPLOYER_OPERATOR})
 RA = frozenset({Role.RA_OFFICER})
 OFFICERS = frozenset({Role.RA_OFFICER, Role.CA_ADMIN})
 CA = frozenset({Role.CA_ADMIN})
@@ -44,14 +56,14 @@ ACCESS: dict[str, frozenset[Role]] = {
     "trust_admin.enable": CA,
     "trust_admin.add": CA,
     "trust_admin.revocation_policy": CA,
-    "api.list_applications": EMP,
-    "api.create_application": EMP,
-    "api.get_application": EMP,
-    "api.download_certificate": EMP,
-    "api.put_csr": EMP,
-    "api.upload_document": EMP,
+    "api.list_applications": MEMBERS,
+    "api.create_application": MEMBERS,
+    "api.get_application": MEMBERS,
+    "api.download_certificate": MEMBERS,
+    "api.put_csr": MEMBERS,
+    "api.upload_document": MEMBERS,
     "api.revoke_own_certificate": EMP,
-    "api.submit_application": EMP,
+    "api.submit_application": MEMBERS,
     "api.certificate_login": PUBLIC,
     "api.create_challenge": PUBLIC,
     "api.tls_token": PUBLIC,
@@ -60,8 +72,8 @@ ACCESS: dict[str, frozenset[Role]] = {
     "api.list_bindings": EMP | OFFICERS,
     "api.bind": PUBLIC,  # the bind challenge names the account; no bearer token
     "api.unbind": EMP | OFFICERS,
-    "api.list_certificates": EMP,
-    "api.renew_certificate": EMP,
+    "api.list_certificates": MEMBERS,
+    "api.renew_certificate": MEMBERS,
     "api.renewal_info": PUBLIC,
     "api.certificate_status": PUBLIC,
     "api.register": PUBLIC,
@@ -76,16 +88,16 @@ ACCESS: dict[str, frozenset[Role]] = {
     "api.issue_application": RA,
     "api.reject_application": RA,
     "api.revoke_certificate": OFFICERS,
-    "issuance_employer.index": EMP,
-    "issuance_employer.detail": EMP,
-    "issuance_employer.download": EMP,
-    "issuance_employer.upload": EMP,
-    "issuance_employer.employer_document": EMP,
-    "issuance_employer.notice": EMP,
-    "issuance_employer.attach_request": EMP,
+    "issuance_employer.index": MEMBERS,
+    "issuance_employer.detail": MEMBERS,
+    "issuance_employer.download": MEMBERS,
+    "issuance_employer.upload": MEMBERS,
+    "issuance_employer.employer_document": MEMBERS,
+    "issuance_employer.notice": MEMBERS,
+    "issuance_employer.attach_request": MEMBERS,
     "revocation_portal.employer_revoke": EMP,
-    "issuance_employer.submit": EMP,
-    "issuance_employer.create": EMP,
+    "issuance_employer.submit": MEMBERS,
+    "issuance_employer.create": MEMBERS,
     "audit.events": READERS,
     "auth.cancel": PUBLIC,
     "auth.certificate_login": PUBLIC,
@@ -104,6 +116,10 @@ ACCESS: dict[str, frozenset[Role]] = {
     "auth.totp_code": PUBLIC,
     "auth.totp_enrol": PUBLIC,
     "employers.register": PUBLIC,
+    "operators.index": EMP,
+    "operators.create": EMP,
+    "operators.remove": EMP,
+    "operators.accept_invitation": PUBLIC,
     "revocation.ocsp_post": PUBLIC,
     "revocation.ocsp_get": PUBLIC,
     "issuance_officer.queue": RA,
@@ -122,9 +138,9 @@ ACCESS: dict[str, frozenset[Role]] = {
     "authorities.certificate_der": PUBLIC,
     "authorities.certificate_pem": PUBLIC,
     "revocation.crl": PUBLIC,
-    "renewal.index": EMP,
-    "renewal.renew_page": EMP,
-    "renewal.renew": EMP,
+    "renewal.index": MEMBERS,
+    "renewal.renew_page": MEMBERS,
+    "renewal.renew": MEMBERS,
     "issuance_public.verify": PUBLIC,
     "language.switch": PUBLIC,
 }
@@ -214,10 +230,21 @@ def identities(
             "slug": "employer",
             "encoded": base64.urlsafe_b64encode(b"\x30\x03\x02\x01\x00").decode(),
             "name": "certificate.pem",
+            "operator_id": "999999",
+            "user_id": "999999",
+            "secret": "not-a-secret",
         }
     other = make_employer()
     web = employer_login(app.test_client(), other)
     token = token_of(request_token(app.test_client(), other.username, other.password))
+    operator = make_operator(app, other)
+    operator_web = app.test_client()
+    assert location(login(operator_web, operator.username, operator.password)) == "/auth/sms-code"
+    code = sms_code_for(app, operator.user_id)
+    assert location(enter_sms_code(operator_web, code)) == "/auth/home"
+    operator_token = token_of(
+        request_token(app.test_client(), operator.username, operator.password)
+    )
     anonymous = app.test_client()
     people = [
         Identity("signed out", None, anonymous, {}, csrf_token(anonymous, "/auth/login")),
@@ -227,6 +254,13 @@ def identities(
             web,
             bearer(token),
             csrf_token(web, "/auth/home"),
+        ),
+        Identity(
+            "another employer's HR operator",
+            Role.EMPLOYER_OPERATOR,
+            operator_web,
+            bearer(operator_token),
+            csrf_token(operator_web, "/auth/home"),
         ),
         *(
             _staff(app, make_officer, role)
@@ -265,7 +299,7 @@ def test_each_route_lets_in_only_its_roles(
             elif person.role not in allowed:
                 if status != 403:
                     wrong.append(f"{seen} (expected 403)")
-            elif person.role is Role.EMPLOYER_ADMIN and route.foreign:
+            elif person.role in MEMBERS and route.foreign:
                 if status != 404:
                     wrong.append(f"{seen} (another employer's record: expected 404)")
             elif status in (401, 403):

@@ -40,6 +40,7 @@ from tests.auth.conftest import make_officer  # noqa: F401  (fixture used below)
 from tests.auth.flows import MakeOfficer
 from tests.conftest import CliInvoke
 from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
+    EmployerAccount,
     Issued,
     MakeEmployer,
     csr_pem,
@@ -227,9 +228,26 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
     assert len(by_target) == 2 * EMPLOYERS
     assert all(sorted(o) == ["conflict", "issued"] for o in by_target.values()), by_target
 
+    assert_nothing_lost_or_duplicated(
+        app, list(zip(applicants, applications, strict=True)), first, superseded
+    )
+    verified = cli("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+
+
+def assert_nothing_lost_or_duplicated(
+    app: Flask,
+    approved: list[tuple[EmployerAccount, int]],
+    first: list[Issued],
+    superseded: set[str],
+) -> None:
+    """The end state after a race: each application of ``approved`` (its employer, its id)
+    and each certificate of ``first`` renewed has exactly one issued certificate, nothing is
+    pending, serials and CRL numbers are unique, exactly the ``superseded`` serials are revoked
+    and the newest CRL (published after the race) lists them."""
     with app.app_context():
         # Each application has exactly one certificate, issued.
-        for account, application_id in zip(applicants, applications, strict=True):
+        for account, application_id in approved:
             application = db.session.get(Application, application_id)
             assert application is not None
             assert application.status is ApplicationStatus.ISSUED
@@ -252,11 +270,11 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
             )
             assert renewals == 1, issued.serial
         # Every end-entity row is issued (nothing pending or failed left behind), and their
-        # number is the first certificates + the approvals + the renewals.
+        # number is the first certificates + the renewals + the approvals.
         statuses = db.session.scalars(
             sa.select(Certificate.status).where(Certificate.kind == CertificateKind.END_ENTITY)
         ).all()
-        assert statuses == [CertificateStatus.ISSUED] * (3 * EMPLOYERS)
+        assert statuses == [CertificateStatus.ISSUED] * (len(first) * 2 + len(approved))
         duplicate_serials = db.session.execute(
             sa.select(Certificate.issuer_id, Certificate.serial)
             .group_by(Certificate.issuer_id, Certificate.serial)
@@ -287,5 +305,3 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
         ).one()
         listed = {f"{entry.serial_number:x}" for entry in x509.load_der_x509_crl(newest)}
         assert listed == superseded
-    verified = cli("audit", "verify")
-    assert verified.exit_code == 0, verified.output

@@ -21,11 +21,10 @@ import sqlalchemy as sa
 import time_machine
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
 from ca_service.auth.models import User
-from ca_service.db import db, utcnow
+from ca_service.db import db
 from ca_service.errors import Conflict
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
@@ -33,19 +32,22 @@ from ca_service.issuance import renewal, service
 from ca_service.issuance.models import (
     Application,
     ApplicationStatus,
-    Document,
-    DocumentType,
-    KeySource,
 )
-from ca_service.issuance.seals import SealVerdict
 from ca_service.models import Certificate, CertificateKind, CertificateStatus
 from ca_service.revocation.models import PublishedCRL
 from ca_service.revocation.service import publish_all_crls
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture used below)
 from tests.auth.flows import MakeOfficer
 from tests.conftest import CliInvoke
-from tests.issuance.conftest import EmployerAccount, MakeEmployer, make_employer  # noqa: F401
-from tests.issuance.test_renewal import Issued, _csr, _issue_first
+from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
+    EmployerAccount,
+    Issued,
+    MakeEmployer,
+    csr_pem,
+    issue_employer_certificate,
+    make_employer,
+    submitted_application,
+)
 
 EMPLOYERS = 24  # of each kind: 24 renewals and 24 approvals
 THREADS = 8
@@ -59,41 +61,6 @@ class Attempt:
     target: int  # the application (approve) or the certificate (renew) id
     actor_id: int  # the officer (approve) or the employer's administrator (renew)
     supersede: bool = False  # renew only: revoke the old certificate (and publish a CRL)
-
-
-def _submitted_application(app: Flask, account: EmployerAccount) -> int:
-    """A submitted application with all six documents verified and a CSR, as an employer
-    leaves it for the officers (committed); the rows as tests/issuance/test_renewal.py's
-    ``_issue_first`` writes them, one step earlier."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.load_pem_x509_csr(_csr(key).encode())
-    with app.app_context():
-        application = Application(
-            employer_id=account.employer_id,
-            status=ApplicationStatus.SUBMITTED,
-            key_source=KeySource.CSR,
-            csr_der=csr.public_bytes(Encoding.DER),
-            created_by_id=account.user_id,
-            submitted_at=utcnow(),
-        )
-        db.session.add(application)
-        db.session.flush()
-        db.session.add_all(
-            Document(
-                application_id=application.id,
-                doc_type=doc_type,
-                filename=f"{doc_type.value}.pdf",
-                media_type="application/pdf",
-                size=100,
-                sha256=f"{index:064x}",
-                verdict=SealVerdict.VERIFIED,
-                verdict_detail="verified",
-            )
-            for index, doc_type in enumerate(DocumentType)
-        )
-        db.session.commit()
-        assert service.approval_blockers(application) == []
-        return application.id
 
 
 def _plan(attempts: list[tuple[Attempt, Attempt]], seed: int) -> list[list[Attempt]]:
@@ -140,7 +107,7 @@ def _attempt(app: Flask, attempt: Attempt) -> str:
                 outcome = renewal.request_renewal(
                     user=actor,
                     certificate=certificate,
-                    csr=_csr(ec.generate_private_key(ec.SECP256R1())).encode(),
+                    csr=csr_pem(ec.generate_private_key(ec.SECP256R1())).encode(),
                     supersede=attempt.supersede,
                     contacts_confirmed=False,
                     token=app_token(),
@@ -219,10 +186,10 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
 ) -> None:
     officers = [make_officer().user.id for _ in range(2)]  # two per approval: no dual control
     first: list[Issued] = [
-        _issue_first(app, make_employer(), officers[0]) for _ in range(EMPLOYERS)
+        issue_employer_certificate(app, make_employer(), officers[0]) for _ in range(EMPLOYERS)
     ]
     applicants = [make_employer() for _ in range(EMPLOYERS)]
-    applications = [_submitted_application(app, account) for account in applicants]
+    applications = [submitted_application(app, account) for account in applicants]
     # Every other renewal supersedes: its revocation re-signs OCSP and publishes CRLs (or
     # coalesces them) while the others issue.
     superseded = {issued.serial for issued in first[::2]}
@@ -261,9 +228,26 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
     assert len(by_target) == 2 * EMPLOYERS
     assert all(sorted(o) == ["conflict", "issued"] for o in by_target.values()), by_target
 
+    assert_nothing_lost_or_duplicated(
+        app, list(zip(applicants, applications, strict=True)), first, superseded
+    )
+    verified = cli("audit", "verify")
+    assert verified.exit_code == 0, verified.output
+
+
+def assert_nothing_lost_or_duplicated(
+    app: Flask,
+    approved: list[tuple[EmployerAccount, int]],
+    first: list[Issued],
+    superseded: set[str],
+) -> None:
+    """The end state after a race: each application of ``approved`` (its employer, its id)
+    and each certificate of ``first`` renewed has exactly one issued certificate, nothing is
+    pending, serials and CRL numbers are unique, exactly the ``superseded`` serials are revoked
+    and the newest CRL (published after the race) lists them."""
     with app.app_context():
         # Each application has exactly one certificate, issued.
-        for account, application_id in zip(applicants, applications, strict=True):
+        for account, application_id in approved:
             application = db.session.get(Application, application_id)
             assert application is not None
             assert application.status is ApplicationStatus.ISSUED
@@ -286,11 +270,11 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
             )
             assert renewals == 1, issued.serial
         # Every end-entity row is issued (nothing pending or failed left behind), and their
-        # number is the first certificates + the approvals + the renewals.
+        # number is the first certificates + the renewals + the approvals.
         statuses = db.session.scalars(
             sa.select(Certificate.status).where(Certificate.kind == CertificateKind.END_ENTITY)
         ).all()
-        assert statuses == [CertificateStatus.ISSUED] * (3 * EMPLOYERS)
+        assert statuses == [CertificateStatus.ISSUED] * (len(first) * 2 + len(approved))
         duplicate_serials = db.session.execute(
             sa.select(Certificate.issuer_id, Certificate.serial)
             .group_by(Certificate.issuer_id, Certificate.serial)
@@ -321,5 +305,3 @@ def test_racing_approvals_and_renewals_lose_and_duplicate_nothing(
         ).one()
         listed = {f"{entry.serial_number:x}" for entry in x509.load_der_x509_crl(newest)}
         assert listed == superseded
-    verified = cli("audit", "verify")
-    assert verified.exit_code == 0, verified.output

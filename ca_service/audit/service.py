@@ -245,6 +245,14 @@ def _lock_head(appending: int) -> _ClaimedHead:
     return head
 
 
+def lock_audit_log() -> None:
+    """Take the audit log's write lock now (held until the transaction ends), as the next
+    event would. For a writer that takes other row locks before its event: taking
+    this one first keeps every writer's lock order the same (audit log, then the rest), so
+    two of them cannot deadlock."""
+    _lock_head(0)
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """One event of ``record_events``: what happened to what, and who did it when not the

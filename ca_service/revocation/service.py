@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ca_service.audit.service import record_event
+from ca_service.audit.service import lock_audit_log, record_event
 from ca_service.authorities.service import (
     ROOT_SLUG,
     current_certificate,
@@ -364,8 +364,17 @@ def publish_crl(
     )
     # Publishers of one issuer queue on its row (PostgreSQL FOR UPDATE; SQLite writers are
     # serialised already), so each takes the next number; the unique constraint still
-    # guarantees that no two CRLs of an issuer ever share one.
-    db.session.execute(sa.select(Authority.id).where(Authority.id == issuer.id).with_for_update())
+    # guarantees that no two CRLs of an issuer ever share one. The audit log's lock comes
+    # first, as in a revocation (its event, then this CRL): publishing takes the issuer's row
+    # and then the log for its own event, and in the other order a revocation and a
+    # publication deadlocked on PostgreSQL. FOR NO KEY UPDATE, not FOR UPDATE: an issuance
+    # inserting a certificate of this issuer holds a KEY SHARE lock on the row (its foreign
+    # key) until it commits, and a plain FOR UPDATE waited for it — while that issuance waited
+    # for the audit log this publication held: a deadlock.
+    lock_audit_log()
+    db.session.execute(
+        sa.select(Authority.id).where(Authority.id == issuer.id).with_for_update(key_share=True)
+    )
     number = (
         db.session.scalar(
             sa.select(sa.func.max(PublishedCRL.number)).where(PublishedCRL.issuer_id == issuer.id)

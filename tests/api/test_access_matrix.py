@@ -29,8 +29,7 @@ from tests.auth.flows import (
     sms_code_for,
 )
 from tests.employers.operator_support import make_operator
-from tests.issuance.conftest import MakeEmployer, employer_login
-from tests.issuance.test_renewal import _issue_first
+from tests.issuance.conftest import MakeEmployer, employer_login, issue_employer_certificate
 
 EMP = frozenset({Role.EMPLOYER_ADMIN})  # the employer's administrator only
 # The administrator and the employer's HR operators (who never revoke, bind or manage).
@@ -211,11 +210,9 @@ def identities(
     app: Flask, make_employer: MakeEmployer, make_officer: MakeOfficer
 ) -> tuple[list[Identity], dict[str, str]]:
     owner = make_employer()
-    issued = _issue_first(app, owner, make_officer().user.id)
+    issued = issue_employer_certificate(app, owner, make_officer().user.id)
     with app.app_context():
-        application = db.session.scalar(
-            sa.select(Application).where(Application.certificate_id == issued.certificate_id)
-        )
+        application = db.session.get(Application, issued.application_id)
         assert application is not None
         document = db.session.scalar(
             sa.select(Document).where(Document.application_id == application.id).limit(1)

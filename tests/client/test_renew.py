@@ -15,33 +15,22 @@ import json
 import re
 import subprocess
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import time_machine
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 
 from ca_client.errors import EXIT_FAILED, EXIT_NOT_DUE, EXIT_PENDING
 from ca_client.keys import public_key_fingerprint
 from ca_service.db import db, utcnow
-from ca_service.employers.models import Employer
-from ca_service.extensions import settings_of
-from ca_service.hsm_access import app_token
-from ca_service.issuance import service
 from ca_service.issuance.models import (
     Application,
-    ApplicationStatus,
-    Document,
-    DocumentType,
-    KeySource,
 )
-from ca_service.issuance.seals import SealVerdict
 from ca_service.models import Certificate
 from ca_service.revocation.blocked_keys import spki_sha256
 from ca_service.revocation.models import BlockedKey
@@ -52,90 +41,15 @@ from tests.client.conftest import ClientRun, UKey
 from tests.client.support import assert_fails_cleanly
 from tests.issuance.conftest import (  # noqa: F401  (make_employer, make_officer: fixtures)
     EmployerAccount,
+    Issued,
     MakeEmployer,
+    issue_employer_certificate,
     make_employer,
     make_officer,
 )
 
 PASSPHRASE = "correct horse battery staple"
 TODAY = f"{dt.datetime.now(dt.UTC):%Y%m%d}"
-
-
-@dataclass(frozen=True)
-class Old:
-    """The certificate to renew: its account, serial and database row."""
-
-    account: EmployerAccount
-    certificate: x509.Certificate
-    certificate_id: int
-
-    @property
-    def serial(self) -> str:
-        return format(self.certificate.serial_number, "x")
-
-
-def _issue(
-    app: Flask,
-    account: EmployerAccount,
-    key: Any,
-    *,
-    days_ago: int,
-    officer_id: int | None,
-) -> Old:
-    """Our employer certificate for ``key``, issued ``days_ago`` days ago after an officer's
-    approval (``officer_id``) of an application with all its documents on record; without an
-    officer, no approval is on record (so a renewal goes to an officer)."""
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([]))
-        .sign(key, hashes.SHA256())
-    )
-    with (
-        time_machine.travel(dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago), tick=False),
-        app.app_context(),
-    ):
-        now = utcnow()
-        # The record was last changed before the approval.
-        db.session.execute(
-            sa.update(Employer)
-            .where(Employer.id == account.employer_id)
-            .values(updated_at=now - dt.timedelta(days=2))
-        )
-        application = Application(
-            employer_id=account.employer_id,
-            status=ApplicationStatus.APPROVED,
-            key_source=KeySource.CSR,
-            csr_der=csr.public_bytes(Encoding.DER),
-            created_by_id=account.user_id,
-            decided_by_id=officer_id,
-            decided_at=now - dt.timedelta(days=1) if officer_id else None,
-        )
-        db.session.add(application)
-        db.session.flush()
-        if officer_id is not None:
-            db.session.add_all(
-                Document(
-                    application_id=application.id,
-                    doc_type=doc_type,
-                    filename=f"{doc_type.value}.pdf",
-                    media_type="application/pdf",
-                    size=100,
-                    sha256=f"{index:064x}",
-                    verdict=SealVerdict.VERIFIED,
-                    verdict_detail="verified",
-                )
-                for index, doc_type in enumerate(DocumentType)
-            )
-        db.session.commit()
-        row = service.issue_certificate(
-            application=application,
-            token=app_token(),
-            profile=service.EmployerProfile.from_settings(settings_of(app)),
-            commit=db.session.commit,
-            actor="tests",
-        )
-        assert row.der is not None
-        return Old(account, x509.load_der_x509_certificate(row.der), row.id)
 
 
 @pytest.fixture
@@ -154,17 +68,17 @@ def _ukey_certificate(
     days_ago: int,
     officer_id: int | None,
     algorithm: str = "ec-p256",
-) -> Old:
+) -> Issued:
     """A key made by ca-client on the UKey, its certificate stored beside it and written to
     ``tmp_path/employer.pem``."""
     made = run("keygen", "--token-label", ukey.label, "--algorithm", algorithm, "--csr", "-")
     assert made.exit_code == 0, made.output
-    old = _issue(
+    old = issue_employer_certificate(
         app,
         account,
-        ukey_token.private_key("employer-key"),
+        officer_id,
+        key=ukey_token.private_key("employer-key"),
         days_ago=days_ago,
-        officer_id=officer_id,
     )
     path = tmp_path / "employer.pem"
     path.write_bytes(old.certificate.public_bytes(Encoding.PEM))
@@ -511,7 +425,7 @@ def test_renew_a_key_file_with_supersede(
     made = run("keygen", "--key-file", str(key_file), "--algorithm", "rsa-2048", env=env)
     assert made.exit_code == 0, made.output
     key = serialization.load_pem_private_key(key_file.read_bytes(), PASSPHRASE.encode())
-    old = _issue(app, make_employer(), key, days_ago=340, officer_id=officer_id)
+    old = issue_employer_certificate(app, make_employer(), officer_id, key=key, days_ago=340)
     certificate_file = tmp_path / "employer.pem"
     certificate_file.write_bytes(old.certificate.public_bytes(Encoding.PEM))
     options = ["--url", served, "--key-file", str(key_file), "--certificate", str(certificate_file)]

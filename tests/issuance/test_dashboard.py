@@ -16,15 +16,19 @@ from flask.testing import FlaskClient
 from ca_service.db import db, utcnow
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 from tests.auth.flows import MakeOfficer
-from tests.issuance.conftest import MakeEmployer, employer_login
-from tests.issuance.test_renewal import Issued, _issue_first
+from tests.issuance.conftest import (
+    Issued,
+    MakeEmployer,
+    employer_login,
+    issue_employer_certificate,
+)
 
 HOME = "/auth/home"
 
 
 @pytest.fixture
 def issued(app: Flask, make_employer: MakeEmployer, make_officer: MakeOfficer) -> Issued:
-    return _issue_first(app, make_employer(), make_officer().user.id)
+    return issue_employer_certificate(app, make_employer(), make_officer().user.id)
 
 
 def _dashboard(client: FlaskClient, issued: Issued) -> str:

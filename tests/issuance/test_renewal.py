@@ -7,15 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import traceback
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 import time_machine
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
@@ -29,90 +26,20 @@ from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal, service
 from ca_service.issuance.models import (
     Application,
-    ApplicationStatus,
-    Document,
-    DocumentType,
-    KeySource,
 )
-from ca_service.issuance.seals import SealVerdict
 from ca_service.models import Certificate
 from ca_service.revocation.blocked_keys import spki_sha256
 from ca_service.revocation.models import BlockedKey
 from tests.api.conftest import API, bearer, error_of, request_token, token_of
 from tests.auth.flows import MakeOfficer, csrf_token
-from tests.issuance.conftest import EmployerAccount, MakeEmployer, employer_login
-
-
-@dataclass(frozen=True)
-class Issued:
-    account: EmployerAccount
-    serial: str
-    certificate_id: int
-    not_after: dt.datetime
-    key: ec.EllipticCurvePrivateKey
-
-
-def _csr(key: ec.EllipticCurvePrivateKey, subject: x509.Name | None = None) -> str:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject or x509.Name([]))
-    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.PEM).decode()
-
-
-def _issue_first(
-    app: Flask,
-    account: EmployerAccount,
-    officer_id: int,
-    *,
-    licence_valid_until: dt.date | None = None,
-) -> Issued:
-    """An employer certificate as after an officer's approval of an application with a
-    business licence on record (committed)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    with app.app_context():
-        employer = db.session.get(Employer, account.employer_id)
-        assert employer is not None
-        now = utcnow()
-        # The record was last changed before the approval.
-        db.session.execute(
-            sa.update(Employer)
-            .where(Employer.id == employer.id)
-            .values(updated_at=now - dt.timedelta(days=2))
-        )
-        application = Application(
-            employer_id=account.employer_id,
-            status=ApplicationStatus.APPROVED,
-            key_source=KeySource.CSR,
-            csr_der=x509.load_pem_x509_csr(_csr(key).encode()).public_bytes(Encoding.DER),
-            created_by_id=account.user_id,
-            decided_by_id=officer_id,
-            decided_at=now - dt.timedelta(days=1),
-        )
-        db.session.add(application)
-        db.session.flush()
-        db.session.add_all(
-            Document(
-                application_id=application.id,
-                doc_type=doc_type,
-                filename=f"{doc_type.value}.pdf",
-                media_type="application/pdf",
-                size=100,
-                sha256=f"{index:064x}",
-                verdict=SealVerdict.VERIFIED,
-                verdict_detail="verified",
-                valid_until=licence_valid_until
-                if doc_type is DocumentType.BUSINESS_LICENCE
-                else None,
-            )
-            for index, doc_type in enumerate(DocumentType)
-        )
-        db.session.commit()
-        row = service.issue_certificate(
-            application=application,
-            token=app_token(),
-            profile=service.EmployerProfile.from_settings(settings_of(app)),
-            commit=db.session.commit,
-            actor="tests",
-        )
-        return Issued(account, row.serial, row.id, row.not_after, key)
+from tests.issuance.conftest import (
+    EmployerAccount,
+    Issued,
+    MakeEmployer,
+    csr_pem,
+    employer_login,
+    issue_employer_certificate,
+)
 
 
 @pytest.fixture
@@ -122,7 +49,7 @@ def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
 
 @pytest.fixture
 def issued(app: Flask, make_employer: MakeEmployer, officer_id: int) -> Issued:
-    return _issue_first(app, make_employer(), officer_id)
+    return issue_employer_certificate(app, make_employer(), officer_id)
 
 
 def _token(client: FlaskClient, account: EmployerAccount) -> dict[str, str]:
@@ -156,7 +83,7 @@ def test_renewal_inside_the_window_is_issued_at_once_and_only_the_newest_renews(
         assert info["due"] is True
         assert info["days_left"] in (29, 30)
         new_key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(new_key))
+        status, body = _renew(client, headers, issued.serial, csr_pem(new_key))
         assert status == 201, body
         new = x509.load_pem_x509_certificate(str(body["certificate_pem"]).encode())
         assert new.public_key().public_numbers() == new_key.public_key().public_numbers()
@@ -170,28 +97,28 @@ def test_renewal_inside_the_window_is_issued_at_once_and_only_the_newest_renews(
         assert info["state"] == "renewed"
         assert info["renewed_by"] == new_serial
         again = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(again))
+        status, body = _renew(client, headers, issued.serial, csr_pem(again))
         assert status == 409
         assert "already renewed" in str(body["error"])
-        status, body = _renew(client, headers, new_serial, _csr(again))
+        status, body = _renew(client, headers, new_serial, csr_pem(again))
         assert status == 409
         assert "can be renewed from" in str(body["error"])
 
 
 def test_renewal_refusals(app: Flask, client: FlaskClient, issued: Issued) -> None:
     headers = _token(client, issued.account)
-    fresh = _csr(ec.generate_private_key(ec.SECP256R1()))
+    fresh = csr_pem(ec.generate_private_key(ec.SECP256R1()))
     status, body = _renew(client, headers, issued.serial, fresh)
     assert status == 409
     assert "can be renewed from" in str(body["error"])
     with time_machine.travel(issued.not_after - dt.timedelta(days=10), tick=True):
         headers = _token(client, issued.account)
-        status, body = _renew(client, headers, issued.serial, _csr(issued.key))
+        status, body = _renew(client, headers, issued.serial, csr_pem(issued.key))
         assert status == 400
         assert "new key pair" in str(body["error"])
         other = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, "91110000XXXXXXXX")])
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(key, other))
+        status, body = _renew(client, headers, issued.serial, csr_pem(key, other))
         assert status == 400
         assert "another organisation" in str(body["error"])
         compromised = ec.generate_private_key(ec.SECP256R1())
@@ -205,7 +132,7 @@ def test_renewal_refusals(app: Flask, client: FlaskClient, issued: Issued) -> No
                 )
             )
             db.session.commit()
-        status, body = _renew(client, headers, issued.serial, _csr(compromised))
+        status, body = _renew(client, headers, issued.serial, csr_pem(compromised))
         assert status == 409
         assert body["error"]["code"] == "key_blocked"
         status, body = _renew(client, headers, issued.serial, "not a csr")
@@ -230,7 +157,7 @@ def test_supersede_revokes_the_old_certificate(
     with time_machine.travel(issued.not_after - dt.timedelta(days=5), tick=True):
         headers = _token(client, issued.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(key), supersede=True)
+        status, body = _renew(client, headers, issued.serial, csr_pem(key), supersede=True)
         assert status == 201, body
         assert _row(app, issued.serial).revocation_reason == "superseded"
         info = client.get(f"{API}/certificates/{issued.serial}/renewal-info").get_json()
@@ -249,7 +176,7 @@ def test_a_revoked_certificate_is_not_renewed(
     with time_machine.travel(issued.not_after - dt.timedelta(days=5), tick=True):
         headers = _token(client, issued.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(key))
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
         assert status == 409
         assert "revoked" in str(body["error"])
 
@@ -265,7 +192,7 @@ def test_a_changed_record_sends_the_renewal_to_an_officer(
     with time_machine.travel(issued.not_after - dt.timedelta(days=20), tick=True):
         headers = _token(client, issued.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(key))
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
         assert status == 202, body
         assert "employer record changed" in str(body["reasons"])
         application = body["application"]
@@ -294,13 +221,13 @@ def test_an_expired_document_asks_the_employer_for_a_current_one(
     app: Flask, client: FlaskClient, make_employer: MakeEmployer, officer_id: int
 ) -> None:
     today = utcnow().date()
-    first = _issue_first(
+    first = issue_employer_certificate(
         app, make_employer(), officer_id, licence_valid_until=today + dt.timedelta(days=200)
     )
     with time_machine.travel(first.not_after - dt.timedelta(days=20), tick=True):
         headers = _token(client, first.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, first.serial, _csr(key))
+        status, body = _renew(client, headers, first.serial, csr_pem(key))
         assert status == 202, body
         assert "Business licence" in str(body["reasons"])
         application = body["application"]
@@ -320,7 +247,7 @@ def test_after_expiry_the_employer_renews_in_the_browser_within_the_grace_period
         path = f"/renewal/{issued.serial}"
         key = ec.generate_private_key(ec.SECP256R1())
         unconfirmed = client.post(
-            path, data={"csrf_token": csrf_token(client, path), "pem": _csr(key)}
+            path, data={"csrf_token": csrf_token(client, path), "pem": csr_pem(key)}
         )
         assert unconfirmed.status_code == 400
         assert "still current" in unconfirmed.get_data(as_text=True)
@@ -328,7 +255,7 @@ def test_after_expiry_the_employer_renews_in_the_browser_within_the_grace_period
             path,
             data={
                 "csrf_token": csrf_token(client, path),
-                "pem": _csr(key),
+                "pem": csr_pem(key),
                 "contacts_confirmed": "y",
             },
         )
@@ -349,7 +276,7 @@ def test_past_the_grace_period_a_new_application_is_needed(
         assert info.headers["Retry-After"]
         headers = _token(client, issued.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        status, body = _renew(client, headers, issued.serial, _csr(key), contacts_confirmed=True)
+        status, body = _renew(client, headers, issued.serial, csr_pem(key), contacts_confirmed=True)
         assert status == 409
         assert "new application" in str(body["error"])
         employer_login(client, issued.account)
@@ -384,7 +311,7 @@ def test_two_renewals_at_once_give_one_certificate(app: Flask, issued: Issued) -
                     outcome = renewal.request_renewal(
                         user=user,
                         certificate=certificate,
-                        csr=_csr(key).encode(),
+                        csr=csr_pem(key).encode(),
                         supersede=False,
                         contacts_confirmed=False,
                         token=app_token(),

@@ -32,8 +32,8 @@ from ca_service.models import Certificate
 from hsm.errors import HSMError
 from tests.api.conftest import API
 from tests.auth.flows import MakeOfficer
-from tests.issuance.conftest import MakeEmployer
-from tests.issuance.test_renewal import Issued, _csr, _issue_first, _renew, _token
+from tests.issuance.conftest import Issued, MakeEmployer, csr_pem, issue_employer_certificate
+from tests.issuance.test_renewal import _renew, _token
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
 
 
 def _issued(app: Flask, make_employer: MakeEmployer, officer_id: int, count: int) -> list[Issued]:
-    return [_issue_first(app, make_employer(), officer_id) for _ in range(count)]
+    return [issue_employer_certificate(app, make_employer(), officer_id) for _ in range(count)]
 
 
 def _plan(app: Flask, issued: Issued, **flags: bool) -> renewal.RenewalPlan:
@@ -50,7 +50,7 @@ def _plan(app: Flask, issued: Issued, **flags: bool) -> renewal.RenewalPlan:
     certificate = db.session.get(Certificate, issued.certificate_id)
     assert user is not None
     assert certificate is not None
-    csr = _csr(ec.generate_private_key(ec.SECP256R1())).encode()
+    csr = csr_pem(ec.generate_private_key(ec.SECP256R1())).encode()
     return renewal.plan_renewal(
         user=user,
         certificate=certificate,
@@ -189,7 +189,9 @@ def test_renewals_at_once_are_written_together(
 
         def renew(index: int) -> None:
             key = ec.generate_private_key(ec.SECP256R1())
-            answers.append(_renew(clients[index], headers[index], issued[index].serial, _csr(key)))
+            answers.append(
+                _renew(clients[index], headers[index], issued[index].serial, csr_pem(key))
+            )
 
         threads = [threading.Thread(target=renew, args=(i,)) for i in range(len(issued))]
         for thread in threads:
@@ -235,7 +237,7 @@ def test_a_batch_failing_before_it_commits_falls_back_to_one_by_one(
     with time_machine.travel(one.not_after - dt.timedelta(days=20), tick=True):
         headers = _token(client, one.account)
         status, body = _renew(
-            client, headers, one.serial, _csr(ec.generate_private_key(ec.SECP256R1()))
+            client, headers, one.serial, csr_pem(ec.generate_private_key(ec.SECP256R1()))
         )
     assert status == 201, body
     with app.app_context():
@@ -269,7 +271,7 @@ def test_an_hsm_failure_in_a_batch_is_a_503_in_the_requests_language(
         headers = _token(client, one.account)
         response = client.post(
             f"{API}/certificates/{one.serial}/renewal",
-            json={"csr_pem": _csr(ec.generate_private_key(ec.SECP256R1()))},
+            json={"csr_pem": csr_pem(ec.generate_private_key(ec.SECP256R1()))},
             headers={**headers, "Accept-Language": "es"},
         )
     assert response.status_code == 503

@@ -13,9 +13,11 @@ from typing import Any
 
 from flask import Response, current_app, make_response, url_for
 
+from ca_service.api import schemas
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import application_json, certificate_json, timestamp
+from ca_service.api.spec import EMPLOYER, PUBLIC, Reply, documented
 from ca_service.auth.models import Role
 from ca_service.db import db, read_first
 from ca_service.errors import ValidationError
@@ -52,7 +54,13 @@ def _flag(data: dict[str, Any], name: str) -> bool:
 
 
 @bp.get("/certificates")
+@documented(
+    tag=EMPLOYER,
+    responses={200: Reply(schemas.CertificateList, "The certificates.")},
+    errors=(401, 403),
+)
 def list_certificates() -> JSON:
+    """The employer's certificates, newest first, with their renewal state."""
     user = bearer_user(Role.EMPLOYER_ADMIN)
     settings = settings_of(current_app)
     return {
@@ -67,7 +75,15 @@ def list_certificates() -> JSON:
 
 
 @bp.get("/certificates/<serial>/renewal-info")
+@documented(
+    tag=PUBLIC,
+    public=True,
+    responses={200: Reply(schemas.RenewalInfo, "Where the certificate stands for renewal.")},
+    errors=(404,),
+)
 def renewal_info(serial: str) -> Response:
+    """Suggested renewal window of an employer certificate (as RFC 9773's renewal
+    information; Retry-After says when to ask again)."""
     with read_first():
         row = renewal.certificate_by_serial(serial)
         window = renewal.renewal_window(row, settings_of(current_app))
@@ -77,10 +93,21 @@ def renewal_info(serial: str) -> Response:
 
 
 @bp.post("/certificates/<serial>/renewal")
+@documented(
+    tag=EMPLOYER,
+    body=schemas.RenewalRequest,
+    responses={
+        201: Reply(schemas.RenewalResult, "Renewed: the new certificate."),
+        202: Reply(schemas.RenewalResult, "Accepted; it waits (see reasons and application)."),
+    },
+    errors=(400, 401, 403, 404, 409, 415, 503),
+)
 def renew_certificate(serial: str) -> Response:
+    """Renew (re-key) a certificate with a new CSR: issued at once when the employer record
+    and documents are unchanged, else waiting for an officer or documents."""
     user = bearer_user(Role.EMPLOYER_ADMIN)
     certificate = renewal.employer_certificate(user=user, serial=serial)
-    data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
+    data = json_body(schemas.RenewalRequest)
     csr = text_field(data, "csr_pem").encode()
     outcome = renewal.request_renewal(
         user=user,

@@ -22,8 +22,10 @@ import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
 from flask_babel import gettext as _
 
+from ca_service.api import schemas
 from ca_service.api.http import InvalidToken, TotpRequired, bp, json_body, text_field
 from ca_service.api.serialise import timestamp
+from ca_service.api.spec import AUTHENTICATION, Reply, documented
 from ca_service.audit.service import record_event
 from ca_service.auth import service as auth_service
 from ca_service.auth.access import ensure_role
@@ -190,8 +192,31 @@ def password_user(username: str, password: str) -> User:
 
 
 @bp.post("/auth/token")
+@documented(
+    tag=AUTHENTICATION,
+    public=True,
+    body=schemas.TokenRequest,
+    responses={201: Reply(schemas.Token, "A new token; only its hash is stored.")},
+    errors=(400, 401, 403, 415, 423, 429),
+)
 def create_token() -> Response:
-    data = json_body(("username", "password", "totp_code", "sms_code"))
+    """Exchange username, password and a second factor (SMS code for employer
+    administrators, TOTP code for agency staff) for a bearer token.
+
+    Employer administrators sign in in two calls. The first, with username and password only,
+    sends a six-digit code by SMS to the employer's reserved mobile number and answers 401
+    with error code `sms_code_required` (the message gives the number's last digits). Repeat
+    the call with the same username and password and the code in `sms_code`; each call
+    without it sends a new code and the earlier one stops working, unless the limits on SMS
+    codes hold it back (one per number per CA_SMS_CODE_INTERVAL_SECONDS, a few an hour): then
+    the message says so and when to ask again, and the earlier code still works. A wrong code
+    answers 401 and counts as a failed sign-in (too many lock the account: 423). Each sign-in
+    is audited and announced to the employer by e-mail and SMS.
+
+    Agency staff send the current authenticator code in `totp_code` (without it: 401
+    `totp_required`).
+    """
+    data = json_body(schemas.TokenRequest)
     username = text_field(data, "username")
     password = text_field(data, "password")
     totp_code = text_field(data, "totp_code", required=False)
@@ -242,7 +267,9 @@ def issue_token(user: User, *, method: str, login: CertificateLogin | None = Non
 
 
 @bp.delete("/auth/token")
+@documented(tag=AUTHENTICATION, responses={204: Reply(None, "Revoked.")}, errors=(401,))
 def revoke_token() -> tuple[str, int]:
+    """Revoke the presented token."""
     # A disabled account may still revoke its token: _authenticated would refuse it.
     row = _token_row(_presented_token())
     user = db.session.get(User, row.user_id)

@@ -20,9 +20,11 @@ from typing import Any
 from cryptography import x509
 from flask import Response, current_app, make_response, request
 
+from ca_service.api import schemas
 from ca_service.api.auth import bearer_user, issue_token
 from ca_service.api.http import JSON, InvalidToken, bp, choice, json_body, text_field
 from ca_service.api.serialise import timestamp
+from ca_service.api.spec import AUTHENTICATION, BINDINGS, Reply, documented
 from ca_service.auth.certificate_login import answer_challenge, login_with_certificate
 from ca_service.auth.challenges import new_challenge
 from ca_service.auth.client_cert import presented_chain
@@ -50,8 +52,18 @@ def _chain(data: dict[str, Any]) -> list[x509.Certificate]:
 
 
 @bp.post("/auth/challenges")
+@documented(
+    tag=AUTHENTICATION,
+    public=True,
+    body=schemas.ChallengeRequest,
+    body_required=False,
+    responses={201: Reply(schemas.Challenge, "Sign `to_sign` before `expires_at`, once.")},
+    errors=(400, 401, 403, 415, 429),
+)
 def create_challenge() -> Response:
-    data = json_body(("purpose",)) if request.get_data(cache=True) else {}
+    """A one-time challenge for certificate login (or, with the administrator's token, for
+    binding a tax certificate)."""
+    data = json_body(schemas.ChallengeRequest) if request.get_data(cache=True) else {}
     purpose = ChallengePurpose(
         choice(text_field(data, "purpose", required=False) or "login", "purpose", ("login", "bind"))
     )
@@ -71,8 +83,30 @@ def create_challenge() -> Response:
 
 
 @bp.post("/auth/certificate")
+@documented(
+    tag=AUTHENTICATION,
+    public=True,
+    body=schemas.ChallengeAnswer,
+    responses={
+        201: Reply(schemas.Token, "A challenge made through the API: a token."),
+        200: Reply(
+            schemas.BrowserSignedIn,
+            "A challenge shown by a browser's certificate sign-in page: that browser is signed "
+            "in at its next reload.",
+        ),
+    },
+    errors=(400, 403, 415, 429),
+)
 def certificate_login() -> Response:
-    data = json_body(("challenge", "certificate", "signature"))
+    """Sign in with a certificate by answering a login challenge.
+
+    Our employer certificates and bound tax-bureau certificates sign in. A refusal is a 403
+    whose error code says why: `expired`, `not_yet_valid`, `revoked`, `untrusted_issuer`,
+    `wrong_key_usage`, `not_bound`, `other_organisation`, `revocation_unknown` (the tax CA's
+    CRL is out of date), `bad_signature` (signed another challenge or with another key),
+    `challenge_unusable` (unknown, expired or already used), `unreadable`, `no_account`.
+    """
+    data = json_body(schemas.ChallengeAnswer)
     login = answer_challenge(
         nonce=text_field(data, "challenge"),
         chain=_chain(data),
@@ -90,7 +124,15 @@ def certificate_login() -> Response:
 
 
 @bp.post("/auth/tls-token")
+@documented(
+    tag=AUTHENTICATION,
+    public=True,
+    responses={201: Reply(schemas.Token, "A new token.")},
+    errors=(401, 403, 429),
+)
 def tls_token() -> Response:
+    """A bearer token for the TLS client certificate of this connection
+    (`ca-service serve --tls`, or a trusted proxy's header)."""
     settings = settings_of(current_app)
     chain = presented_chain(request.environ, settings)
     if not chain:
@@ -118,7 +160,15 @@ def binding_json(binding: CertificateBinding) -> JSON:
 
 
 @bp.get("/bindings")
+@documented(
+    tag=BINDINGS,
+    query=schemas.BindingsQuery,
+    responses={200: Reply(schemas.Bindings, "Newest first.")},
+    errors=(400, 401, 403, 404),
+)
 def list_bindings() -> JSON:
+    """Tax certificates bound to the employer (officers: ?registration_number=), unbound ones
+    included."""
     user = bearer_user(Role.EMPLOYER_ADMIN, *_OFFICERS)
     if user.role is Role.EMPLOYER_ADMIN:
         employer_id = user.employer_id
@@ -134,10 +184,19 @@ def list_bindings() -> JSON:
 
 
 @bp.post("/bindings")
+@documented(
+    tag=BINDINGS,
+    public=True,
+    body=schemas.ChallengeAnswer,
+    responses={201: Reply(schemas.Binding, "Bound; the employer is notified.")},
+    errors=(400, 403, 409, 415, 429),
+)
 def bind() -> Response:
+    """Bind a tax certificate by answering a bind challenge with its key (no token needed: the
+    challenge names the administrator who asked for it)."""
     # No bearer token needed: the bind challenge itself was issued to a signed-in
     # administrator (web page or API) and names the account.
-    data = json_body(("challenge", "certificate", "signature"))
+    data = json_body(schemas.ChallengeAnswer)
     binding = bindings.bind_by_challenge(
         nonce=text_field(data, "challenge"),
         chain=_chain(data),
@@ -151,7 +210,14 @@ def bind() -> Response:
 
 
 @bp.delete("/bindings/<int:binding_id>")
+@documented(
+    tag=BINDINGS,
+    responses={200: Reply(schemas.Binding, "Unbound.")},
+    errors=(401, 403, 404),
+)
 def unbind(binding_id: int) -> JSON:
+    """Unbind a tax certificate (its employer's administrator, an RA officer or a CA
+    administrator); the employer is notified."""
     user = bearer_user(Role.EMPLOYER_ADMIN, *_OFFICERS)
     binding = bindings.unbind(user=user, binding_id=binding_id, now=utcnow())
     return binding_json(binding)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, make_response
 from flask_babel import gettext as _
 
+from ca_service.api import schemas
 from ca_service.api.auth import password_user
 from ca_service.api.http import bp, json_body, text_field
 from ca_service.api.serialise import employer_json
+from ca_service.api.spec import REGISTRATION, Reply, documented
 from ca_service.auth.access import ensure_role
 from ca_service.auth.code_context import client_address, code_policy
 from ca_service.auth.code_limits import wait_text
@@ -23,20 +25,18 @@ from ca_service.employers.service import (
 from ca_service.errors import Conflict
 from ca_service.extensions import settings_of
 
-_REGISTRATION_FIELDS = (
-    "registration_number",
-    "legal_name",
-    "administrator_name",
-    "mobile",
-    "email",
-    "password",
-    "legal_representative_id",
-)
-
 
 @bp.post("/employers")
+@documented(
+    tag=REGISTRATION,
+    public=True,
+    body=schemas.Registration,
+    responses={201: Reply(schemas.Registered, "Registered; confirm the mobile number next.")},
+    errors=(400, 409, 415, 429),
+)
 def register() -> Response:
-    data = json_body(_REGISTRATION_FIELDS)
+    """Register an employer and its administrator; an SMS code confirms the mobile."""
+    data = json_body(schemas.Registration)
     registration = Registration(
         registration_number=text_field(data, "registration_number"),
         legal_name=text_field(data, "legal_name"),
@@ -79,8 +79,16 @@ def _unconfirmed_employer(user: User) -> Employer:
 
 
 @bp.post("/employers/confirm-mobile")
+@documented(
+    tag=REGISTRATION,
+    public=True,
+    body=schemas.MobileConfirmation,
+    responses={200: Reply(schemas.MobileConfirmed, "Confirmed; request a token next.")},
+    errors=(400, 401, 403, 404, 409, 415, 423, 429),
+)
 def confirm_employer_mobile() -> Response:
-    data = json_body(("username", "password", "code"))
+    """Confirm the reserved mobile number with the SMS code (password-authenticated)."""
+    data = json_body(schemas.MobileConfirmation)
     code = text_field(data, "code")
     user = password_user(text_field(data, "username"), text_field(data, "password"))
     _unconfirmed_employer(user)
@@ -92,8 +100,22 @@ def confirm_employer_mobile() -> Response:
 
 
 @bp.post("/employers/resend-code")
+@documented(
+    tag=REGISTRATION,
+    public=True,
+    body=schemas.Credentials,
+    responses={
+        202: Reply(
+            schemas.CodeResent,
+            "A new code is queued for delivery, or (code_sent false) the limits on SMS codes "
+            "held it back.",
+        )
+    },
+    errors=(400, 401, 403, 404, 409, 415, 423, 429),
+)
 def resend_mobile_code() -> tuple[Response, int]:
-    data = json_body(("username", "password"))
+    """Send a new SMS confirmation code (password-authenticated)."""
+    data = json_body(schemas.Credentials)
     user = password_user(text_field(data, "username"), text_field(data, "password"))
     employer = _unconfirmed_employer(user)
     sent = send_mobile_code(user, employer, code_policy(), client_address=client_address())

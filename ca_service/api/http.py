@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Blueprint, Response, make_response, request
+from pydantic import BaseModel
 from werkzeug.exceptions import UnsupportedMediaType
 
 from ca_service.db import db
@@ -58,8 +59,9 @@ def _not_cached(response: Response) -> Response:
     return response
 
 
-def json_body(allowed: Iterable[str]) -> JSON:
-    """The request's JSON object.
+def json_body(allowed: type[BaseModel] | Iterable[str]) -> JSON:
+    """The request's JSON object, with no field that ``allowed`` (a model of
+    ``ca_service.api.schemas``, or names) does not list.
 
     :raises UnsupportedMediaType: the body is not declared as JSON.
     :raises ValidationError: malformed JSON, not an object, or a field not in ``allowed``.
@@ -72,7 +74,8 @@ def json_body(allowed: Iterable[str]) -> JSON:
         raise ValidationError(f"The body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise ValidationError("The body must be a JSON object.")
-    unknown = sorted(set(data) - set(allowed))
+    names = set(allowed.model_fields) if isinstance(allowed, type) else set(allowed)
+    unknown = sorted(set(data) - names)
     if unknown:
         raise ValidationError(
             f"Unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}."

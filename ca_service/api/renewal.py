@@ -13,9 +13,11 @@ from typing import Any
 
 from flask import Response, current_app, make_response, url_for
 
+from ca_service.api import schemas
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import application_json, certificate_json, timestamp
+from ca_service.api.spec import EMPLOYER, PUBLIC, Reply, documented
 from ca_service.auth.models import EMPLOYER_MEMBERS
 from ca_service.db import read_first
 from ca_service.errors import ValidationError
@@ -51,7 +53,13 @@ def _flag(data: dict[str, Any], name: str) -> bool:
 
 
 @bp.get("/certificates")
+@documented(
+    tag=EMPLOYER,
+    responses={200: Reply(schemas.CertificateList, "The certificates.")},
+    errors=(401, 403),
+)
 def list_certificates() -> JSON:
+    """The employer's certificates, newest first, with their renewal state."""
     user = bearer_user(*EMPLOYER_MEMBERS)
     settings = settings_of(current_app)
     return {
@@ -66,7 +74,15 @@ def list_certificates() -> JSON:
 
 
 @bp.get("/certificates/<serial>/renewal-info")
+@documented(
+    tag=PUBLIC,
+    public=True,
+    responses={200: Reply(schemas.RenewalInfo, "Where the certificate stands for renewal.")},
+    errors=(404,),
+)
 def renewal_info(serial: str) -> Response:
+    """Suggested renewal window of an employer certificate (as RFC 9773's renewal
+    information; Retry-After says when to ask again)."""
     with read_first():
         row = renewal.certificate_by_serial(serial)
         window = renewal.renewal_window(row, settings_of(current_app))
@@ -76,11 +92,22 @@ def renewal_info(serial: str) -> Response:
 
 
 @bp.post("/certificates/<serial>/renewal")
+@documented(
+    tag=EMPLOYER,
+    body=schemas.RenewalRequest,
+    responses={
+        201: Reply(schemas.RenewalResult, "Renewed: the new certificate."),
+        202: Reply(schemas.RenewalResult, "Accepted; it waits (see reasons and application)."),
+    },
+    errors=(400, 401, 403, 404, 409, 415, 503),
+)
 def renew_certificate(serial: str) -> Response:
+    """Renew (re-key) a certificate with a new CSR: issued at once when the employer record
+    and documents are unchanged, else waiting for an officer or documents."""
     with read_first():  # checked without SQLite's write lock (renewal_batch.renew)
         user = bearer_user(*EMPLOYER_MEMBERS)
         certificate = renewal.employer_certificate(user=user, serial=serial)
-        data = json_body(("csr_pem", "supersede", "contacts_confirmed"))
+        data = json_body(schemas.RenewalRequest)
         csr = text_field(data, "csr_pem").encode()
         supersede = _flag(data, "supersede")
         contacts_confirmed = _flag(data, "contacts_confirmed")

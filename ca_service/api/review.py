@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from flask import current_app, request
 
+from ca_service.api import schemas
 from ca_service.api.auth import bearer_user
 from ca_service.api.http import JSON, bp, choice, date_field, json_body, text_field
 from ca_service.api.serialise import application_json, document_json
+from ca_service.api.spec import OFFICER, Reply, documented
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import actor_of
 from ca_service.db import db
@@ -17,6 +19,7 @@ from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 
 REVIEW_STATUSES = tuple(s.value for s in ApplicationStatus if s is not ApplicationStatus.DRAFT)
+_REVIEW = {200: Reply(schemas.Review, "The application as the officer sees it.")}
 
 
 def _officer() -> User:
@@ -50,7 +53,14 @@ def _issue(officer: User, application: Application) -> None:
 
 
 @bp.get("/review")
+@documented(
+    tag=OFFICER,
+    query=schemas.ReviewQuery,
+    responses={200: Reply(schemas.ApplicationList, "Applications without their details.")},
+    errors=(400, 401, 403),
+)
 def review_queue() -> JSON:
+    """Submitted applications, oldest first (500 at most)."""
     officer = _officer()
     raw_status = request.args.get("status", "")
     status = (
@@ -62,12 +72,20 @@ def review_queue() -> JSON:
 
 
 @bp.get("/review/<int:application_id>")
+@documented(tag=OFFICER, responses=_REVIEW, errors=(401, 403, 404))
 def review_application(application_id: int) -> JSON:
+    """An application with its approval blockers."""
     return _review_json(_application(_officer(), application_id))
 
 
 @bp.post("/review/<int:application_id>/documents/<int:document_id>/attest")
+@documented(
+    tag=OFFICER,
+    responses={200: Reply(schemas.Document, "The attested document.")},
+    errors=(401, 403, 404, 409),
+)
 def attest_document(application_id: int, document_id: int) -> JSON:
+    """Attest the paper seal on an unsigned scan."""
     officer = _officer()
     application = _application(officer, application_id)
     document = service.attest_paper_seal(
@@ -77,10 +95,17 @@ def attest_document(application_id: int, document_id: int) -> JSON:
 
 
 @bp.put("/review/<int:application_id>/documents/<int:document_id>/validity")
+@documented(
+    tag=OFFICER,
+    body=schemas.Validity,
+    responses={200: Reply(schemas.Document, "The document.")},
+    errors=(400, 401, 403, 404, 409, 415),
+)
 def set_document_validity(application_id: int, document_id: int) -> JSON:
+    """Record when a business licence or ID expires (null: no end date)."""
     officer = _officer()
     application = _application(officer, application_id)
-    valid_until = date_field(json_body(("valid_until",)), "valid_until")
+    valid_until = date_field(json_body(schemas.Validity), "valid_until")
     document = service.set_document_validity(
         officer=officer,
         application=application,
@@ -91,7 +116,10 @@ def set_document_validity(application_id: int, document_id: int) -> JSON:
 
 
 @bp.post("/review/<int:application_id>/approve")
+@documented(tag=OFFICER, responses=_REVIEW, errors=(400, 401, 403, 404, 409, 503))
 def approve_application(application_id: int) -> JSON:
+    """Approve; a CSR application is issued at once unless dual control waits for a second
+    officer."""
     officer = _officer()
     application = _application(officer, application_id)
     service.approve_application(
@@ -107,16 +135,22 @@ def approve_application(application_id: int) -> JSON:
 
 
 @bp.post("/review/<int:application_id>/reject")
+@documented(
+    tag=OFFICER, body=schemas.Rejection, responses=_REVIEW, errors=(400, 401, 403, 404, 409, 415)
+)
 def reject_application(application_id: int) -> JSON:
+    """Reject with a reason the employer sees."""
     officer = _officer()
     application = _application(officer, application_id)
-    reason = text_field(json_body(("reason",)), "reason")
+    reason = text_field(json_body(schemas.Rejection), "reason")
     service.reject_application(officer=officer, application=application, reason=reason)
     return _review_json(application)
 
 
 @bp.post("/review/<int:application_id>/issue")
+@documented(tag=OFFICER, responses=_REVIEW, errors=(401, 403, 404, 409, 503))
 def issue_application(application_id: int) -> JSON:
+    """Issue the approved application's certificate (retry after an HSM failure)."""
     officer = _officer()
     application = _application(officer, application_id)
     _issue(officer, application)

@@ -9,9 +9,11 @@ from typing import Any
 
 from flask import current_app
 
+from ca_service.api import schemas
 from ca_service.api.auth import bearer_user, login_policy
 from ca_service.api.http import JSON, bp, json_body, text_field
 from ca_service.api.serialise import certificate_json, timestamp
+from ca_service.api.spec import EMPLOYER, OFFICER, Reply, documented
 from ca_service.auth.models import Role
 from ca_service.errors import ValidationError, echoed
 from ca_service.extensions import settings_of
@@ -51,9 +53,17 @@ def _status_change_json(change: StatusChange) -> JSON:
 
 
 @bp.post("/review/certificates/<serial>/revoke")
+@documented(
+    tag=OFFICER,
+    body=schemas.OfficerRevocation,
+    responses={200: Reply(schemas.StatusChange, "The certificate's new status.")},
+    errors=(400, 401, 403, 404, 409, 415, 503),
+)
 def revoke_certificate(serial: str) -> JSON:
+    """Revoke, hold or release an employer certificate (RA officers and CA administrators;
+    the employer is notified)."""
     officer = bearer_user(*portal.REVOKING_ROLES)
-    data = json_body(("reason", "invalidity_date"))
+    data = json_body(schemas.OfficerRevocation)
     change = portal.revoke_by_officer(
         officer=officer,
         serial=serial,
@@ -66,10 +76,18 @@ def revoke_certificate(serial: str) -> JSON:
 
 
 @bp.post("/applications/<int:application_id>/revoke")
+@documented(
+    tag=EMPLOYER,
+    body=schemas.EmployerRevocation,
+    responses={200: Reply(schemas.StatusChange, "Revoked; OCSP answers say so now.")},
+    errors=(400, 401, 403, 404, 409, 415, 423, 429, 503),
+)
 def revoke_own_certificate(application_id: int) -> JSON:
+    """Revoke the application's certificate (the password again; the employer is
+    notified)."""
     user = bearer_user(Role.EMPLOYER_ADMIN)
     employer_application(user=user, application_id=application_id)  # 404 before the body's 400
-    data = json_body(("reason", "password"))
+    data = json_body(schemas.EmployerRevocation)
     change = portal.revoke_own_certificate(
         user=user,
         application_id=application_id,

@@ -1,13 +1,20 @@
-"""The OpenAPI document describes exactly the routes the app serves, and is valid OpenAPI."""
+"""The OpenAPI document describes exactly the routes the app serves, and is valid OpenAPI.
+
+It is built from the route table and the handlers' ``@documented`` declarations; these tests
+check what the builder cannot take for granted: that a route without a declaration is refused,
+that each path parameter is described, that the bodies are the schemas' models."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from ca_service.api import schemas
+from ca_service.api.openapi import UndeclaredRoute, build_document
 from tests.api.conftest import API
 
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
@@ -48,3 +55,39 @@ def test_document_matches_the_routes(app: Flask, client: FlaskClient) -> None:
 
 def test_document_is_valid_openapi(client: FlaskClient) -> None:
     validate(client.get(f"{API}/openapi.json").get_json())
+
+
+def test_a_route_without_a_declaration_is_refused(app: Flask) -> None:
+    app.add_url_rule(f"{API}/undeclared", "api.undeclared", lambda: "")
+    with pytest.raises(UndeclaredRoute, match="undeclared"):
+        build_document(app)
+
+
+def test_request_bodies_are_the_models(client: FlaskClient) -> None:
+    """A JSON body is a request model: unknown fields refused, as json_body refuses them."""
+    document = client.get(f"{API}/openapi.json").get_json()
+    components = document["components"]["schemas"]
+    prefix = "#/components/schemas/"
+    bodies = 0
+    for item in document["paths"].values():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in ("application/json", "multipart/form-data"):
+                if media not in content:
+                    continue
+                name = content[media]["schema"]["$ref"].removeprefix(prefix)
+                assert issubclass(getattr(schemas, name), schemas.RequestBody), name
+                assert components[name]["additionalProperties"] is False, name
+                bodies += 1
+    assert bodies >= 15
+
+
+def test_path_parameters_follow_the_converters(client: FlaskClient) -> None:
+    document = client.get(f"{API}/openapi.json").get_json()
+    operation = document["paths"]["/review/{application_id}/documents/{document_id}/validity"]
+    parameters = {p["name"]: p for p in operation["put"]["parameters"]}
+    assert parameters["application_id"]["schema"] == {"type": "integer", "minimum": 1}
+    assert parameters["document_id"]["in"] == "path"
+    serial = document["paths"]["/certificates/{serial}/status"]["get"]["parameters"][0]
+    assert serial["schema"] == {"type": "string"}
+    assert "hexadecimal" in serial["description"]

@@ -33,6 +33,7 @@ PUBLIC: frozenset[Role] = frozenset()  # no sign-in needed
 # Who each endpoint is for. PUBLIC routes are only checked for "no 500".
 ACCESS: dict[str, frozenset[Role]] = {
     "web.index": PUBLIC,
+    "static": PUBLIC,  # the stylesheet
     "bindings.index": EMP,
     "bindings.unbind": EMP,
     "bindings.bind_tls": EMP,
@@ -174,7 +175,8 @@ def _call(identity: Identity, route: Route) -> tuple[int, str]:
     else:
         data = {"csrf_token": identity.csrf} if identity.csrf else {}
         response = identity.web.open(route.path, method=route.method, data=data)
-    return response.status_code, response.headers.get("Location", "")
+    with response:  # closes a streamed file (the static stylesheet)
+        return response.status_code, response.headers.get("Location", "")
 
 
 def _staff(app: Flask, make_officer: MakeOfficer, role: Role) -> Identity:
@@ -214,6 +216,7 @@ def identities(
             "slug": "employer",
             "encoded": base64.urlsafe_b64encode(b"\x30\x03\x02\x01\x00").decode(),
             "name": "certificate.pem",
+            "filename": "css/app.css",
         }
     other = make_employer()
     web = employer_login(app.test_client(), other)

@@ -23,7 +23,12 @@ test: setup
 	$(BIN)/ca-service init
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: system-packages $(STAMP) compile-translations
+setup: system-packages $(STAMP) compile-translations tests/browser/node_modules
+
+# axe-core for the accessibility checks of tests/browser (pinned in its package-lock.json).
+tests/browser/node_modules: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+	touch $@
 
 # Languages (ca_service/i18n.py): the .po catalogs are in git, the compiled .mo files are not;
 # every set-up compiles them (a second, so always). Fuzzy or empty entries stay English.

@@ -14,7 +14,7 @@ from ca_service.db import init_app as init_db
 from ca_service.extensions import csrf, init_settings
 from ca_service.hsm_access import init_app as init_hsm
 from ca_service.i18n import init_app as init_i18n
-from ca_service.paths import templates_dir
+from ca_service.paths import PACKAGE_DIR, templates_dir
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -23,7 +23,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     :raises ConfigurationError: when a required setting is missing or wrong.
     """
     settings = load_settings(overrides=overrides)
-    app = Flask(__name__, template_folder=str(templates_dir()), static_folder=None)
+    app = Flask(
+        __name__, template_folder=str(templates_dir()), static_folder=str(PACKAGE_DIR / "static")
+    )
     init_settings(app, settings)
     logging.getLogger("ca_service").setLevel(str(settings["LOG_LEVEL"]).upper())
 

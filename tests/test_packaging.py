@@ -32,6 +32,7 @@ def test_wheel_carries_templates_and_migrations(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "ca_service/templates/base.html" in names
     assert "ca_service/templates/auth/login.html" in names
+    assert "ca_service/static/css/app.css" in names
     assert any(n.startswith("ca_service/migrations/versions/0001") for n in names)
     assert "hsm/token.py" in names
 

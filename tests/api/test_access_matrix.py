@@ -44,6 +44,7 @@ PUBLIC: frozenset[Role] = frozenset()  # no sign-in needed
 # Who each endpoint is for. PUBLIC routes are only checked for "no 500".
 ACCESS: dict[str, frozenset[Role]] = {
     "web.index": PUBLIC,
+    "static": PUBLIC,  # the stylesheet
     "bindings.index": EMP,
     "bindings.unbind": EMP,
     "bindings.bind_tls": EMP,
@@ -189,7 +190,8 @@ def _call(identity: Identity, route: Route) -> tuple[int, str]:
     else:
         data = {"csrf_token": identity.csrf} if identity.csrf else {}
         response = identity.web.open(route.path, method=route.method, data=data)
-    return response.status_code, response.headers.get("Location", "")
+    with response:  # closes a streamed file (the static stylesheet)
+        return response.status_code, response.headers.get("Location", "")
 
 
 def _staff(app: Flask, make_officer: MakeOfficer, role: Role) -> Identity:
@@ -230,6 +232,7 @@ def identities(
             "operator_id": "999999",
             "user_id": "999999",
             "secret": "not-a-secret",
+            "filename": "css/app.css",
         }
     other = make_employer()
     web = employer_login(app.test_client(), other)

@@ -86,3 +86,27 @@ def test_no_page_carries_an_inline_script() -> None:
         or re.search(r"\son[a-z]+\s*=", path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_no_page_carries_an_inline_style() -> None:
+    # The CSP's style-src is 'self' only: the look lives in ca_service/static/css/app.css.
+    templates = Path(__file__).resolve().parents[2] / "templates"
+    offenders = [
+        str(path.relative_to(templates))
+        for path in templates.rglob("*.html")
+        if re.search(r"<style\b", path.read_text(encoding="utf-8"), re.I)
+        or re.search(r"\sstyle\s*=", path.read_text(encoding="utf-8"), re.I)
+    ]
+    assert offenders == []
+
+
+def test_the_stylesheet_is_served_and_no_inline_style_is_allowed(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/auth/login")
+    assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
+    assert "style-src 'self';" in page.headers["Content-Security-Policy"]
+    assert b'href="/static/css/app.css"' in page.data
+    with client.get("/static/css/app.css") as css:
+        assert css.status_code == 200
+        assert css.mimetype == "text/css"
+        assert b":focus-visible" in css.get_data()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ca_service.db import Base, created_at, enum_column, intpk, utcnow
 from ca_service.employers.models import Employer
-from ca_service.issuance.seals import SealVerdict
+from ca_service.issuance.seals import SealReason, SealVerdict
 from ca_service.models import Certificate
 
 
@@ -184,7 +184,9 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(sa.String(64))
     signature_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     verdict: Mapped[SealVerdict] = mapped_column(enum_column(SealVerdict))
-    verdict_detail: Mapped[str] = mapped_column(sa.String(1000))
+    verdict_detail: Mapped[str] = mapped_column(sa.String(1000))  # English, the technical record
+    # The detail as a stable code, shown translated; None on documents uploaded before 0010.
+    verdict_reason: Mapped[SealReason | None] = mapped_column(enum_column(SealReason))
     signer_subject: Mapped[str | None] = mapped_column(sa.String(1000))
     signed_at: Mapped[dt.datetime | None]
     # End of validity of documents that expire (business licence, legal representative's ID),

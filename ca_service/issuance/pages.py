@@ -15,12 +15,19 @@ from ca_service.issuance.forms import (
     RequestForm,
     ValidityForm,
 )
+from ca_service.issuance.guided import guided_application
 from ca_service.issuance.lineage import documents_of_record
 from ca_service.issuance.models import Application, DocumentType
+from ca_service.issuance.verdict_text import document_reason
 
 
-def employer_page(application: Application, status: int = 200) -> tuple[str, int]:
-    """The employer's application page, with its forms."""
+def employer_page(
+    application: Application, status: int = 200, *, step: str | None = None
+) -> tuple[str, int]:
+    """The employer's application page, with its forms: a draft as the guided flow, showing
+    ``step`` (a step key) or else the first step not done yet."""
+    missing = service.missing_for_submission(application)
+    limits = service.UploadLimits.from_settings(settings_of(current_app))
     return (
         render_template(
             "issuance/application.html",
@@ -28,7 +35,10 @@ def employer_page(application: Application, status: int = 200) -> tuple[str, int
             document_form=DocumentForm(),
             request_form=RequestForm(),
             action=ActionForm(),
-            missing=service.missing_for_submission(application),
+            missing=missing,
+            guided=guided_application(application, chosen=step, missing=missing),
+            max_document_mb=f"{limits.max_bytes / 1048576:g}",
+            document_reason=document_reason,
             document_types=list(DocumentType),
         ),
         status,

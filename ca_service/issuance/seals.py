@@ -105,13 +105,37 @@ _VERDICT_LABELS = {
 }
 
 
+class SealReason(enum.StrEnum):
+    """Why a verdict was reached, as a stable code: stored with the document so the reason is
+    shown in the reader's language (the English ``detail`` stays as the technical record)."""
+
+    SEALED = "sealed"
+    NOT_A_DOCUMENT = "not_a_document"
+    PDF_DAMAGED = "pdf_damaged"
+    IMAGE_DAMAGED = "image_damaged"
+    IMAGE_UNSIGNED = "image_unsigned"
+    PDF_UNSIGNED = "pdf_unsigned"
+    SIGNATURE_FILE_NOT_CMS = "signature_file_not_cms"
+    SIGNATURE_FILE_INCOMPLETE = "signature_file_incomplete"
+    SIGNATURE_INVALID = "signature_invalid"
+    PDF_SIGNATURE_DAMAGED = "pdf_signature_damaged"
+    PDF_SIGNATURE_INVALID = "pdf_signature_invalid"
+    PDF_CHANGED = "pdf_changed"
+    DOCUMENT_CHANGED = "document_changed"
+    SIGNER_EXPIRED = "signer_expired"
+    SIGNER_NOT_YET_VALID = "signer_not_yet_valid"
+    UNTRUSTED_SIGNER = "untrusted_signer"
+    OTHER_ORGANISATION = "other_organisation"
+
+
 @dataclass(frozen=True)
 class SealResult:
     verdict: SealVerdict
-    detail: str  # one sentence an employer or officer can read
+    detail: str  # one sentence an employer or officer can read (English, the technical record)
     signer_subject: str | None  # RFC 4514
     signer_identifier: str | None  # registration number found in the signer certificate
     signed_at: dt.datetime | None  # UTC, aware
+    reason: SealReason  # the detail as a code, translated where it is shown
 
 
 def sniff_media_type(content: bytes) -> str | None:
@@ -176,15 +200,27 @@ def verify_seal(
     fallback_time = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     media_type = sniff_media_type(content)
     if media_type is None:
-        return _plain(SealVerdict.INVALID_FILE, "The file is not a PDF, PNG or JPEG document.")
+        return _plain(
+            SealVerdict.INVALID_FILE,
+            SealReason.NOT_A_DOCUMENT,
+            "The file is not a PDF, PNG or JPEG document.",
+        )
     reader: PdfFileReader | None = None
     if media_type == PDF:
         reader = _read_pdf(content)
         if reader is None:
-            return _plain(SealVerdict.INVALID_FILE, "The PDF file is damaged or incomplete.")
+            return _plain(
+                SealVerdict.INVALID_FILE,
+                SealReason.PDF_DAMAGED,
+                "The PDF file is damaged or incomplete.",
+            )
     elif not _plausible_image(content, media_type):
         kind = "PNG" if media_type == PNG else "JPEG"
-        return _plain(SealVerdict.INVALID_FILE, f"The {kind} image is damaged or incomplete.")
+        return _plain(
+            SealVerdict.INVALID_FILE,
+            SealReason.IMAGE_DAMAGED,
+            f"The {kind} image is damaged or incomplete.",
+        )
 
     context = _Context(
         registration_number=registration_number, anchors=anchors, fallback_time=fallback_time
@@ -195,6 +231,7 @@ def verify_seal(
         return _verify_embedded(reader, context)
     return _plain(
         SealVerdict.UNSIGNED,
+        SealReason.IMAGE_UNSIGNED,
         "The image carries no electronic seal; an officer must confirm the paper seal.",
     )
 
@@ -259,6 +296,7 @@ def _verify_detached(content: bytes, detached_signature: bytes, context: _Contex
     if signed_data is None:
         return _plain(
             SealVerdict.INVALID_FILE,
+            SealReason.SIGNATURE_FILE_NOT_CMS,
             "The signature file is not a detached CMS signature (.p7s) over the document.",
         )
     try:
@@ -270,6 +308,7 @@ def _verify_detached(content: bytes, detached_signature: bytes, context: _Contex
         # lazy parsing errors are both ValueErrors.
         return _plain(
             SealVerdict.INVALID_FILE,
+            SealReason.SIGNATURE_FILE_INCOMPLETE,
             "The signature file does not name its signer or lacks the signer's certificate.",
         )
     try:
@@ -282,7 +321,11 @@ def _verify_detached(content: bytes, detached_signature: bytes, context: _Contex
             )
         )
     except SignatureValidationError as e:
-        return _tampered(f"The signature is invalid: {e.failure_message}.", signed_at)
+        return _tampered(
+            SealReason.SIGNATURE_INVALID,
+            f"The signature is invalid: {e.failure_message}.",
+            signed_at,
+        )
     return _judge(status, signed_at, context)
 
 
@@ -293,10 +336,13 @@ def _verify_embedded(reader: PdfFileReader, context: _Context) -> SealResult:
     except (PdfError, ValueError, KeyError, TypeError):
         # Malformed signature fields/values: pyHanko parses /Contents with asn1crypto as it
         # collects them, and both let ValueError/KeyError/TypeError through on garbage.
-        return _tampered("The signature in the PDF is damaged.", None)
+        return _tampered(
+            SealReason.PDF_SIGNATURE_DAMAGED, "The signature in the PDF is damaged.", None
+        )
     if not signatures:
         return _plain(
             SealVerdict.UNSIGNED,
+            SealReason.PDF_UNSIGNED,
             "The PDF carries no electronic seal; an officer must confirm the paper seal.",
         )
     # Several signatures: every one must hold up (intact, signer valid and trusted), and the
@@ -323,11 +369,17 @@ def _verify_pdf_signature(
             key_usage_settings=_SEAL_KEY_USAGE,
         )
     except SignatureValidationError as e:
-        return _tampered(f"The signature in the PDF is invalid: {e.failure_message}.", None)
+        return _tampered(
+            SealReason.PDF_SIGNATURE_INVALID,
+            f"The signature in the PDF is invalid: {e.failure_message}.",
+            None,
+        )
     except (PdfError, ValueError, KeyError):
         # A byte range or signature dictionary that does not fit the file: pyHanko raises
         # PdfReadError or, from its dictionary accessors, KeyError/ValueError.
-        return _tampered("The signature in the PDF is damaged.", None)
+        return _tampered(
+            SealReason.PDF_SIGNATURE_DAMAGED, "The signature in the PDF is damaged.", None
+        )
     if not (status.intact and status.valid):
         return _judge(status, signed_at, context)
     allowed = _FINAL_SIGNATURE_LEVELS if is_last else _EARLIER_SIGNATURE_LEVELS
@@ -338,7 +390,9 @@ def _verify_pdf_signature(
         and status.docmdp_ok is not False
     )
     if not (whole_file or benign_update):
-        return _tampered("The PDF was changed after it was sealed.", signed_at)
+        return _tampered(
+            SealReason.PDF_CHANGED, "The PDF was changed after it was sealed.", signed_at
+        )
     return _judge(status, signed_at, context, check_organisation=is_last)
 
 
@@ -351,14 +405,18 @@ def _judge(
 ) -> SealResult:
     """Integrity, then the signer's validity at signing time, then trust, then organisation."""
     if not (status.intact and status.valid):
-        return _tampered("The document was changed after it was sealed.", signed_at)
+        return _tampered(
+            SealReason.DOCUMENT_CHANGED, "The document was changed after it was sealed.", signed_at
+        )
     signer = x509.load_der_x509_certificate(status.signing_cert.dump())
     subject = signer.subject.rfc4514_string(_NAME_OVERRIDES)
     identifier = _registration_identifier(signer)
     when = _format_time(signed_at)
 
     def result(verdict: SealVerdict, detail: str) -> SealResult:
-        return SealResult(verdict, detail, subject, identifier, signed_at)
+        # The verdicts reached here are one reason each, named alike.
+        reason = SealReason.SEALED if verdict is SealVerdict.VERIFIED else SealReason(verdict.value)
+        return SealResult(verdict, detail, subject, identifier, signed_at, reason)
 
     # Checked before path validation, which would report an expired signer only as "no path".
     if signed_at > signer.not_valid_after_utc:
@@ -478,15 +536,20 @@ def _format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _plain(verdict: SealVerdict, detail: str) -> SealResult:
-    return SealResult(verdict, detail, None, None, None)
+def _plain(verdict: SealVerdict, reason: SealReason, detail: str) -> SealResult:
+    return SealResult(verdict, detail, None, None, None, reason)
 
 
-def _tampered(detail: str, signed_at: dt.datetime | None) -> SealResult:
-    return SealResult(SealVerdict.TAMPERED, detail, None, None, signed_at)
+def _tampered(reason: SealReason, detail: str, signed_at: dt.datetime | None) -> SealResult:
+    return SealResult(SealVerdict.TAMPERED, detail, None, None, signed_at, reason)
 
 
 def _with_detail(result: SealResult, detail: str) -> SealResult:
     return SealResult(
-        result.verdict, detail, result.signer_subject, result.signer_identifier, result.signed_at
+        result.verdict,
+        detail,
+        result.signer_subject,
+        result.signer_identifier,
+        result.signed_at,
+        result.reason,
     )

@@ -69,6 +69,7 @@ from ca_service.issuance.models import (
     KeySource,
 )
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
+from ca_service.issuance.verdict_text import reason_text
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import (
     Notice,
@@ -329,7 +330,11 @@ def upload_document(
     )
     if result.verdict is SealVerdict.INVALID_FILE:
         raise ValidationError(
-            _("“%(label)s”: %(detail)s", label=doc_type.label, detail=result.detail)
+            _(
+                "“%(label)s”: %(detail)s",
+                label=doc_type.label,
+                detail=reason_text(result.reason, subject=result.signer_subject),
+            )
         )
     sha256 = store.put(content)
     signature_sha256 = store.put(detached_signature) if detached_signature else None
@@ -348,6 +353,7 @@ def upload_document(
         signature_sha256=signature_sha256,
         verdict=result.verdict,
         verdict_detail=result.detail[:1000],
+        verdict_reason=result.reason,
         signer_subject=result.signer_subject,
         signed_at=result.signed_at,
     )
@@ -401,7 +407,9 @@ def submit_application(*, user: User, application: Application) -> Application:
     _editable(application)
     missing = missing_for_submission(application)
     if missing:
-        raise ValidationError("Before submitting, provide: " + "; ".join(missing) + ".")
+        raise ValidationError(
+            _("Before submitting, provide: %(missing)s.", missing="; ".join(missing))
+        )
     application.status = ApplicationStatus.SUBMITTED
     application.submitted_at = utcnow()
     db.session.flush()

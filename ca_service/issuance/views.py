@@ -44,6 +44,7 @@ from ca_service.issuance.forms import (
     RequestForm,
     ValidityForm,
 )
+from ca_service.issuance.guided import REQUEST_STEP, SUBMIT_STEP
 from ca_service.issuance.models import Application, ApplicationStatus, DocumentType, KeySource
 from ca_service.issuance.pages import employer_page, officer_page
 from ca_service.issuance.queue import (
@@ -53,7 +54,9 @@ from ca_service.issuance.queue import (
     search_queue,
     status_choices,
 )
+from ca_service.issuance.seals import SealVerdict
 from ca_service.issuance.service import OFFICERS
+from ca_service.issuance.verdict_text import document_reason
 from ca_service.qr import qr_svg_data_uri
 from ca_service.revocation.blocked_keys import KeyBlocked
 from ca_service.web import stateless
@@ -110,7 +113,8 @@ def create() -> Page:
 @employer_bp.get("/<int:application_id>")
 @require_role(*EMPLOYER_MEMBERS)
 def detail(application_id: int) -> Page:
-    return employer_page(service.employer_application(user=_user(), application_id=application_id))
+    application = service.employer_application(user=_user(), application_id=application_id)
+    return employer_page(application, step=request.args.get("step", "")[:40] or None)
 
 
 @employer_bp.post("/<int:application_id>/documents")
@@ -118,9 +122,10 @@ def detail(application_id: int) -> Page:
 def upload(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     form = DocumentForm()
+    step = str(form.doc_type.data or "")[:40] or None
     if not form.validate_on_submit():
         flash(_("Choose the document type and a file."), "error")
-        return employer_page(application, 400)
+        return employer_page(application, 400, step=step)
     limits = service.UploadLimits.from_settings(settings_of(current_app))
     try:
         document = service.upload_document(
@@ -136,16 +141,17 @@ def upload(application_id: int) -> Page:
         )
     except ValidationError as exc:
         flash(exc.message, "error")
-        return employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code, step=step)
     flash(
         _(
             "“%(label)s” uploaded: %(verdict_detail)s",
             label=document.doc_type.label,
-            verdict_detail=document.verdict_detail,
+            verdict_detail=document_reason(document),
         ),
-        "success",
+        "success" if document.verdict in (SealVerdict.VERIFIED, SealVerdict.UNSIGNED) else "error",
     )
-    return redirect(url_for(".detail", application_id=application.id))
+    # Back to the same step: its verdict is shown there, with the way on to the next one.
+    return redirect(url_for(".detail", application_id=application.id, step=document.doc_type.value))
 
 
 @employer_bp.post("/<int:application_id>/request")
@@ -155,13 +161,13 @@ def attach_request(application_id: int) -> Page:
     form = RequestForm()
     if not form.validate_on_submit():
         flash(_("Upload or paste a certificate request."), "error")
-        return employer_page(application, 400)
+        return employer_page(application, 400, step=REQUEST_STEP)
     data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
     try:
         checked = service.attach_request(user=_user(), application=application, data=data)
     except (ValidationError, KeyBlocked) as exc:
         flash(exc.message, "error")
-        return employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code, step=REQUEST_STEP)
     flash(
         _(
             "Certificate request accepted (%(key_description)s).",
@@ -169,7 +175,7 @@ def attach_request(application_id: int) -> Page:
         ),
         "success",
     )
-    return redirect(url_for(".detail", application_id=application.id))
+    return redirect(url_for(".detail", application_id=application.id, step=SUBMIT_STEP))
 
 
 @employer_bp.post("/<int:application_id>/submit")
@@ -177,12 +183,13 @@ def attach_request(application_id: int) -> Page:
 def submit(application_id: int) -> Page:
     application = service.employer_application(user=_user(), application_id=application_id)
     if not ActionForm().validate_on_submit():
-        return employer_page(application, 400)
+        flash(_("The form expired; reload the page and try again."), "error")
+        return employer_page(application, 400, step=SUBMIT_STEP)
     try:
         service.submit_application(user=_user(), application=application)
     except ValidationError as exc:
         flash(exc.message, "error")
-        return employer_page(application, exc.status_code)
+        return employer_page(application, exc.status_code, step=SUBMIT_STEP)
     flash(_("Submitted. An officer will review your application."), "success")
     return redirect(url_for(".detail", application_id=application.id))
 

@@ -14,7 +14,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from flask import Flask
 
-from ca_service.issuance.seals import SealResult, SealVerdict, sniff_media_type, verify_seal
+from ca_service.issuance.seals import (
+    SealReason,
+    SealResult,
+    SealVerdict,
+    sniff_media_type,
+    verify_seal,
+)
 from tests.issuance.seal_factory import (
     PDF_TEXT,
     Authority,
@@ -329,7 +335,9 @@ def test_earlier_untrusted_signature_fails_the_document(pki: SealPki) -> None:
 def test_unsigned_pdf(pki: SealPki) -> None:
     result = verify(pki, minimal_pdf())
 
-    assert result == SealResult(SealVerdict.UNSIGNED, result.detail, None, None, None)
+    assert result == SealResult(
+        SealVerdict.UNSIGNED, result.detail, None, None, None, SealReason.PDF_UNSIGNED
+    )
     assert "officer" in result.detail
 
 

@@ -7,10 +7,13 @@ from typing import TypeVar
 
 from flask import Blueprint, Flask, Response, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask_babel import gettext as _
 from flask_login import current_user
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca_service.db import db
+from ca_service.errors import ValidationError
 
 bp = Blueprint("web", __name__)
 V = TypeVar("V", bound=Callable[..., object])
@@ -78,7 +81,66 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+# The largest row id (PostgreSQL's INTEGER; SQLite's are wider but never this large here).
+MAX_ROW_ID = 2**31 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """``<int:...>`` in every route: a row id, so at most MAX_ROW_ID. A larger number is a 404
+    like any unknown id, never a database error (PostgreSQL refuses it as out of range)."""
+
+    def __init__(
+        self,
+        map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = None,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(
+            map,
+            fixed_digits=fixed_digits,
+            min=min,
+            max=MAX_ROW_ID if max is None else max,
+            signed=signed,
+        )
+
+
+def refuse_nul(value: object) -> None:
+    """Refuse a NUL character anywhere in request text (no field holds one, and PostgreSQL
+    refuses to store or compare it: a database error, not the client's clear 400).
+
+    :raises ValidationError: ``value`` (a string, or lists and dicts of them) holds one.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(
+                _("The request contains a NUL character, which no field accepts.")
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key)
+            refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            refuse_nul(item)
+
+
+def _refuse_nul_in_request() -> None:
+    # Query and form fields, and uploaded files' names; JSON bodies in ``api.http.json_body``.
+    for _name, values in request.args.lists():
+        refuse_nul(values)
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        for _name, values in request.form.lists():
+            refuse_nul(values)
+        for upload in request.files.values():
+            refuse_nul(upload.filename or "")
+
+
 def init_app(app: Flask) -> None:
+    # Before the feature packages add their routes: each ``<int:…>`` is then a row id.
+    app.url_map.converters["int"] = RowIdConverter
+    app.before_request(_refuse_nul_in_request)
     app.session_interface = _SessionInterface()
     app.register_blueprint(bp)
     app.after_request(_commit_boundary)

@@ -19,6 +19,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 from ca_service.db import db
 from ca_service.errors import AuthenticationFailed, ValidationError, echoed
 from ca_service.errors_views import error_response
+from ca_service.web import refuse_nul
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -74,6 +75,7 @@ def json_body(allowed: type[BaseModel] | Iterable[str]) -> JSON:
         raise ValidationError(f"The body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise ValidationError("The body must be a JSON object.")
+    refuse_nul(data)
     names = set(allowed.model_fields) if isinstance(allowed, type) else set(allowed)
     unknown = sorted(set(data) - names)
     if unknown:

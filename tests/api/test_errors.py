@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from hsm import HSMUnavailable
-from tests.api.conftest import API, error_of
+from tests.api.conftest import API, ApiEmployer, bearer, error_of
 
 
 @pytest.mark.parametrize(
@@ -92,3 +94,25 @@ def test_failures_are_json(app: Flask, exc: Exception, status: int, code: str) -
     assert response.status_code == status
     assert error_of(response)["code"] == code
     assert b"secret internals" not in response.data
+
+
+def test_nul_characters_and_huge_ids_are_refused_not_500(
+    client: FlaskClient, api_employer: Callable[[], ApiEmployer]
+) -> None:
+    """Found by schemathesis on PostgreSQL, which refuses NUL in text and ids past INTEGER:
+    both were 500s there."""
+    response = client.post(
+        f"{API}/employers/confirm-mobile",
+        json={"username": "a\x00b", "password": "x", "code": "123456"},
+    )
+    assert response.status_code == 400
+    assert "NUL" in error_of(response)["message"]
+    response = client.post(f"{API}/auth/token", json={"username": "a\x00", "password": "p"})
+    assert response.status_code == 400
+    response = client.get("/auth/login?next=%00")
+    assert response.status_code == 400
+    response = client.post("/auth/login", data={"username": "a\x00", "password": "p"})
+    assert response.status_code == 400
+    headers = bearer(api_employer().token)
+    assert client.delete(f"{API}/bindings/16342926458", headers=headers).status_code == 404
+    assert client.get(f"{API}/applications/{2**31}", headers=headers).status_code == 404

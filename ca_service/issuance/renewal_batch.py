@@ -108,7 +108,15 @@ class RenewalBatcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # the session's own clean-up failed (database gone)
+                log.exception("renewal batch could not be finished")
+                for waiting in batch:
+                    if not waiting.done.is_set():
+                        # Whether anything was committed is unknown: a 503, never a retry.
+                        waiting.error, waiting.committed = exc, True
+                        waiting.done.set()
 
     def _write(self, batch: list[_Waiting]) -> None:
         committed = False

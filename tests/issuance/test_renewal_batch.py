@@ -281,3 +281,32 @@ def test_an_hsm_failure_in_a_batch_is_a_503_in_the_requests_language(
         (application,) = _renewals_of(one.certificate_id)
         assert application.status.value == "approved"  # as after issue_certificate: a retry
         assert application.certificate_id is None
+
+
+def test_a_batch_whose_clean_up_fails_still_answers_its_requests(
+    app: Flask,
+    client: FlaskClient,
+    make_employer: MakeEmployer,
+    officer_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (one,) = _issued(app, make_employer, officer_id, 1)
+    monkeypatch.setattr(
+        renewal, "renew_planned", _failing_once(renewal.renew_planned, RuntimeError("lost"))
+    )
+    real_rollback = db.session.rollback
+
+    def rollback() -> None:
+        if threading.current_thread().name == "renewal-batch":
+            raise sa.exc.OperationalError("ROLLBACK", {}, Exception("server closed the connection"))
+        real_rollback()
+
+    monkeypatch.setattr(db.session, "rollback", rollback)
+    with time_machine.travel(one.not_after - dt.timedelta(days=20), tick=True):
+        headers = _token(client, one.account)
+        started = time.monotonic()
+        status, _body = _renew(
+            client, headers, one.serial, csr_pem(ec.generate_private_key(ec.SECP256R1()))
+        )
+    assert status == 503  # answered at once, never left waiting
+    assert time.monotonic() - started < 30

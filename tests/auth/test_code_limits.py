@@ -114,7 +114,7 @@ def ask_reset(client: FlaskClient, username: str) -> str:
     return client.get("/auth/reset/confirm").get_data(as_text=True)
 
 
-FLASH = re.compile(r'<div class="flash (\w+)" role="status">([^<]*)</div>')
+FLASH = re.compile(r'<div class="flash (\w+)" role="(?:status|alert)">([^<]*)</div>')
 
 
 def flashes(page: str) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ def _wrong_password() -> str:
 
 
 def _flashes(page: str) -> list[str]:
-    return re.findall(r'<div class="flash [a-z]+" role="status">([^<]*)</div>', page)
+    return re.findall(r'<div class="flash [a-z]+" role="(?:status|alert)">([^<]*)</div>', page)
 
 
 def _actions(app: Flask) -> list[str]:

@@ -198,7 +198,7 @@ def test_administrator_adds_anchors_and_manages_their_crls(
 
 
 def _flash(response: TestResponse) -> str:
-    match = re.search(r'<div class="flash error" role="status">([^<]*)</div>', text(response))
+    match = re.search(r'<div class="flash error" role="alert">([^<]*)</div>', text(response))
     assert match, text(response)
     return match.group(1)
 

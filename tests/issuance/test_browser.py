@@ -63,19 +63,22 @@ def test_employer_journey_in_a_browser(
         expect(
             page.get_by_role("heading", name=re.compile(r"Application \d+ — draft"))
         ).to_be_visible()
-        upload = page.locator("form[action$='/documents']")
+        draft_url = page.url.split("?")[0]
+        # The guided application: one step per document, the seal verdict shown after upload.
         for doc_type, pdf in documents.items():
-            upload.get_by_label("Document", exact=True).select_option(doc_type.value)
-            upload.get_by_label("File (PDF, PNG or JPEG)").set_input_files(
+            page.goto(f"{draft_url}?step={doc_type.value}")
+            page.get_by_label("File (PDF, PNG or JPEG)").set_input_files(
                 files=[
                     {"name": f"{doc_type.value}.pdf", "mimeType": "application/pdf", "buffer": pdf}
                 ]
             )
-            upload.get_by_role("button", name="Upload").click()
+            page.get_by_role("button", name="Upload and check the seal").click()
             expect(page.get_by_text(f"“{doc_type.label}” uploaded")).to_be_visible()
+        page.goto(f"{draft_url}?step=request")
         page.get_by_label("…or paste the PEM text").fill(csr.decode())
         page.get_by_role("button", name="Attach request").click()
         expect(page.get_by_text("Certificate request accepted (EC P-256)")).to_be_visible()
+        page.goto(f"{draft_url}?step=submit")
         page.get_by_role("button", name="Submit for review").click()
         expect(page.get_by_text("Submitted. An officer will review")).to_be_visible()
         application_url = page.url

@@ -86,6 +86,20 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["hsm_token"] = token_for(hsm_config(settings))
 
 
+def check_login(app: Flask) -> None:
+    """Log in to the app's token once and log out again, before a server forks its workers.
+
+    A wrong PIN then stops `ca-service serve` with one clear error instead of each worker
+    answering 503 and offering the PIN again on every request, which would lock the token.
+
+    :raises hsm.errors.HSMError: when the token is missing or refuses the PIN.
+    """
+    token = app_token(app)
+    token.check_login()
+    # The workers log in themselves after the fork; the master keeps no session.
+    token.close()
+
+
 def app_token(app: Flask | None = None) -> Token:
     """The HSM token of the given (or current) app."""
     token: Token = (app or current_app).extensions["hsm_token"]

@@ -26,6 +26,7 @@ from uvicorn_worker import UvicornWorker
 from ca_service.app import create_app
 from ca_service.errors import ConfigurationError, echoed
 from ca_service.extensions import settings_of
+from ca_service.hsm_access import check_login
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -404,6 +405,7 @@ def run_gunicorn(
         # uvicorn does not hand it to the app.
         raise ConfigurationError("TLS client certificates need --worker threads (or sync)")
     app = create_app()  # fail fast in the master with a clear message, before forking
+    check_login(app)  # a wrong PIN stops here, offered to the token once
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,

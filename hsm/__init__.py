@@ -12,6 +12,7 @@ from hsm.errors import (
     PKCS11ModuleNotFound,
     SessionLost,
     TokenNotFound,
+    TokenNotPresent,
     WrongPin,
 )
 from hsm.keys import KeyAlgorithm
@@ -23,7 +24,7 @@ from hsm.softhsm import (
     softhsm_token_exists,
     write_softhsm_config,
 )
-from hsm.token import KeyHandle, PublicKey, Token, rescan_tokens
+from hsm.token import KeyHandle, PublicKey, Token, login_attempts, rescan_tokens
 
 __all__ = [
     "DuplicateCertificateLabel",
@@ -45,10 +46,12 @@ __all__ = [
     "SignatureScheme",
     "Token",
     "TokenNotFound",
+    "TokenNotPresent",
     "WrongPin",
     "delete_softhsm_token",
     "find_softhsm_module",
     "init_softhsm_token",
+    "login_attempts",
     "rescan_tokens",
     "softhsm_token_exists",
     "write_softhsm_config",

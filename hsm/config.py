@@ -17,6 +17,8 @@ class HSMConfig:
     token_label: str
     pin: str = field(repr=False)
     pool_size: int = 4
+    # Where the PIN came from ("$CA_HSM_PIN", a file path), for messages that never show it.
+    pin_source: str = "the configured PIN"
 
     def __post_init__(self) -> None:
         if not self.token_label:
@@ -41,7 +43,9 @@ class HSMConfig:
         """
         pin = environ.get(pin_env, "") if pin_env else ""
         problem = ""
+        source = f"${pin_env}"
         if not pin and pin_file:
+            source = pin_file
             try:
                 # Only the line ending goes: spaces may be part of a PIN.
                 pin = Path(pin_file).read_text(encoding="utf-8").rstrip("\r\n")
@@ -57,4 +61,10 @@ class HSMConfig:
                 sources.append(pin_file)
             wanted = " or ".join(sources) or "a PIN environment variable or file"
             raise PinUnavailable(f"no HSM user PIN: set {wanted}{problem}")
-        return cls(module_path=module_path, token_label=token_label, pin=pin, pool_size=pool_size)
+        return cls(
+            module_path=module_path,
+            token_label=token_label,
+            pin=pin,
+            pool_size=pool_size,
+            pin_source=source,
+        )

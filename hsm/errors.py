@@ -39,8 +39,13 @@ class PinUnavailable(HSMError):
 class WrongPin(HSMError):
     """The token rejected the user PIN."""
 
-    def __init__(self, label: str, reason: str = "the token rejected the PIN") -> None:
-        super().__init__(f"cannot log in to token {label!r}: {reason} (check the PIN source)")
+    def __init__(
+        self,
+        label: str,
+        reason: str = "the token rejected the PIN",
+        source: str = "the PIN source",
+    ) -> None:
+        super().__init__(f"cannot log in to token {label!r}: {reason} (check {source})")
 
 
 class PinLocked(HSMError):
@@ -94,3 +99,13 @@ class SessionLost(HSMError):
 
 class HSMUnavailable(HSMError):
     """The HSM is not reachable or failed an operation."""
+
+
+class TokenNotPresent(HSMUnavailable):
+    """The token this process was using went away (removed, deleted, HSM unreachable)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(
+            f"token {label!r} is not present any more: put it back (or bring the HSM back); "
+            "the service picks it up again without a restart"
+        )

@@ -31,6 +31,7 @@ import hmac
 import os
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from hsm.errors import (
     PKCS11ModuleNotFound,
     SessionLost,
     TokenNotFound,
+    TokenNotPresent,
     WrongPin,
 )
 from hsm.keys import KeyAlgorithm
@@ -128,11 +130,21 @@ _SESSION_GONE: tuple[type[p11.PKCS11Error], ...] = (
 class _Lost(Exception):
     """A session, the login or the module state went away under an operation."""
 
-    def __init__(self, reason: str, *, login_gone: bool = False, module_down: bool = False):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        login_gone: bool = False,
+        module_down: bool = False,
+        key_gone: str | None = None,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.login_gone = login_gone
         self.module_down = module_down
+        # The label of a key this process had found and that is gone now: SoftHSM shows a
+        # removed token directory as an empty token until the module is re-initialised.
+        self.key_gone = key_gone
         # What the failed attempt worked with, so that of several threads failing together
         # only the first re-initialises the module or logs in again.
         self.generation: int | None = None
@@ -183,6 +195,7 @@ class _Module:
     lock: threading.RLock = field(default_factory=threading.RLock)
     generation: int = 0  # bumped by every re-initialisation, which ends all sessions and logins
     logins: dict[str, _Login] = field(default_factory=dict)
+    rescanned_at: float = float("-inf")  # time.monotonic() of the last rescan for a lost token
 
 
 _modules: dict[str, _Module] = {}  # by the real path of the module file
@@ -192,6 +205,22 @@ _inherited_libs: list[Library] = []  # python-pkcs11 lib objects an ancestor pro
 # __dealloc__ calls C_Finalize, which would undo this process's own initialisation.
 _retired_libs: list[Library] = []
 _tokens: weakref.WeakSet[Token] = weakref.WeakSet()
+
+# A token that went away is looked for again (C_Finalize + C_Initialize, the only way SoftHSM
+# rereads its token directory) at most this often per module, so that an outage costs one
+# re-initialisation a second and not one per request.
+RESCAN_INTERVAL = 1.0
+
+# PINs a token refused in this process, by (module file, token label): never offered again.
+# The PIN is read once at start-up, so a second attempt with it can only fail again, and every
+# failure counts towards the token locking its user PIN (a real HSM after three to ten).
+_refused_pins: dict[tuple[str, str], tuple[bytes, HSMError]] = {}
+_login_attempts: dict[tuple[str, str], int] = {}
+
+
+def login_attempts(module_path: str, token_label: str) -> int:
+    """How many times this process has called C_Login on the token (diagnostics, tests)."""
+    return _login_attempts.get((os.path.realpath(module_path), token_label), 0)
 
 
 def _after_fork_in_child() -> None:
@@ -303,6 +332,7 @@ def _module_for(path: str) -> _Module:
 
 def _reinitialise(module: _Module) -> None:
     """C_Finalize and C_Initialize; called with ``module.lock`` held. Ends every session."""
+    module.rescanned_at = time.monotonic()
     module.generation += 1
     module.logins.clear()
     with contextlib.suppress(p11.PKCS11Error):
@@ -409,6 +439,9 @@ class Token:
         # Pure data, valid in every session and process, so cached for the Token's lifetime.
         self._handles: dict[str, KeyHandle] = {}
         self._public_keys: dict[str, PublicKey] = {}
+        # Labels of keys found in the token at some point: one missing now means the token
+        # (its storage) went away, not a set-up mistake, until a rescan says otherwise.
+        self._known_labels: set[str] = set()
         _tokens.add(self)
 
     @property
@@ -449,15 +482,39 @@ class Token:
             if not module.lib.initialized:
                 raise self._module_down(module)
             try:
-                slot_token = module.lib.get_token(token_label=self.label)
-            except p11.NoSuchToken:
-                raise TokenNotFound(self.label) from None
+                slot_token = self._find_slot_token(module)
             except p11.MultipleTokensReturned:
                 raise HSMError(
                     f"several tokens are labelled {self.label!r}: give each a unique label"
                 ) from None
         self._module, self._generation, self._slot_token = module, module.generation, slot_token
         return module, slot_token
+
+    def _find_slot_token(self, module: _Module) -> SlotToken:
+        """The token as the module lists it, rescanning once if it is missing; lock held.
+
+        :raises TokenNotPresent: when a token this Token used before is not there (any more).
+        :raises TokenNotFound: when the token was never seen by this Token.
+        """
+        try:
+            return module.lib.get_token(token_label=self.label)
+        except p11.NoSuchToken:
+            pass
+        if time.monotonic() - module.rescanned_at >= RESCAN_INTERVAL:
+            # Maybe it is back (or was created since): only a re-initialisation shows it.
+            try:
+                _reinitialise(module)
+                return module.lib.get_token(token_label=self.label)
+            except p11.NoSuchToken:
+                pass
+            except p11.PKCS11Error as exc:
+                raise HSMUnavailable(
+                    f"PKCS#11 module {self.config.module_path} failed to re-initialise "
+                    f"({_describe(exc)})"
+                ) from None
+        if self._known_labels:
+            raise TokenNotPresent(self.label)
+        raise TokenNotFound(self.label)
 
     @staticmethod
     def _module_down(module: _Module) -> _Lost:
@@ -474,10 +531,28 @@ class Token:
             # PIN would quietly ride on another Token's login until the next restart.
             if not hmac.compare_digest(login.pin_digest, digest):
                 raise WrongPin(
-                    self.label, "the PIN differs from the one this process logged in with"
+                    self.label,
+                    "the PIN differs from the one this process logged in with",
+                    source=self.config.pin_source,
                 )
             login.users.add(self)
             return
+        key = (_resolved(self.config.module_path), self.label)
+        refused = _refused_pins.get(key)
+        if refused is not None and hmac.compare_digest(refused[0], digest):
+            # Refused before: the error again, without spending one more of the token's tries.
+            raise refused[1]
+        try:
+            anchor = self._c_login(slot_token, key)
+        except (WrongPin, PinLocked) as exc:
+            _refused_pins[key] = (digest, exc)
+            raise
+        module.logins[self.label] = _Login(anchor, digest, weakref.WeakSet([self]))
+
+    def _c_login(self, slot_token: SlotToken, key: tuple[str, str]) -> Session | None:
+        """Open the anchor session with the PIN: the only C_Login of this layer."""
+        _login_attempts[key] = _login_attempts.get(key, 0) + 1
+        source = self.config.pin_source
         anchor: Session | None
         try:
             anchor = slot_token.open(user_pin=self.config.pin)
@@ -486,16 +561,18 @@ class Token:
             # open (it keeps no handle to close it by), which holds the login as an anchor would.
             anchor = None
         except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-            raise WrongPin(self.label) from None
+            raise WrongPin(self.label, source=source) from None
         except p11.PinExpired:
-            raise WrongPin(self.label, "the PIN has expired and must be changed") from None
+            raise WrongPin(
+                self.label, "the PIN has expired and must be changed", source=source
+            ) from None
         except p11.PinLocked:
             raise PinLocked(self.label) from None
         except p11.UserPinNotInitialized:
             raise HSMUnavailable(
                 f"token {self.label!r} has no user PIN yet: the security officer must set one"
             ) from None
-        module.logins[self.label] = _Login(anchor, digest, weakref.WeakSet([self]))
+        return anchor
 
     def _checkout(self) -> _PooledSession:
         with self._cond:
@@ -580,6 +657,13 @@ class Token:
         self._discard(stale)
         module = _module_for(self.config.module_path)
         with module.lock:
+            if lost.key_gone is not None:
+                if module.generation == lost.generation and (
+                    time.monotonic() - module.rescanned_at >= RESCAN_INTERVAL
+                ):
+                    with contextlib.suppress(p11.PKCS11Error):
+                        _reinitialise(module)  # a failure shows on the retry's _bind
+                return
             if lost.module_down:
                 if module.generation != lost.generation and module.lib.initialized:
                     return  # another thread re-initialised it meanwhile
@@ -621,7 +705,27 @@ class Token:
             self._recover(first)
             return self._attempt(operation)
         except _Lost as lost:
+            if lost.key_gone is not None and first.key_gone is None:
+                # Reopening showed a key gone that the broken session hid: one rescan more,
+                # which tells a token that went away (503) from a deleted key.
+                try:
+                    self._recover(lost)
+                    return self._attempt(operation)
+                except _Lost as again:
+                    lost = again
+            if lost.key_gone is not None:
+                # The token is there after a rescan, and the key is not: deleted or replaced.
+                self._forget(lost.key_gone)
+                self._known_labels.discard(lost.key_gone)
+                raise KeyNotFound(lost.key_gone) from None
             raise SessionLost(self.label, lost.reason) from lost.__cause__
+
+    def check_login(self) -> None:
+        """Log in now (once), so that a wrong PIN shows at start-up rather than per request.
+
+        :raises WrongPin: when the token refuses the PIN; the process never offers it again.
+        """
+        self._run(lambda pooled: None)
 
     def close(self) -> None:
         """Close this process's sessions; the last Token of a token also logs the process out."""
@@ -662,8 +766,9 @@ class Token:
                 object_class=ObjectClass.PRIVATE_KEY, label=handle.label, id=handle.key_id
             )
         except p11.NoSuchKey:
-            self._forget(handle.label)  # deleted, or replaced under the same label
-            raise KeyNotFound(handle.label) from None
+            lost = _Lost(f"key {handle.label!r} vanished", key_gone=handle.label)
+            lost.generation = pooled.generation
+            raise lost from None
         if not isinstance(found, SignMixin):
             raise HSMError(f"key {handle.label!r} cannot sign")
         pooled.private_keys[handle.label] = found
@@ -682,6 +787,10 @@ class Token:
             try:
                 key = pooled.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
             except p11.NoSuchKey:
+                if label in self._known_labels:
+                    lost = _Lost(f"key {label!r} vanished", key_gone=label)
+                    lost.generation = pooled.generation
+                    raise lost from None
                 raise KeyNotFound(label) from None
             except p11.MultipleObjectsReturned:
                 raise DuplicateKeyLabel(label) from None
@@ -691,6 +800,7 @@ class Token:
 
         handle = self._run(describe)
         self._handles[label] = handle
+        self._known_labels.add(label)
         return handle
 
     def has_key(self, label: str) -> bool:
@@ -765,6 +875,7 @@ class Token:
             self._run(generate)
         handle = KeyHandle(label=label, key_id=key_id, algorithm=algorithm)
         self._handles[label] = handle
+        self._known_labels.add(label)
         return handle
 
     def public_key(self, label: str) -> PublicKey:

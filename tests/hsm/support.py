@@ -53,7 +53,7 @@ class SoftHSMSetup:
         return HSMConfig(module_path=self.module, token_label=label, pin=pin, pool_size=pool_size)
 
 
-def raw_session(token: Token, label: str) -> Session:
+def raw_session(token: Token, label: str, *, rw: bool = False) -> Session:
     """A session opened straight through python-pkcs11, bypassing the layer under test.
 
     It has no PIN yet sees private objects, because this process is logged in: what any code
@@ -66,7 +66,7 @@ def raw_session(token: Token, label: str) -> Session:
         else SignatureScheme.ECDSA_SHA256
     )
     token.sign(label, b"log in", scheme)
-    return pkcs11.lib(token.config.module_path).get_token(token_label=token.label).open()
+    return pkcs11.lib(token.config.module_path).get_token(token_label=token.label).open(rw=rw)
 
 
 def pss(algorithm: Hash) -> padding.PSS:
@@ -157,3 +157,20 @@ def issue_certificate(
         .not_valid_after(now + dt.timedelta(days=365))
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def token_directory(conf: Path, label: str) -> Path:
+    """The directory in which SoftHSM keeps the token ``label`` (its files name the label)."""
+    token_dir = Path(
+        next(
+            line.split("=", 1)[1].strip()
+            for line in conf.read_text().splitlines()
+            if line.strip().startswith("directories.tokendir")
+        )
+    )
+    wanted = label.encode().ljust(32)  # CK_TOKEN_INFO's blank-padded label, as stored
+    for candidate in token_dir.iterdir():
+        state = candidate / "token.object"
+        if state.is_file() and wanted in state.read_bytes():
+            return candidate
+    raise AssertionError(f"no SoftHSM token directory for {label!r} under {token_dir}")

@@ -218,6 +218,13 @@ _refused_pins: dict[tuple[str, str], tuple[bytes, HSMError]] = {}
 _login_attempts: dict[tuple[str, str], int] = {}
 
 
+def _copy_error(error: HSMError) -> HSMError:
+    # A new object each time: raising one stored exception again would grow its traceback.
+    copy = type(error).__new__(type(error))
+    copy.args = error.args
+    return copy
+
+
 def login_attempts(module_path: str, token_label: str) -> int:
     """How many times this process has called C_Login on the token (diagnostics, tests)."""
     return _login_attempts.get((os.path.realpath(module_path), token_label), 0)
@@ -540,12 +547,23 @@ class Token:
         key = (_resolved(self.config.module_path), self.label)
         refused = _refused_pins.get(key)
         if refused is not None and hmac.compare_digest(refused[0], digest):
-            # Refused before: the error again, without spending one more of the token's tries.
-            raise refused[1]
+            # Refused before: an error again, without spending one more of the token's tries.
+            raise _copy_error(refused[1])
         try:
             anchor = self._c_login(slot_token, key)
-        except (WrongPin, PinLocked) as exc:
-            _refused_pins[key] = (digest, exc)
+        except PinLocked as exc:
+            _refused_pins[key] = (digest, _copy_error(exc))
+            raise
+        except WrongPin:
+            _refused_pins[key] = (
+                digest,
+                WrongPin(
+                    self.label,
+                    "the token rejected this PIN before, and it is not offered again so as "
+                    "not to lock the token: correct the PIN and restart",
+                    source=self.config.pin_source,
+                ),
+            )
             raise
         module.logins[self.label] = _Login(anchor, digest, weakref.WeakSet([self]))
 

@@ -308,20 +308,39 @@ _EE_POLICY = verification.ExtensionPolicy.webpki_defaults_ee().may_be_present(
 _CA_POLICY = verification.ExtensionPolicy.webpki_defaults_ca()
 
 
+# A leaf and its intermediates are a few kilobytes; more is not a certificate chain.
+MAX_CHAIN_BYTES = 64 * 1024
+MAX_CHAIN_CERTIFICATES = 8
+
+
+def _decode_fully(certificate: x509.Certificate) -> None:
+    """Read what the checks read: cryptography decodes these lazily, and a malformed one
+    would otherwise raise ValueError (a 500) in the middle of validation."""
+    _ = (certificate.subject, certificate.issuer, certificate.extensions)
+    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+    _ = (certificate.public_key(), certificate.signature_hash_algorithm)
+    for attribute in certificate.subject:
+        _ = attribute.value
+
+
 def parse_chain(data: bytes | str) -> list[x509.Certificate]:
     """Certificates from PEM (leaf first, then any intermediates) or one DER certificate.
 
     :raises CertificateRefused: (unreadable) when there is no certificate in ``data``.
     """
     raw = data.encode() if isinstance(data, str) else data
-    try:
-        if b"-----BEGIN" in raw:
-            chain = x509.load_pem_x509_certificates(raw)
-        else:
-            chain = [x509.load_der_x509_certificate(raw)]
-    except ValueError:
-        chain = []
-    if not chain:
+    chain: list[x509.Certificate] = []
+    if len(raw) <= MAX_CHAIN_BYTES:
+        try:
+            if b"-----BEGIN" in raw:
+                chain = x509.load_pem_x509_certificates(raw)
+            else:
+                chain = [x509.load_der_x509_certificate(raw)]
+            for certificate in chain:
+                _decode_fully(certificate)
+        except (ValueError, UnsupportedAlgorithm):
+            chain = []
+    if not chain or len(chain) > MAX_CHAIN_CERTIFICATES:
         raise CertificateRefused(
             Refusal.UNREADABLE, _("This is not a readable X.509 certificate (PEM or DER).")
         )

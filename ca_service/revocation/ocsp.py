@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -309,13 +310,29 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
         return None
 
 
+def parse_ocsp_request(data: bytes) -> ocsp.OCSPRequest | OCSPAnswer:
+    """The DER OCSP request with every field this responder reads decoded, or the
+    malformedRequest answer (too long, not DER, an unknown CertID hash, broken extensions)."""
+    if len(data) > MAX_REQUEST_BYTES:
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    try:
+        request = ocsp.load_der_ocsp_request(data)
+        # cryptography decodes these lazily: read here, so that one it cannot read is refused
+        # now and not as a 500 further on (an unknown hash OID raises UnsupportedAlgorithm).
+        _ = (request.serial_number, request.issuer_name_hash, request.issuer_key_hash)
+        _ = request.hash_algorithm.name
+        _nonce(request)
+    except (ValueError, UnsupportedAlgorithm):
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    return request
+
+
 def _triage(connection: sa.Connection, data: bytes) -> OCSPAnswer | tuple[ocsp.OCSPRequest, int]:
     """The parsed request and the issuing CA's id, or the unsuccessful answer it gets
     (malformedRequest; unauthorized for a CA this responder does not speak for)."""
-    try:
-        request = ocsp.load_der_ocsp_request(data)
-    except ValueError:
-        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    request = parse_ocsp_request(data)
+    if isinstance(request, OCSPAnswer):
+        return request
     # Core, with statements built once: on the hot path SQLAlchemy's per-call statement
     # construction (the responder alias above all) cost more than the queries themselves.
     issuer_row = connection.execute(_ISSUER_QUERY).first()

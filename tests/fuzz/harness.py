@@ -1,8 +1,10 @@
 """atheris harnesses for the parsers of hostile input, on the hypothesis tests' entry points
 (tests/issuance/test_hostile_parsers.py): the CSR check, and seal verification of a PDF and
-of a detached CMS signature. Each input must be refused with the service's own error (a
-ValidationError, 400, short message) or get a seal verdict — any other exception is a crash,
-an input slower than libFuzzer's ``-timeout`` a hang.
+of a detached CMS signature; and (tests/fuzz/parsers.py) OCSP requests as POST bodies and GET
+paths, presented certificates (certificate login, tax binding) and document uploads. Each
+input must be refused with the service's own error (a ValidationError, a CertificateRefused,
+an OCSP malformedRequest) or get its answer — any other exception is a crash, an input slower
+than libFuzzer's ``-timeout`` a hang.
 
     python -m tests.fuzz.harness csr                 # unbounded, by hand (Ctrl-C stops)
     python -m tests.fuzz.harness seal-pdf -runs=200  # bounded, as tests/fuzz/test_harnesses.py
@@ -15,6 +17,14 @@ from collections.abc import Callable
 
 import atheris
 
+from tests.fuzz.parsers import (
+    CERTIFICATE_SEEDS,
+    OCSP_SEEDS,
+    UPLOAD_SEEDS,
+    check_certificate,
+    check_ocsp,
+    check_upload,
+)
 from tests.issuance.test_hostile_parsers import (
     CSR_DER,
     CSR_PEM,
@@ -44,6 +54,9 @@ TARGETS: dict[str, tuple[Callable[[bytes], None], list[bytes]]] = {
     "csr": (_csr, [CSR_DER, CSR_PEM]),
     "seal-pdf": (_seal_pdf, [SEALED_PDF]),
     "seal-cms": (_seal_cms, [DETACHED]),
+    "ocsp": (check_ocsp, OCSP_SEEDS),
+    "certificate": (check_certificate, CERTIFICATE_SEEDS),
+    "upload": (check_upload, UPLOAD_SEEDS),
 }
 
 

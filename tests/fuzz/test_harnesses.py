@@ -14,7 +14,14 @@ pytest.importorskip("atheris")
 
 ROOT = Path(__file__).resolve().parents[2]
 # Bounded for CI (about 15 s together); CA_TEST_FUZZ_RUNS multiplies them for a longer run.
-RUNS = {"csr": 1000, "seal-pdf": 150, "seal-cms": 100}
+RUNS = {
+    "csr": 1000,
+    "seal-pdf": 150,
+    "seal-cms": 100,
+    "ocsp": 3000,
+    "certificate": 2000,
+    "upload": 300,
+}
 SCALE = int(os.environ.get("CA_TEST_FUZZ_RUNS", "1"))
 
 

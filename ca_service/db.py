@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -155,6 +155,80 @@ def about_to_write() -> None:
     if _read_first.get():
         _read_first.set(False)
         db.session.rollback()
+
+
+class Pipeline:
+    """Statements sent to the database together (see ``pipelined``)."""
+
+    def __init__(self, connection: sa.Connection, queued: bool) -> None:
+        self._connection = connection
+        self.queued = queued
+
+    def execute(self, statement: sa.Executable, parameters: Any = None) -> None:
+        """Run a write whose result is not read. An INSERT must be ``inline()``: without it
+        SQLAlchemy adds RETURNING to a one-row INSERT to learn the new key, and reads that
+        answer at once."""
+        self._connection.execute(statement, parameters)
+
+    def count(
+        self, statement: sa.Executable, parameters: dict[str, Any] | list[dict[str, Any]]
+    ) -> Callable[[], int]:
+        """Run an UPDATE or DELETE; returns what tells the rows it changed (summed over a list
+        of parameter sets), to call after the ``pipelined`` block."""
+        if not self.queued:
+            result = self._connection.execute(statement, parameters)
+            changed = int(cast("sa.CursorResult[Any]", result).rowcount)
+            return lambda: changed
+        # Queued: SQLAlchemy reads the row count at once (not answered yet); the driver's
+        # cursor has it once the pipeline is answered. One statement per parameter set, as
+        # psycopg's executemany would send them anyway, each with its own count.
+        cursors = [
+            cast("sa.CursorResult[Any]", self._connection.execute(statement, values)).context.cursor
+            for values in (parameters if isinstance(parameters, list) else [parameters])
+        ]
+        return lambda: sum(int(cursor.rowcount) for cursor in cursors)
+
+
+# Up to this many parameter sets are queued one statement each (``Pipeline.count``); a bigger
+# batch already pays its round trips once per statement (psycopg's executemany pipelines them).
+PIPELINE_AT_MOST = 8
+
+
+@contextmanager
+def pipelined(rows: int = 1) -> Iterator[Pipeline]:
+    """Send the writes run through the ``Pipeline`` to the database together, in one round
+    trip with the BEGIN if the transaction starts here (PostgreSQL's pipeline mode with
+    psycopg; on SQLite, whose statements cost no round trip, they simply run one by one).
+
+    Inside, statements are queued, not answered: run only writes whose results are read after
+    the block (``Pipeline.count``), never a query whose rows are read inside it, and never
+    commit inside it. Leaving the block waits for every answer; a statement that failed raises
+    there as SQLAlchemy's error (``IntegrityError``, ``OperationalError``…), the transaction
+    left for the caller to roll back, as after any failed statement.
+
+    ``rows`` is the most parameter sets one statement will be given: beyond
+    ``PIPELINE_AT_MOST`` the statements run one by one as outside the block.
+    """
+    db.session.flush()  # pending ORM changes go first, answered (the flush checks row counts)
+    connection = db.session.connection()
+    driver: Any = connection.connection.driver_connection
+    if (
+        rows > PIPELINE_AT_MOST
+        or connection.dialect.name != "postgresql"
+        or not hasattr(driver, "pipeline")
+    ):
+        yield Pipeline(connection, queued=False)
+        return
+    import psycopg
+
+    try:
+        with driver.pipeline():
+            yield Pipeline(connection, queued=True)
+    except psycopg.Error as exc:
+        raise cast(
+            "sa.exc.DBAPIError",
+            sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error, dialect=connection.dialect),
+        ) from exc
 
 
 def engine_options(url: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from flask import current_app
 
 from ca_service.audit.models import AuditCheckpoint, AuditEvent, AuditHead
-from ca_service.db import db, utcnow
+from ca_service.db import db, pipelined, utcnow
 from ca_service.errors import CAError
 from hsm import KeyAlgorithm, PublicKey, SignatureScheme, Token
 from hsm.errors import HSMError
@@ -185,7 +185,8 @@ _CLAIM_HEAD = (
     .values(events_since_checkpoint=_head.c.events_since_checkpoint + sa.bindparam("appending"))
     .returning(_head.c.seq, _head.c.hash, _head.c.events_since_checkpoint)
 )
-_INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__))
+# inline(): no RETURNING of the new key (nothing reads it; a queued statement must not).
+_INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__)).inline()
 _ADVANCE_HEAD = sa.update(_head).where(_head.c.id == _HEAD_ID)  # SET seq, hash from the params
 
 
@@ -315,24 +316,25 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
         )
         event.hash = prev_hash = event_hash(event)
         written.append(event)
-    connection = db.session.connection()
-    connection.execute(
-        _INSERT_EVENT,
-        [
-            {
-                "seq": e.seq,
-                "occurred_at": e.occurred_at,
-                "actor": e.actor,
-                "action": e.action,
-                "target": e.target,
-                "details": e.details,
-                "prev_hash": e.prev_hash,
-                "hash": e.hash,
-            }
-            for e in written
-        ],
-    )
-    connection.execute(_ADVANCE_HEAD, {"seq": seq, "hash": prev_hash})
+    # The events and the new head in one round trip (PostgreSQL): nothing is read back.
+    with pipelined() as pipeline:
+        pipeline.execute(
+            _INSERT_EVENT,
+            [
+                {
+                    "seq": e.seq,
+                    "occurred_at": e.occurred_at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "details": e.details,
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+                for e in written
+            ],
+        )
+        pipeline.execute(_ADVANCE_HEAD, {"seq": seq, "hash": prev_hash})
     if head.events_since_checkpoint >= _checkpoint_every():
         _checkpoint_automatically()
     return written

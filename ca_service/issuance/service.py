@@ -44,7 +44,7 @@ from ca_service.authorities.signing import (
     store_signed_many,
 )
 from ca_service.config import Settings
-from ca_service.db import db, rows_changed, utcnow
+from ca_service.db import db, pipelined, rows_changed, utcnow
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
 from ca_service.errors import (
@@ -86,6 +86,7 @@ from ca_service.revocation.blocked_keys import (
     refuse_blocked_key,
     spki_sha256,
 )
+from ca_service.revocation.models import BlockedKey
 from ca_service.storage import DocumentStore
 from hsm import HSMError, KeyAlgorithm, Token
 
@@ -131,7 +132,8 @@ class EmployerProfile:
 # -- employer side --------------------------------------------------------------------------
 
 
-_INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__))
+# inline(): no RETURNING of the new key (nothing reads it; queued in ``_mark_issued``).
+_INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__)).inline()
 
 
 def size_above(size: int, limit: int) -> str:
@@ -724,6 +726,7 @@ _applications = cast("sa.Table", Application.__table__)
 _certificates = cast("sa.Table", Certificate.__table__)
 _employers = cast("sa.Table", Employer.__table__)
 _authorities = cast("sa.Table", Authority.__table__)
+_blocked_keys = cast("sa.Table", BlockedKey.__table__)
 
 # Issuance runs these for every certificate. They are statements on the tables, built once:
 # the ORM's unit of work (change tracking, flush planning, re-reading rows after the first
@@ -731,8 +734,9 @@ _authorities = cast("sa.Table", Authority.__table__)
 # (bench/issuance.py). The ORM objects the caller holds are kept in step with
 # ``set_committed_value``, without re-reading what was just written.
 
-# What issuance reads, in one round trip: the employers' names and addresses, and the issuing
-# CA with its current certificate (on every row).
+# What issuance reads, in one round trip: the employers' names and addresses, the issuing CA
+# with its current certificate, and how many of the keys to certify are blocked (on every
+# row; when any is, ``blocked_among`` says which).
 _ISSUANCE_FACTS = (
     sa.select(
         _employers.c.id.label("employer_id"),
@@ -745,6 +749,11 @@ _ISSUANCE_FACTS = (
         _authorities.c.key_label,
         _authorities.c.key_algorithm,
         _certificates.c.der.label("issuer_der"),
+        sa.select(sa.func.count())
+        .select_from(_blocked_keys)
+        .where(_blocked_keys.c.spki_sha256.in_(sa.bindparam("key_hashes", expanding=True)))
+        .scalar_subquery()
+        .label("blocked"),
     )
     .select_from(_employers)
     .join(_authorities, _authorities.c.slug == ISSUING_SLUG)
@@ -793,12 +802,22 @@ def _parsed_certificate(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def _issuance_facts(employer_ids: set[int]) -> dict[int, _IssuanceFacts]:
-    """The facts for each employer, by id.
+def _issuance_facts(
+    employer_ids: set[int], key_hashes: set[str]
+) -> tuple[dict[int, _IssuanceFacts], bool]:
+    """The facts for each employer, by id, and whether any of the keys (SPKI hashes) is
+    blocked.
 
     :raises NotFound: when the PKI is not initialised.
     """
-    rows = db.session.connection().execute(_ISSUANCE_FACTS, {"employer_ids": list(employer_ids)})
+    rows = (
+        db.session.connection()
+        .execute(
+            _ISSUANCE_FACTS, {"employer_ids": list(employer_ids), "key_hashes": list(key_hashes)}
+        )
+        .all()
+    )
+    any_blocked = any(row.blocked for row in rows)
     facts = {
         row.employer_id: _IssuanceFacts(
             legal_name=row.legal_name,
@@ -816,7 +835,7 @@ def _issuance_facts(employer_ids: set[int]) -> dict[int, _IssuanceFacts]:
     }
     if employer_ids and not facts:
         raise NotFound(f"no certificate authority {ISSUING_SLUG!r}; run `ca-service init`")
-    return facts
+    return facts, any_blocked
 
 
 def _changed(statement: sa.Executable, parameters: dict[str, Any] | list[dict[str, Any]]) -> int:
@@ -984,13 +1003,27 @@ def _issue_certificates(
 ) -> dict[int, Issued]:
     results: dict[int, Issued] = {}
     now = utcnow()
-    facts = _issuance_facts({application.employer_id for application in applications})
+    # The keys of those that may be signed, parsed once; whether any is blocked is read with
+    # the facts (checked on the key about to be signed, whatever the row says).
+    public_keys = {
+        application.id: x509.load_der_x509_csr(application.csr_der).public_key()
+        for application in applications
+        if application.status is ApplicationStatus.APPROVED and application.csr_der is not None
+    }
+    hashes = {application_id: spki_sha256(key) for application_id, key in public_keys.items()}
+    facts, any_blocked = _issuance_facts(
+        {application.employer_id for application in applications}, set(hashes.values())
+    )
     stored_before: list[tuple[Application, Certificate]] = []
     to_sign: list[_ToSign] = []
     for application in applications:
         try:
             checked = _checked_for_issuance(
-                application, facts[application.employer_id], profile, now
+                application,
+                facts[application.employer_id],
+                profile,
+                now,
+                public_keys.get(application.id),
             )
         except Conflict as exc:
             results[application.id] = Issued(application.id, None, exc)
@@ -1001,7 +1034,8 @@ def _issue_certificates(
             results[application.id] = Issued(application.id, checked, None)
         else:
             stored_before.append((application, checked))  # stored, status not yet moved
-    to_sign = _refuse_blocked_keys(to_sign, results)
+    if any_blocked:
+        to_sign = _refuse_blocked_keys(to_sign, hashes, results)
     if not to_sign and not stored_before:
         return results  # issuance wrote nothing: the caller's boundary commits or rolls back
     if to_sign:
@@ -1028,12 +1062,14 @@ def _issue_certificates(
     return results
 
 
-def _refuse_blocked_keys(to_sign: list[_ToSign], results: dict[int, Issued]) -> list[_ToSign]:
-    """Those whose key is not blocked; the others get KeyBlocked in ``results``. Checked here,
-    on the key about to be signed and before anything is reserved, whatever the row says: the
-    key may have been blocked after its request was attached. One query for the batch."""
-    hashes = {item.application.id: spki_sha256(item.public_key) for item in to_sign}
-    blocked = blocked_among(db.session(), hashes.values())
+def _refuse_blocked_keys(
+    to_sign: list[_ToSign], hashes: Mapping[int, str], results: dict[int, Issued]
+) -> list[_ToSign]:
+    """Those whose key (SPKI hash by application id) is not blocked; the others get KeyBlocked
+    in ``results``. Checked on the key about to be signed and before anything is reserved,
+    whatever the row says: the key may have been blocked after its request was attached. One
+    query for the batch, run only when the facts say some key is blocked."""
+    blocked = blocked_among(db.session(), (hashes[item.application.id] for item in to_sign))
     if not blocked:
         return to_sign
     kept = []
@@ -1047,7 +1083,11 @@ def _refuse_blocked_keys(to_sign: list[_ToSign], results: dict[int, Issued]) -> 
 
 
 def _checked_for_issuance(
-    application: Application, facts: _IssuanceFacts, profile: EmployerProfile, now: dt.datetime
+    application: Application,
+    facts: _IssuanceFacts,
+    profile: EmployerProfile,
+    now: dt.datetime,
+    public_key: CertificatePublicKeyTypes | None,
 ) -> _ToSign | Certificate:
     """What issuance does for this application: sign a new certificate, or return the one
     already stored. Releases a stale reservation (written at once).
@@ -1064,7 +1104,7 @@ def _checked_for_issuance(
                 status=application.status.label,
             )
         )
-    if application.csr_der is None:
+    if application.csr_der is None or public_key is None:
         raise Conflict(
             _("Application %(id)s has no public key yet (counter provisioning).", id=application.id)
         )
@@ -1075,7 +1115,7 @@ def _checked_for_issuance(
     return _ToSign(
         application=application,
         facts=facts,
-        public_key=x509.load_der_x509_csr(application.csr_der).public_key(),
+        public_key=public_key,
         subject=profiles.employer_subject(
             country=profile.country,
             legal_name=facts.legal_name,
@@ -1255,35 +1295,44 @@ def _mark_issued(
     :raises Conflict: when an application was changed meanwhile (the caller rolls back).
     """
     now = utcnow()
-    moved = _changed(
-        _MARK_ISSUED,
-        [
-            {
-                "application_id": application.id,
-                "issued_id": row.id,
-                "status": ApplicationStatus.ISSUED,
-                "updated_at": now,
-            }
+    # The status change, the history rows and the notices in one round trip (PostgreSQL),
+    # written as if the status change succeeded: when it did not, the caller rolls back.
+    for application, _unused in stored:
+        _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
+    with pipelined(len(stored)) as pipeline:
+        moved = pipeline.count(
+            _MARK_ISSUED,
+            [
+                {
+                    "application_id": application.id,
+                    "issued_id": row.id,
+                    "status": ApplicationStatus.ISSUED,
+                    "updated_at": now,
+                }
+                for application, row in stored
+            ],
+        )
+        _record_many(
+            [
+                (application, f"Certificate issued (serial {row.serial}).")
+                for application, row in stored
+            ],
+            actor,
+            actors,
+        )
+        notify_contacts(
+            _issued_notice(application, row, facts[application.employer_id])
             for application, row in stored
-        ],
-    )
-    if moved != len(stored):
+        )
+    if moved() != len(stored):
+        for application, _unused in stored:
+            _set_loaded(application, status=ApplicationStatus.APPROVED)
         names = ", ".join(str(application.id) for application, _unused in stored)
         raise Conflict(
             f"Application {names} was changed by someone else just now."
             if len(stored) == 1
             else f"One of the applications {names} was changed by someone else just now."
         )
-    for application, _unused in stored:
-        _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
-    _record_many(
-        [
-            (application, f"Certificate issued (serial {row.serial}).")
-            for application, row in stored
-        ],
-        actor,
-        actors,
-    )
     record_events(
         actor,
         [
@@ -1300,10 +1349,6 @@ def _mark_issued(
             )
             for application, row in stored
         ],
-    )
-    notify_contacts(
-        _issued_notice(application, row, facts[application.employer_id])
-        for application, row in stored
     )
 
 

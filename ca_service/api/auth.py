@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Response, current_app, make_response, request
@@ -136,16 +137,19 @@ def _presented_token() -> str:
     return token.strip()
 
 
-def _token_row(token: str) -> ApiToken:
-    # The certificate a token came from is read in the same query (one primary-key join).
-    found = db.session.execute(
-        sa.select(ApiToken, Certificate.revoked_at, Certificate.not_after)
-        .outerjoin(Certificate, Certificate.id == ApiToken.certificate_id)
-        .where(ApiToken.token_hash == token_digest(token))
-    ).one_or_none()
+def _token_row(token: str, *, with_user: bool = False) -> tuple[ApiToken, User | None]:
+    """The token's row (and, ``with_user``, its account: loaded in the same query, a
+    primary-key join, so that an authenticated call reads both in one round trip). The
+    certificate a token came from is read in the same query too."""
+    columns: list[Any] = [ApiToken, Certificate.revoked_at, Certificate.not_after]
+    query = sa.select(*columns).outerjoin(Certificate, Certificate.id == ApiToken.certificate_id)
+    if with_user:
+        query = query.add_columns(User).outerjoin(User, User.id == ApiToken.user_id)
+    query = query.where(ApiToken.token_hash == token_digest(token))
+    found = db.session.execute(query).one_or_none()
     if found is None or found[0].revoked_at is not None:
         raise InvalidToken("This token is unknown or was revoked; request a new one.")
-    row, certificate_revoked_at, certificate_not_after = found
+    row, certificate_revoked_at, certificate_not_after = found[0], found[1], found[2]
     now = utcnow()
     if row.expires_at <= now:
         raise InvalidToken("This token has expired; request a new one.")
@@ -159,12 +163,11 @@ def _token_row(token: str) -> ApiToken:
         )
         if ended is not None:
             raise InvalidToken(ended)
-    return row
+    return row, (found[3] if with_user else None)
 
 
 def _authenticated() -> tuple[ApiToken, User]:
-    row = _token_row(_presented_token())
-    user = db.session.get(User, row.user_id)
+    row, user = _token_row(_presented_token(), with_user=True)
     if user is None or user.disabled:
         raise InvalidToken("This token's account is disabled.")
     return row, user
@@ -271,8 +274,7 @@ def issue_token(user: User, *, method: str, login: CertificateLogin | None = Non
 def revoke_token() -> tuple[str, int]:
     """Revoke the presented token."""
     # A disabled account may still revoke its token: _authenticated would refuse it.
-    row = _token_row(_presented_token())
-    user = db.session.get(User, row.user_id)
+    row, user = _token_row(_presented_token(), with_user=True)
     row.revoked_at = utcnow()
     db.session.flush()
     record_event(

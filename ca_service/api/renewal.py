@@ -106,7 +106,8 @@ def renew_certificate(serial: str) -> Response:
     and documents are unchanged, else waiting for an officer or documents."""
     with read_first():  # checked without SQLite's write lock (renewal_batch.renew)
         user = bearer_user(*EMPLOYER_MEMBERS)
-        certificate = renewal.employer_certificate(user=user, serial=serial)
+        # The employer stays referenced through the renewal, which reads it from the session.
+        certificate, _employer, lineage = renewal.renewal_target(user=user, serial=serial)
         data = json_body(schemas.RenewalRequest)
         csr = text_field(data, "csr_pem").encode()
         supersede = _flag(data, "supersede")
@@ -118,6 +119,7 @@ def renew_certificate(serial: str) -> Response:
         csr=csr,
         supersede=supersede,
         contacts_confirmed=contacts_confirmed,
+        lineage=lineage,
     )
     if outcome.certificate is not None:
         # Issued and committed: what is left only reads, so a transaction begun for it (none

@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from ca_service.db import db
 from ca_service.issuance.models import Application, Document
@@ -25,15 +26,24 @@ class Basis:
 
 
 def lineage_basis(certificate: Certificate) -> Basis:
-    """Follow the lineage back to the last officer approval and the documents in force."""
+    """Follow the lineage back to the last officer approval and the documents in force.
+
+    One query per step: the application a certificate came from, with its documents (joined);
+    the next step is the application of the certificate it renewed (only its id is needed)."""
     approved_at: dt.datetime | None = None
     documents: dict[str, Document] = {}
-    current: Certificate | None = certificate
+    certificate_id: int | None = certificate.id
     for _step in range(_MAX_LINEAGE):
-        if current is None:
+        if certificate_id is None:
             break
-        application = db.session.scalar(
-            sa.select(Application).where(Application.certificate_id == current.id)
+        application = (
+            db.session.scalars(
+                sa.select(Application)
+                .options(joinedload(Application.documents))
+                .where(Application.certificate_id == certificate_id)
+            )
+            .unique()
+            .one_or_none()
         )
         if application is None:
             break
@@ -41,9 +51,7 @@ def lineage_basis(certificate: Certificate) -> Basis:
             documents.setdefault(document.doc_type.value, document)
         if approved_at is None and application.decided_by_id is not None:
             approved_at = application.decided_at
-        if application.renews_id is None:
-            break
-        current = db.session.get(Certificate, application.renews_id)
+        certificate_id = application.renews_id
     return Basis(approved_at, documents)
 
 

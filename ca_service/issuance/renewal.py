@@ -130,12 +130,44 @@ _OPEN_RENEWAL_ID = (
 )
 _LINEAGE_STATE = sa.select(_SUCCESSOR_ID.label("successor_id"), _OPEN_RENEWAL_ID.label("open_id"))
 
+# The same two ids as columns of a query of the certificate itself (``renewal_target``).
+_Successor = sa.orm.aliased(Certificate)
+_SUCCESSOR_OF = (
+    sa.select(_Successor.id)
+    .where(_Successor.renews_id == Certificate.id, _Successor.status == CertificateStatus.ISSUED)
+    .order_by(_Successor.id.desc())
+    .limit(1)
+    .correlate(Certificate)
+    .scalar_subquery()
+)
+_OPEN_RENEWAL_OF = (
+    sa.select(Application.id)
+    .where(
+        Application.renews_id == Certificate.id,
+        Application.status != ApplicationStatus.REJECTED,
+    )
+    .order_by(Application.id)
+    .limit(1)
+    .correlate(Certificate)
+    .scalar_subquery()
+)
+
+
+@dataclass(frozen=True)
+class LineageIds:
+    """The id of the certificate that renewed a certificate and of its renewal under way, as
+    read with it (``renewal_target``)."""
+
+    successor_id: int | None
+    open_id: int | None
+
 
 def _successor_and_open_renewal(
-    certificate: Certificate,
+    certificate: Certificate, lineage: LineageIds | None = None
 ) -> tuple[Certificate | None, Application | None]:
-    """The certificate that renewed ``certificate`` and, if none did, its renewal under way."""
-    found = db.session.execute(_LINEAGE_STATE, {"certificate_id": certificate.id}).one()
+    """The certificate that renewed ``certificate`` and, if none did, its renewal under way
+    (``lineage``: their ids as already read, else read here)."""
+    found = lineage or db.session.execute(_LINEAGE_STATE, {"certificate_id": certificate.id}).one()
     if found.successor_id is not None:
         return db.session.get(Certificate, found.successor_id), None
     if found.open_id is not None:
@@ -144,14 +176,18 @@ def _successor_and_open_renewal(
 
 
 def renewal_window(
-    certificate: Certificate, settings: Settings, now: dt.datetime | None = None
+    certificate: Certificate,
+    settings: Settings,
+    now: dt.datetime | None = None,
+    lineage: LineageIds | None = None,
 ) -> RenewalWindow:
-    """Where ``certificate`` stands for renewal at ``now``."""
+    """Where ``certificate`` stands for renewal at ``now`` (``lineage``: as read with it by
+    ``renewal_target`` in this transaction, else read here)."""
     now = now or utcnow()
     before, grace = window_days(settings)
     opens_at = certificate.not_after - before
     closes_at = certificate.not_after + grace
-    successor, pending = _successor_and_open_renewal(certificate)
+    successor, pending = _successor_and_open_renewal(certificate, lineage)
     if certificate.revoked_at is not None:
         state = RenewalState.REVOKED
     elif successor is not None:
@@ -192,21 +228,34 @@ def employer_certificate(*, user: User, serial: str) -> Certificate:
 
     :raises NotFound: also for another employer's certificate (its existence is not revealed).
     """
+    return renewal_target(user=user, serial=serial)[0]
+
+
+def renewal_target(*, user: User, serial: str) -> tuple[Certificate, Employer, LineageIds]:
+    """``employer_certificate``, its employer and its lineage's state (for ``plan_renewal``),
+    read in one query (a primary-key join and two indexed subqueries). While the caller holds
+    the employer, ``employer_of`` finds it in the session instead of reading it again (the
+    session holds its rows weakly).
+
+    :raises NotFound: also for another employer's certificate (its existence is not revealed).
+    """
     ensure_role(user, *EMPLOYER_MEMBERS)
     # The account's employer id is enough here (a renewal loads the employer itself).
     employer_id = user.employer_id if user.employer_id is not None else employer_of(user).id
     canonical = normalise_serial(serial)
-    row = db.session.scalar(
-        sa.select(Certificate).where(
+    found = db.session.execute(
+        sa.select(Certificate, Employer, _SUCCESSOR_OF, _OPEN_RENEWAL_OF)
+        .join(Employer, Employer.id == Certificate.employer_id)
+        .where(
             Certificate.serial == canonical,
             Certificate.employer_id == employer_id,
             Certificate.kind == CertificateKind.END_ENTITY,
             Certificate.status == CertificateStatus.ISSUED,
         )
-    )
-    if row is None:
+    ).one_or_none()
+    if found is None:
         raise NotFound(_("You have no certificate with serial %(serial)s.", serial=canonical))
-    return row
+    return found[0], found[1], LineageIds(found[2], found[3])
 
 
 def certificate_by_serial(serial: str) -> Certificate:
@@ -383,9 +432,11 @@ def plan_renewal(
     supersede: bool,
     contacts_confirmed: bool,
     settings: Settings,
+    lineage: LineageIds | None = None,
 ) -> RenewalPlan:
     """Check a renewal of ``certificate`` with the key of ``csr``; writes nothing (it runs in a
-    read transaction that never waits for SQLite's write lock).
+    read transaction that never waits for SQLite's write lock). ``lineage``: as read with the
+    certificate in this transaction (``renewal_target``), else read here.
 
     :raises Conflict: outside the window, revoked, already renewed or being renewed.
     :raises ValidationError: bad CSR, same key as before, another subject, details unconfirmed.
@@ -405,7 +456,7 @@ def plan_renewal(
             _("You have no certificate with serial %(serial)s.", serial=certificate.serial)
         )
     now = utcnow()
-    window = renewal_window(certificate, settings, now)
+    window = renewal_window(certificate, settings, now, lineage)
     refusal = _refusal(window)
     if refusal is not None:
         raise refusal

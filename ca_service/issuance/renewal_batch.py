@@ -181,10 +181,13 @@ def renew(
     csr: bytes,
     supersede: bool,
     contacts_confirmed: bool,
+    lineage: renewal.LineageIds | None = None,
 ) -> RenewalOutcome:
     """Renew ``certificate`` with the key of ``csr`` (``renewal.request_renewal``'s contract):
     checked in a read transaction, then issued in the process's next batch when nothing needs
     review, else carried out in this request's transaction. The caller's boundary commits.
+    ``lineage``: as read with ``certificate`` (``renewal.renewal_target``) in the request's
+    read transaction, which this continues.
 
     Begin the request's transaction in ``read_first`` (the account and certificate reads) so
     that nothing holds SQLite's write lock while the renewal is checked.
@@ -198,6 +201,7 @@ def renew(
             supersede=supersede,
             contacts_confirmed=contacts_confirmed,
             settings=settings,
+            lineage=lineage,
         )
     # The read snapshot ends here: the batch commits in another session, read next; or this
     # request writes (an IMMEDIATE transaction on SQLite, begun afresh).

@@ -310,3 +310,34 @@ def test_a_batch_whose_clean_up_fails_still_answers_its_requests(
         )
     assert status == 503  # answered at once, never left waiting
     assert time.monotonic() - started < 30
+
+
+def test_a_renewal_request_reads_its_facts_in_three_queries(
+    app: Flask, make_employer: MakeEmployer, officer_id: int
+) -> None:
+    """The request's own reads before its batch: the token with its account (and the
+    certificate it came from), the certificate with its employer and lineage state, the
+    approval it relies on with its documents. Each more is a round trip and ~0.3 ms of
+    SQLAlchemy per renewal (bench/renewal.py)."""
+    (issued,) = _issued(app, make_employer, officer_id, 1)
+    request_thread = threading.get_ident()
+    selects: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == request_thread and statement.lstrip().startswith("SELECT"):
+            selects.append(statement)
+
+    with time_machine.travel(issued.not_after - dt.timedelta(days=20), tick=True):
+        client = app.test_client()
+        headers = _token(client, issued.account)
+        key = ec.generate_private_key(ec.SECP256R1())
+        with app.app_context():
+            engine = db.engine
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            status, _body = _renew(client, headers, issued.serial, csr_pem(key))
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+    assert status == 201
+    # Before the batch answers: 3; after it, the answer reads nothing more.
+    assert len(selects) == 3, selects

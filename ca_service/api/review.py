@@ -3,6 +3,8 @@ approval (issuing at once, as the console does), rejection and the issuance retr
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request, url_for
 
 from ca_service.api import schemas
@@ -71,7 +73,8 @@ def review_queue() -> JSON:
     found = queue.search_queue(officer=officer, filters=filters, page_size=page_size)
 
     def link(page: int) -> str:
-        return url_for(".review_queue", **{**filters.query_args(), "page": page})
+        args: dict[str, Any] = {**filters.query_args(), "page": page}
+        return url_for(".review_queue", **args)
 
     return {
         "applications": [application_json(a, detail=False) for a in found.applications],

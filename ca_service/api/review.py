@@ -3,11 +3,13 @@ approval (issuing at once, as the console does), rejection and the issuance retr
 
 from __future__ import annotations
 
-from flask import current_app, request
+from typing import Any
+
+from flask import current_app, request, url_for
 
 from ca_service.api import schemas
 from ca_service.api.auth import bearer_user
-from ca_service.api.http import JSON, bp, choice, date_field, json_body, text_field
+from ca_service.api.http import JSON, bp, date_field, json_body, text_field
 from ca_service.api.serialise import application_json, document_json
 from ca_service.api.spec import OFFICER, Reply, documented
 from ca_service.auth.models import Role, User
@@ -15,10 +17,9 @@ from ca_service.auth.service import actor_of
 from ca_service.db import db
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
-from ca_service.issuance import service
+from ca_service.issuance import queue, service
 from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 
-REVIEW_STATUSES = tuple(s.value for s in ApplicationStatus if s is not ApplicationStatus.DRAFT)
 _REVIEW = {200: Reply(schemas.Review, "The application as the officer sees it.")}
 
 
@@ -56,19 +57,35 @@ def _issue(officer: User, application: Application) -> None:
 @documented(
     tag=OFFICER,
     query=schemas.ReviewQuery,
-    responses={200: Reply(schemas.ApplicationList, "Applications without their details.")},
+    responses={200: Reply(schemas.ReviewPage, "One page of applications without their details.")},
     errors=(400, 401, 403),
 )
 def review_queue() -> JSON:
-    """Submitted applications, oldest first (500 at most)."""
+    """The officers' queue, a page at a time, searched and filtered as in the web console.
+
+    Without parameters: the applications still to decide (submitted or awaiting
+    confirmation), oldest first, 25 a page. `next` and `previous` are the links to the
+    neighbouring pages (null at the ends).
+    """
     officer = _officer()
-    raw_status = request.args.get("status", "")
-    status = (
-        ApplicationStatus(choice(raw_status, "status", REVIEW_STATUSES)) if raw_status else None
-    )
-    search = request.args.get("q", "")[:100]
-    applications = service.review_queue(officer=officer, status=status, search=search)
-    return {"applications": [application_json(a, detail=False) for a in applications]}
+    filters = queue.QueueFilter.parse(request.args)
+    page_size = queue.PAGE_SIZE
+    found = queue.search_queue(officer=officer, filters=filters, page_size=page_size)
+
+    def link(page: int) -> str:
+        args: dict[str, Any] = {**filters.query_args(), "page": page}
+        return url_for(".review_queue", **args)
+
+    return {
+        "applications": [application_json(a, detail=False) for a in found.applications],
+        "total": found.total,
+        "page": found.page,
+        "pages": found.pages,
+        "page_size": page_size,
+        "next": link(found.page + 1) if found.page < found.pages else None,
+        "previous": link(min(found.page - 1, found.pages)) if found.page > 1 else None,
+        "counts": found.counts,
+    }
 
 
 @bp.get("/review/<int:application_id>")

@@ -20,9 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ca_service.auth.models import ChallengePurpose, Role
 from ca_service.issuance.models import ApplicationStatus, DocumentType, KeySource
+from ca_service.issuance.queue import (
+    ALL,
+    LISTED_STATUSES,
+    OPEN,
+    PAGE_SIZE,
+    SEARCH_LIMIT,
+    ApplicationKind,
+    QueueOrder,
+)
 from ca_service.issuance.renewal import RenewalState
-from ca_service.issuance.seals import SealVerdict
+from ca_service.issuance.seals import SealReason, SealVerdict
 from ca_service.issuance.service import DOWNLOAD_FORMATS
+from ca_service.paging import MAX_PAGE
 from ca_service.revocation.portal import EMPLOYER_REASONS, OFFICER_REASONS
 
 _PASSWORD: dict[str, Any] = {"format": "password"}
@@ -207,7 +217,13 @@ class Document(ResponseBody):
     sha256: str
     signature_sha256: str | None
     verdict: SealVerdict
-    detail: str
+    detail: str = Field(description="Why, in English: the technical record officers keep.")
+    verdict_reason: SealReason = Field(
+        description="Why, as a stable code (one per sentence of verdict_message)."
+    )
+    verdict_message: str = Field(
+        description="Why, in the caller's language (Accept-Language: en, es or zh-Hans)."
+    )
     signer_subject: str | None
     signed_at: dt.datetime | None
     attested: bool
@@ -283,13 +299,36 @@ class DownloadQuery(RequestBody):
 
 
 class ReviewQuery(RequestBody):
-    status: ApplicationStatus | None = Field(
-        None, description="Only applications in this status (default: all but drafts)."
-    )
     q: str = Field(
         "",
-        description="Part of the registration number or legal name.",
-        json_schema_extra={"maxLength": 100},
+        description="Part of the employer's legal name or registration number (any case), or "
+        "the application number (42 or #42).",
+        json_schema_extra={"maxLength": SEARCH_LIMIT},
+    )
+    status: str = Field(
+        OPEN,
+        description="open (default): submitted or awaiting confirmation; all: every status "
+        "but draft; or one status.",
+        json_schema_extra={"enum": [OPEN, *(s.value for s in LISTED_STATUSES), ALL]},
+    )
+    kind: ApplicationKind = Field(
+        ApplicationKind.ALL, description="new: first applications; renewal: renewals."
+    )
+    sort: QueueOrder = Field(QueueOrder.OLDEST, description="By submission time.")
+    page: int = Field(1, ge=1, le=MAX_PAGE, description=f"{PAGE_SIZE} applications a page.")
+
+
+class ReviewPage(ResponseBody):
+    applications: list[ApplicationSummary]
+    total: int = Field(description="Matching applications on all pages.")
+    page: int
+    pages: int = Field(description="At least 1 (an empty list has one empty page).")
+    page_size: int
+    next: str | None = Field(description="The next page's URL; null on the last page.")
+    previous: str | None = Field(description="The previous page's URL; null on the first.")
+    counts: dict[str, int] = Field(
+        description="Matching applications per status value, open and all (search and kind "
+        "applied, status not): what the console's status tabs show."
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from ca_service.employers.models import Employer
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, Document
+from ca_service.issuance.verdict_text import document_reason, reason_of
 from ca_service.models import Certificate
 
 JSON = dict[str, Any]
@@ -44,6 +45,8 @@ def document_json(document: Document) -> JSON:
         "signature_sha256": document.signature_sha256,
         "verdict": document.verdict.value,
         "detail": document.verdict_detail,
+        "verdict_reason": reason_of(document).value,
+        "verdict_message": document_reason(document),
         "signer_subject": document.signer_subject,
         "signed_at": timestamp(document.signed_at),
         "attested": document.attested_at is not None,

@@ -90,13 +90,19 @@ def reason_text(
     }
 
 
-def document_reason(document: Document) -> str:
-    """Why the document's seal got its verdict, in the current language."""
+def reason_of(document: Document) -> SealReason:
+    """The reason code of the document's verdict (for documents stored before reasons were
+    recorded: the one that goes with their verdict)."""
     reason = document.verdict_reason or _REASON_OF_VERDICT[document.verdict]
     if reason is SealReason.IMAGE_UNSIGNED and document.media_type == PDF:
         reason = SealReason.PDF_UNSIGNED
+    return reason
+
+
+def document_reason(document: Document) -> str:
+    """Why the document's seal got its verdict, in the current language."""
     return reason_text(
-        reason,
+        reason_of(document),
         subject=document.signer_subject,
         signed_at=document.signed_at,
         registration_number=document.application.employer.registration_number,

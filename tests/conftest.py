@@ -35,6 +35,30 @@ RELAXED_CODE_LIMITS: dict[str, Any] = {
 }
 
 
+# Argon2id with the service's parameters (RFC 9106: 64 MiB, 3 passes, 4 lanes) takes about a
+# quarter of a second per hash or check on the CI machine, and nearly every test makes and signs
+# in users: that was the largest single cost of the suite. Tests hash and check with the same
+# code and algorithm (argon2id, check_needs_rehash) but these minimal parameters; tests marked
+# ``production_password_hashing`` keep the service's own (the rehash upgrade, the dummy hash of
+# unknown usernames). Servers started by tests (`ca-service serve`) always use the service's.
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=256, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swap the service's Argon2 hasher for TEST_PASSWORD_HASHER, unless the test is marked
+    ``production_password_hashing``."""
+    if request.node.get_closest_marker("production_password_hashing"):
+        return
+    from ca_service.auth import service
+
+    monkeypatch.setattr(service, "_hasher", TEST_PASSWORD_HASHER)
+    monkeypatch.setattr(service, "_DUMMY_HASH", _TEST_DUMMY_HASH)
+
+
+_TEST_DUMMY_HASH = TEST_PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
+
+
 def pkcs11_loaded() -> set[str]:
     """Modules python-pkcs11 has loaded in this process."""
     import pkcs11
@@ -106,6 +130,34 @@ def hsm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HsmEnv]:
         os.environ.pop("SOFTHSM2_CONF", None)
     else:
         os.environ["SOFTHSM2_CONF"] = previous
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("database_url") if callspec is not None else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` go first among the tests of their backend (after pytest has
+    grouped the tests by backend, which it keeps: a worker migrates and initialises each
+    database once). xdist hands tests out in this order, so the long ones start early on one
+    worker while the other takes the many short ones, instead of finishing the run alone."""
+    slow: dict[str | None, list[pytest.Item]] = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow.setdefault(_backend_of(item), []).append(item)
+    if not slow:
+        return
+    ordered = list(slow.pop(None, []))
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        ordered += slow.pop(_backend_of(item), [])
+        ordered.append(item)
+    for rest in slow.values():  # a backend with only slow tests
+        ordered += rest
+    items[:] = ordered
 
 
 def _backends() -> list[Any]:
@@ -310,6 +362,7 @@ MakeUser = Callable[..., Any]
 def make_user(app: Flask) -> MakeUser:
     """Create a user with a permanent password of the test's choosing (no one-time step)."""
     from ca_service.auth.models import Role, User
+    from ca_service.auth.service import hash_password
     from ca_service.db import db
 
     def make(
@@ -327,7 +380,7 @@ def make_user(app: Flask) -> MakeUser:
                 email=email or f"{username}@example.test",
                 full_name=username.title(),
                 role=role,
-                password_hash=PasswordHasher().hash(password),
+                password_hash=hash_password(password),
                 password_is_temporary=False,
             )
             db.session.add(user)

@@ -124,6 +124,7 @@ def test_unknown_user_gets_the_same_answer(
     assert _flashes(unknown.get_data(as_text=True)) == _flashes(wrong.get_data(as_text=True))
 
 
+@pytest.mark.production_password_hashing
 def test_unknown_user_takes_as_long_as_a_known_one(app: Flask, make_user: MakeUser) -> None:
     user, _ = make_user()
     policy = service.LoginPolicy(max_failures=100, lockout=dt.timedelta(minutes=1))
@@ -277,6 +278,7 @@ def test_disabled_account_is_signed_out_and_refused(
     assert location(login(client, user.username, password)) == "/auth/home"
 
 
+@pytest.mark.production_password_hashing
 def test_old_hash_parameters_are_upgraded_at_sign_in(
     app: Flask, client: FlaskClient, make_user: MakeUser
 ) -> None:

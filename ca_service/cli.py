@@ -20,7 +20,7 @@ from ca_service.cli_support import (
     operator_errors,
 )
 from ca_service.click_errors import OneLineErrors
-from ca_service.db import db, upgrade_database, utcnow
+from ca_service.db import db, upgrade_database
 
 ACTOR = "cli"
 
@@ -218,25 +218,65 @@ def ocsp_rotate() -> None:
     "--older-than-minutes",
     default=10,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Only rows pending at least this long (a signature may be in flight).",
 )
+@click.option(
+    "--issue",
+    "issue_again",
+    is_flag=True,
+    help="Then issue the released applications' certificates at once (as `ca-service issue`).",
+)
 @app_command
-def reconcile(older_than_minutes: int) -> None:
-    """Mark certificates whose signing never completed as failed (their serials stay burnt)."""
-    from ca_service.audit.service import record_event
-    from ca_service.models import Certificate, CertificateStatus
+def reconcile(older_than_minutes: int, issue_again: bool) -> None:
+    """Burn the serials of certificates whose signing never completed (a crash or a hung HSM
+    between reserving the serial and storing the signature) and release their applications
+    for issuance again. Idempotent; safe while the service serves."""
+    from ca_service.issuance import service
+    from ca_service.issuance.reconcile import reconcile_pending
+    from ca_service.issuance.service import SIGNING_GRACE
 
-    cutoff = utcnow() - dt.timedelta(minutes=older_than_minutes)
-    stale = db.session.scalars(
-        sa.select(Certificate).where(
-            Certificate.status == CertificateStatus.PENDING, Certificate.created_at < cutoff
+    older_than = dt.timedelta(minutes=older_than_minutes)
+    if older_than < SIGNING_GRACE:
+        click.echo(
+            f"note: rows younger than {SIGNING_GRACE} may still be in the HSM; a signature "
+            "stored after this run is discarded and its application issued again",
+            err=True,
         )
-    ).all()
-    for row in stale:
-        row.status = CertificateStatus.FAILED
-        record_event(ACTOR, "certificate.reconciled_failed", row.serial, {"kind": row.kind.value})
-        click.echo(f"marked failed: serial {row.serial} ({row.kind.value}, {row.subject})")
-    click.echo(f"{len(stale)} pending certificate(s) reconciled")
+    done = reconcile_pending(older_than=older_than, actor=ACTOR)
+    db.session.commit()
+    released: list[int] = []
+    for item in done:
+        line = f"marked failed: serial {item.serial} ({item.kind.value}, {item.subject})"
+        if item.application_id is not None:
+            released.append(item.application_id)
+            line += f"; application {item.application_id} released for issuance"
+        click.echo(line)
+    click.echo(f"{len(done)} pending certificate(s) reconciled")
+    if released and issue_again:
+        from ca_service.extensions import settings_of
+        from ca_service.hsm_access import app_token
+
+        results = service.issue_certificates(
+            applications=service.applications_by_id(released),
+            token=app_token(),
+            profile=service.EmployerProfile.from_settings(settings_of(current_app)),
+            commit=db.session.commit,
+            actor=ACTOR,
+        )
+        db.session.commit()
+        for result in results:
+            if result.certificate is not None:
+                click.echo(
+                    f"application {result.application_id}: certificate {result.certificate.serial}"
+                )
+            else:
+                message = result.error.message if result.error else "not issued"
+                click.echo(f"application {result.application_id}: {message}", err=True)
+        if any(result.certificate is None for result in results):
+            fail("some released applications were not issued; run `ca-service issue` later")
+    elif released:
+        click.echo("issue them with `ca-service issue --all-approved` (or `reconcile --issue`)")
 
 
 # -- serving -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,17 +398,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def serving(
-    app_overrides: dict[str, Any], log: Path, *options: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`ca-service serve --workers 2 OPTIONS...` on the test database and token; its base URL
-    and process, once it answers. Its output goes to ``log``."""
-    port = free_port()
+def process_env(app_overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment of a `ca-service` process on the test database and token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
     env.update({f"CA_{k}": str(v) for k, v in app_overrides.items()})
     env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]
-    command = [sys.executable, "-m", "ca_service", "serve", "--port", str(port), "--workers", "2"]
+    return env
+
+
+@contextmanager
+def serving(
+    app_overrides: dict[str, Any],
+    log: Path,
+    *options: str,
+    program: Sequence[str] = ("-m", "ca_service"),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`ca-service serve --workers 2 OPTIONS...` on the test database and token; its base URL
+    and process, once it answers. Its output goes to ``log``. ``program``: what Python runs
+    instead of ``-m ca_service`` (a wrapper that injects a fault, tests/faults)."""
+    port = free_port()
+    env = process_env(app_overrides)
+    command = [sys.executable, *program, "serve", "--port", str(port), "--workers", "2"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [*command, *options], env=env, stdout=sink, stderr=subprocess.STDOUT

@@ -665,8 +665,10 @@ class Token:
             if pooled is not None:
                 self._checkin(pooled, healthy)
 
-    def _recover(self, lost: _Lost) -> None:
-        """Drop every pooled session, and the login or the module state if those went too."""
+    def _recover(self, lost: _Lost) -> bool:
+        """Drop every pooled session, and the login or the module state if those went too.
+        For a key gone: whether the module's token list is newer than the loss (rescanned now
+        or by another thread since), so that a retry that still misses the key is conclusive."""
         with self._cond:
             stale, self._idle = self._idle, []
             self._open = 0
@@ -676,20 +678,21 @@ class Token:
         module = _module_for(self.config.module_path)
         with module.lock:
             if lost.key_gone is not None:
-                if module.generation == lost.generation and (
-                    time.monotonic() - module.rescanned_at >= RESCAN_INTERVAL
-                ):
-                    with contextlib.suppress(p11.PKCS11Error):
-                        _reinitialise(module)  # a failure shows on the retry's _bind
-                return
+                if module.generation != lost.generation:
+                    return True  # another thread rescanned since the loss
+                if time.monotonic() - module.rescanned_at < RESCAN_INTERVAL:
+                    return False  # rescanned too recently to ask the module again
+                with contextlib.suppress(p11.PKCS11Error):
+                    _reinitialise(module)  # a failure shows on the retry's _bind
+                return True
             if lost.module_down:
                 if module.generation != lost.generation and module.lib.initialized:
-                    return  # another thread re-initialised it meanwhile
+                    return True  # another thread re-initialised it meanwhile
                 try:
                     _reinitialise(module)
                 except p11.PKCS11Error as exc:
                     raise _Lost(f"re-initialising the module failed: {_describe(exc)}") from exc
-                return
+                return True
             login = module.logins.get(self.label)
             if (
                 login is not None
@@ -697,6 +700,7 @@ class Token:
                 and (lost.login_gone or not self._anchor_alive(login))
             ):
                 del module.logins[self.label]
+            return True
 
     @staticmethod
     def _anchor_alive(login: _Login) -> bool:
@@ -719,18 +723,23 @@ class Token:
             return self._attempt(operation)
         except _Lost as lost:
             first = lost
+        rescanned = False
         try:
-            self._recover(first)
+            rescanned = self._recover(first)
             return self._attempt(operation)
         except _Lost as lost:
             if lost.key_gone is not None and first.key_gone is None:
                 # Reopening showed a key gone that the broken session hid: one rescan more,
                 # which tells a token that went away (503) from a deleted key.
                 try:
-                    self._recover(lost)
+                    rescanned = self._recover(lost)
                     return self._attempt(operation)
                 except _Lost as again:
                     lost = again
+            if lost.key_gone is not None and not rescanned:
+                # The module was rescanned too recently to be asked again: the token may have
+                # gone a moment ago, so "try later" (503), never a set-up error (500) yet.
+                raise TokenNotPresent(self.label) from None
             if lost.key_gone is not None:
                 # The token is there after a rescan, and the key is not: deleted or replaced.
                 self._forget(lost.key_gone)

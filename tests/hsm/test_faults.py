@@ -24,7 +24,7 @@ from hsm import (
     WrongPin,
     login_attempts,
 )
-from hsm.token import RESCAN_INTERVAL
+from hsm.token import RESCAN_INTERVAL, _module_for
 from tests.hsm.support import SoftHSMSetup, raw_session, token_directory
 
 ECDSA = SignatureScheme.ECDSA_SHA256
@@ -63,6 +63,27 @@ def test_removed_token_answers_unavailable_then_recovers(
     public = token.public_key("ec")
     assert isinstance(public, ec.EllipticCurvePublicKey)
     public.verify(signature, b"back", ec.ECDSA(hashes.SHA256()))
+    token.close()
+
+
+def test_token_removed_just_after_a_rescan_is_unavailable_not_a_missing_key(
+    softhsm: SoftHSMSetup, tmp_path: Path
+) -> None:
+    # Found once under load in CI: the module had been rescanned less than RESCAN_INTERVAL
+    # before the token went, so it could not be asked again, and the missing key was taken
+    # for a deleted one (KeyNotFound, a 500) instead of a token away (503).
+    token = Token(softhsm.config("gone-soon", pool_size=2))
+    token.generate_key("ec", KeyAlgorithm.EC_P256)
+    token.sign("ec", b"before", ECDSA)
+    directory = token_directory(softhsm.conf, token.label)
+    away = tmp_path / "away"
+    shutil.move(directory, away)
+    _module_for(token.config.module_path).rescanned_at = time.monotonic()  # just rescanned
+    try:
+        with pytest.raises(TokenNotPresent, match=token.label):
+            token.sign("ec", b"while away", ECDSA)
+    finally:
+        shutil.move(away, directory)
     token.close()
 
 

@@ -254,26 +254,11 @@ def reconcile(older_than_minutes: int, issue_again: bool) -> None:
         click.echo(line)
     click.echo(f"{len(done)} pending certificate(s) reconciled")
     if released and issue_again:
-        from ca_service.extensions import settings_of
-        from ca_service.hsm_access import app_token
+        from ca_service.issuance.cli import issue_and_report
 
-        results = service.issue_certificates(
-            applications=service.applications_by_id(released),
-            token=app_token(),
-            profile=service.EmployerProfile.from_settings(settings_of(current_app)),
-            commit=db.session.commit,
-            actor=ACTOR,
-        )
+        _issued, failed = issue_and_report([service.applications_by_id(released)], ACTOR)
         db.session.commit()
-        for result in results:
-            if result.certificate is not None:
-                click.echo(
-                    f"application {result.application_id}: certificate {result.certificate.serial}"
-                )
-            else:
-                message = result.error.message if result.error else "not issued"
-                click.echo(f"application {result.application_id}: {message}", err=True)
-        if any(result.certificate is None for result in results):
+        if failed:
             fail("some released applications were not issued; run `ca-service issue` later")
     elif released:
         click.echo("issue them with `ca-service issue --all-approved` (or `reconcile --issue`)")

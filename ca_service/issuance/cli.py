@@ -4,7 +4,7 @@ provision`: counter provisioning of an employer's token."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import click
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -65,17 +65,23 @@ def issue(application_ids: tuple[int, ...], all_approved: bool, batch_size: int)
     """
     if bool(application_ids) == all_approved:
         raise click.UsageError("name applications with --application, or give --all-approved.")
+    issued, failed = issue_and_report(_batches(application_ids, batch_size), ISSUE_ACTOR)
+    click.echo(f"{issued} issued, {failed} not issued")
+    if failed:
+        db.session.commit()  # what was issued stays issued
+        fail(f"{failed} application(s) not issued")
+
+
+def issue_and_report(batches: Iterable[list[Application]], actor: str) -> tuple[int, int]:
+    """Issue each batch (``issue_certificates``, its own two commits), printing a line per
+    application; stops after an HSM failure. Returns (issued, not issued)."""
     token = app_token()
     profile = service.EmployerProfile.from_settings(settings_of(current_app))
     issued = failed = 0
-    hsm_failed = False
-    for batch in _batches(application_ids, batch_size):
+    for batch in batches:
+        hsm_failed = False
         for result in service.issue_certificates(
-            applications=batch,
-            token=token,
-            profile=profile,
-            commit=db.session.commit,
-            actor=ISSUE_ACTOR,
+            applications=batch, token=token, profile=profile, commit=db.session.commit, actor=actor
         ):
             if result.certificate is not None:
                 issued += 1
@@ -93,10 +99,7 @@ def issue(application_ids: tuple[int, ...], all_approved: bool, batch_size: int)
         if hsm_failed:
             click.echo("the HSM failed: stopped; run the command again later", err=True)
             break
-    click.echo(f"{issued} issued, {failed} not issued")
-    if failed:
-        db.session.commit()  # what was issued stays issued
-        fail(f"{failed} application(s) not issued")
+    return issued, failed
 
 
 def _batches(application_ids: tuple[int, ...], size: int) -> Iterator[list[Application]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pkcs11
@@ -34,24 +36,37 @@ def _slot_flags(setup: SoftHSMSetup, label: str) -> TokenFlag:
     return pkcs11.lib(setup.module).get_token(token_label=label).flags
 
 
-def test_removed_token_answers_unavailable_then_recovers(
-    softhsm: SoftHSMSetup, tmp_path: Path
-) -> None:
-    token = Token(softhsm.config("gone", pool_size=2))
+def _signing_token(softhsm: SoftHSMSetup, label: str) -> Token:
+    """A new token with an EC key "ec" that has signed once (so the layer knows the key)."""
+    token = Token(softhsm.config(label, pool_size=2))
     token.generate_key("ec", KeyAlgorithm.EC_P256)
     token.sign("ec", b"before", ECDSA)
+    return token
+
+
+@contextmanager
+def _moved_away(softhsm: SoftHSMSetup, token: Token, tmp_path: Path) -> Iterator[None]:
+    """The token's SoftHSM directory moved out of reach meanwhile (the token "removed")."""
     directory = token_directory(softhsm.conf, token.label)
     away = tmp_path / "away"
     shutil.move(directory, away)
     try:
+        yield
+    finally:
+        shutil.move(away, directory)
+
+
+def test_removed_token_answers_unavailable_then_recovers(
+    softhsm: SoftHSMSetup, tmp_path: Path
+) -> None:
+    token = _signing_token(softhsm, "gone")
+    with _moved_away(softhsm, token, tmp_path):
         for _ in range(5):
             started = time.monotonic()
             # Not KeyNotFound (a set-up error, 500): the token went, so 503 and try later.
             with pytest.raises(TokenNotPresent, match=token.label):
                 token.sign("ec", b"while away", ECDSA)
             assert time.monotonic() - started < 2
-    finally:
-        shutil.move(away, directory)
     deadline = time.monotonic() + 10 * RESCAN_INTERVAL
     while True:
         try:
@@ -72,18 +87,11 @@ def test_token_removed_just_after_a_rescan_is_unavailable_not_a_missing_key(
     # Found once under load in CI: the module had been rescanned less than RESCAN_INTERVAL
     # before the token went, so it could not be asked again, and the missing key was taken
     # for a deleted one (KeyNotFound, a 500) instead of a token away (503).
-    token = Token(softhsm.config("gone-soon", pool_size=2))
-    token.generate_key("ec", KeyAlgorithm.EC_P256)
-    token.sign("ec", b"before", ECDSA)
-    directory = token_directory(softhsm.conf, token.label)
-    away = tmp_path / "away"
-    shutil.move(directory, away)
-    _module_for(token.config.module_path).rescanned_at = time.monotonic()  # just rescanned
-    try:
+    token = _signing_token(softhsm, "gone-soon")
+    with _moved_away(softhsm, token, tmp_path):
+        _module_for(token.config.module_path).rescanned_at = time.monotonic()  # just rescanned
         with pytest.raises(TokenNotPresent, match=token.label):
             token.sign("ec", b"while away", ECDSA)
-    finally:
-        shutil.move(away, directory)
     token.close()
 
 

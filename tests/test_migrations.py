@@ -103,3 +103,82 @@ def test_operator_migration_goes_up_and_down_with_rows(database_url: str, tmp_pa
                     )
         finally:
             engine.dispose()
+
+
+def test_history_note_codes_go_up_and_down_keeping_every_note(
+    database_url: str, tmp_path: Path
+) -> None:
+    """0012 adds the note's code and parameters and rewrites nothing; the downgrade writes
+    the English sentence of coded rows into ``note`` (before what an officer typed)."""
+    with _scratch_url(database_url, tmp_path) as url:
+        upgrade_database(url, "0011_document_verdict_reason")
+        engine = sa.create_engine(url)
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        event = (
+            "INSERT INTO application_events (application_id, status, actor, note, created_at)"
+            " VALUES (:application, 'submitted', 'n', :note, :now)"
+        )
+        try:
+            with engine.begin() as conn:
+                employer = conn.execute(
+                    sa.text(
+                        "INSERT INTO employers (registration_number, legal_name, mobile, email,"
+                        " language, created_at, updated_at) VALUES ('N1', 'L', '+1234567',"
+                        " 'a@example.test', 'en', :now, :now) RETURNING id"
+                    ),
+                    {"now": now},
+                ).scalar_one()
+                admin = conn.execute(
+                    sa.text(_ADMIN_ROW + " RETURNING id"),
+                    {"username": "N1", "role": "employer_admin", "now": now, "employer": employer},
+                ).scalar_one()
+                application = conn.execute(
+                    sa.text(
+                        "INSERT INTO applications (employer_id, status, key_source,"
+                        " created_by_id, created_at, updated_at) VALUES (:employer, 'submitted',"
+                        " 'csr', :admin, :now, :now) RETURNING id"
+                    ),
+                    {"employer": employer, "admin": admin, "now": now},
+                ).scalar_one()
+                conn.execute(
+                    sa.text(event), {"application": application, "note": "Old.", "now": now}
+                )
+            upgrade_database(url)
+            coded = sa.text(
+                "INSERT INTO application_events (application_id, status, actor, note_code,"
+                " note_params, note, created_at) VALUES (:application, 'rejected', 'n', :code,"
+                " :params, :note, :now)"
+            ).bindparams(sa.bindparam("params", type_=sa.JSON(none_as_null=True)))
+            with engine.begin() as conn:
+                assert conn.execute(
+                    sa.text("SELECT note, note_code, note_params FROM application_events")
+                ).all() == [("Old.", None, None)]
+                for code, params, note in [
+                    ("rejected", None, "Not signed."),
+                    ("issued", {"serial": "0a1b"}, None),
+                    ("renewal_needs_review", {"reasons": [{"code": "no_approval"}]}, None),
+                ]:
+                    conn.execute(
+                        coded,
+                        {
+                            "application": application,
+                            "code": code,
+                            "params": params,
+                            "note": note,
+                            "now": now,
+                        },
+                    )
+            command.downgrade(alembic_config(url), "0011_document_verdict_reason")
+            with engine.begin() as conn:
+                notes = conn.execute(
+                    sa.text("SELECT note FROM application_events ORDER BY id")
+                ).scalars()
+                assert list(notes) == [
+                    "Old.",
+                    "Rejected: Not signed.",
+                    "Certificate issued (serial 0a1b).",
+                    "Needs review: no officer approval was found for this certificate.",
+                ]
+            upgrade_database(url)
+        finally:
+            engine.dispose()

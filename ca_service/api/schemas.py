@@ -265,7 +265,14 @@ class ApplicationSummary(ResponseBody):
 class HistoryEvent(ResponseBody):
     status: ApplicationStatus
     actor: str
-    note: str | None
+    note: str = Field(
+        description="What happened, in the caller's language (Accept-Language); text an "
+        "officer typed (a rejection reason) is shown as typed. Empty when there is nothing."
+    )
+    note_code: str | None = Field(
+        description="The stable code of the step (draft_created, submitted, approved, "
+        "rejected, issued, renewal_requested...); null on steps recorded before codes existed."
+    )
     at: dt.datetime
 
 

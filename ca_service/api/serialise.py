@@ -8,6 +8,7 @@ from typing import Any
 from ca_service.employers.models import Employer
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationStatus, Document
+from ca_service.issuance.notes import event_note
 from ca_service.issuance.verdict_text import document_reason, reason_of
 from ca_service.models import Certificate
 
@@ -101,7 +102,8 @@ def application_json(application: Application, *, detail: bool = True) -> JSON:
             {
                 "status": event.status.value,
                 "actor": event.actor,
-                "note": event.note,
+                "note": event_note(event),
+                "note_code": event.note_code,
                 "at": timestamp(event.created_at),
             }
             for event in application.events

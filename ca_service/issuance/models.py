@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext
@@ -166,6 +167,12 @@ class ApplicationEvent(Base):
     application_id: Mapped[int] = mapped_column(sa.ForeignKey("applications.id"), index=True)
     status: Mapped[ApplicationStatus] = mapped_column(enum_column(ApplicationStatus))
     actor: Mapped[str] = mapped_column(sa.String(100))
+    # What happened as a stable code with its facts, shown in the reader's language
+    # (issuance/notes.py); None on rows written before revision 0012.
+    note_code: Mapped[str | None] = mapped_column(sa.String(40))
+    note_params: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    # What a person typed (an officer's reason or note), shown as typed; on rows from before
+    # 0012, the whole note in English.
     note: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[created_at]
 

@@ -46,6 +46,7 @@ from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
 from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus, KeySource
+from ca_service.issuance.notes import Note, NoteCode, ReviewCode, ReviewReason
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import in_language
 from ca_service.revocation.blocked_keys import blocked_among, refuse_blocked_key
@@ -355,23 +356,19 @@ def _check_subject(checked: CheckedRequest, employer: Employer) -> None:
             )
 
 
-def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[str]:
-    reasons: list[str] = []
+def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[ReviewReason]:
+    reasons: list[ReviewReason] = []
     if basis.approved_at is None:
-        reasons.append(_("no officer approval was found for this certificate"))
+        reasons.append(ReviewReason(ReviewCode.NO_APPROVAL))
     elif employer.updated_at > basis.approved_at:
         reasons.append(
-            _(
-                "your employer record changed on %(date)s, after the last approval",
-                date=f"{employer.updated_at:%Y-%m-%d}",
-            )
+            ReviewReason(ReviewCode.EMPLOYER_CHANGED, {"date": f"{employer.updated_at:%Y-%m-%d}"})
         )
     for document in expired_documents(list(basis.documents.values()), today):
         reasons.append(
-            _(
-                "“%(document)s” expired on %(date)s: upload a current one",
-                document=document.doc_type.label,
-                date=f"{document.valid_until:%Y-%m-%d}",
+            ReviewReason(
+                ReviewCode.DOCUMENT_EXPIRED,
+                {"document": document.doc_type.value, "date": f"{document.valid_until:%Y-%m-%d}"},
             )
         )
     return reasons
@@ -419,9 +416,14 @@ class RenewalPlan:
     checked: CheckedRequest
     state: RenewalState
     supersede: bool
-    reasons: tuple[str, ...]  # why it needs review or documents (empty: issued at once)
+    reasons: tuple[ReviewReason, ...]  # why it needs review or documents (empty: at once)
     status: ApplicationStatus  # of the renewal application: approved, submitted or draft
     now: dt.datetime
+
+    def reason_texts(self) -> list[str]:
+        """The reasons for review in the request's language (its answer and audit event)."""
+        with in_language(self.language):
+            return [str(reason) for reason in self.reasons]
 
 
 def plan_renewal(
@@ -529,16 +531,15 @@ def _renewal_application(plan: RenewalPlan, employer: Employer | None = None) ->
     )
 
 
-def _history_notes(plan: RenewalPlan) -> tuple[str, str]:
-    """The history notes of a new renewal application, in the request's language: the
+def _history_notes(plan: RenewalPlan) -> tuple[Note, Note]:
+    """The history notes of a new renewal application (shown in the reader's language): the
     request's (by the employer), then the review's need or the approval (by the system)."""
-    with in_language(plan.language):
-        requested = _("Renewal of certificate %(serial)s requested.", serial=plan.serial)
-        if plan.reasons:
-            return requested, _("Needs review: %(reasons)s.", reasons="; ".join(plan.reasons))
-        return requested, _(
-            "Approved without review: employer record unchanged and documents still valid."
+    requested = Note(NoteCode.RENEWAL_REQUESTED, {"serial": plan.serial})
+    if plan.reasons:
+        return requested, Note(
+            NoteCode.RENEWAL_NEEDS_REVIEW, {"reasons": [r.stored() for r in plan.reasons]}
         )
+    return requested, Note(NoteCode.RENEWAL_APPROVED)
 
 
 def _requested_event(plan: RenewalPlan, application: Application) -> NewEvent:
@@ -552,7 +553,7 @@ def _requested_event(plan: RenewalPlan, application: Application) -> NewEvent:
             "public_key_sha256": plan.checked.public_key_sha256,
             "state": plan.state.value,
             "supersede": plan.supersede,
-            "review": list(plan.reasons),
+            "review": plan.reason_texts(),
         },
         plan.actor,
     )
@@ -621,7 +622,7 @@ def carry_out(
     requested = _requested_event(plan, application)
     if plan.reasons:
         record_events(plan.actor, [requested])
-        return RenewalOutcome(application, None, list(plan.reasons))
+        return RenewalOutcome(application, None, plan.reason_texts())
     events = _EventsBeforeCommit([requested, _approved_event(application)], commit)
     issued = applications.issue_certificate(
         application=application,

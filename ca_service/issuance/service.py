@@ -68,6 +68,7 @@ from ca_service.issuance.models import (
     DocumentType,
     KeySource,
 )
+from ca_service.issuance.notes import Note, NoteCode
 from ca_service.issuance.seals import SealVerdict, sniff_media_type, verify_seal
 from ca_service.issuance.verdict_text import reason_text
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
@@ -146,13 +147,13 @@ def size_above(size: int, limit: int) -> str:
     return f"{size:,} bytes"
 
 
-def record_history(application: Application, actor: str, note: str | None = None) -> None:
+def record_history(application: Application, actor: str, note: Note) -> None:
     """Add a history row for the application's current status (written at once)."""
     _record_many([(application, note)], actor)
 
 
 def record_histories(
-    entries: Sequence[tuple[Application, str | None]],
+    entries: Sequence[tuple[Application, Note]],
     actor: str,
     actors: Mapping[int, str] | None = None,
 ) -> None:
@@ -162,11 +163,11 @@ def record_histories(
 
 
 def _record_many(
-    entries: Sequence[tuple[Application, str | None]],
+    entries: Sequence[tuple[Application, Note]],
     actor: str,
     actors: Mapping[int, str] | None = None,
 ) -> None:
-    """``_record`` for several applications, in one executemany (``actors``: the actor of an
+    """``record_history`` for several applications, in one executemany (``actors``: the actor of an
     application by id, where it is not ``actor``)."""
     db.session.flush()  # the application rows and their status changes go first
     created_at = utcnow()
@@ -177,7 +178,9 @@ def _record_many(
                 "application_id": application.id,
                 "status": application.status,
                 "actor": actors.get(application.id, actor) if actors else actor,
-                "note": note,
+                "note_code": note.code.value,
+                "note_params": dict(note.params) or None,
+                "note": note.typed,
                 "created_at": created_at,
             }
             for application, note in entries
@@ -206,7 +209,7 @@ def create_application(*, user: User, key_source: KeySource) -> Application:
     )
     db.session.add(application)
     db.session.flush()
-    record_history(application, actor_of(user), "Draft created.")
+    record_history(application, actor_of(user), Note(NoteCode.DRAFT_CREATED))
     record_event(
         actor_of(user),
         "application.created",
@@ -266,7 +269,9 @@ def attach_request(*, user: User, application: Application, data: bytes) -> Chec
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
     record_history(
-        application, actor_of(user), f"Certificate request attached ({checked.key_description})."
+        application,
+        actor_of(user),
+        Note(NoteCode.REQUEST_ATTACHED, {"key": checked.key_description}),
     )
     return checked
 
@@ -415,7 +420,7 @@ def submit_application(*, user: User, application: Application) -> Application:
     application.status = ApplicationStatus.SUBMITTED
     application.submitted_at = utcnow()
     db.session.flush()
-    record_history(application, actor_of(user), "Submitted for review.")
+    record_history(application, actor_of(user), Note(NoteCode.SUBMITTED))
     record_event(
         actor_of(user), "application.submitted", str(application.id), _evidence(application)
     )
@@ -649,11 +654,11 @@ def approve_application(
         )
     db.session.refresh(application)
     summary = (
-        "Approved; waiting for a second officer's confirmation."
+        NoteCode.FIRST_APPROVAL
         if target is ApplicationStatus.AWAITING_CONFIRMATION
-        else "Approved."
+        else NoteCode.APPROVED
     )
-    record_history(application, actor_of(officer), f"{summary} {note}" if note else summary)
+    record_history(application, actor_of(officer), Note(summary, typed=note or None))
     action = (
         "application.first_approval"
         if target is ApplicationStatus.AWAITING_CONFIRMATION
@@ -697,7 +702,7 @@ def reject_application(*, officer: User, application: Application, reason: str) 
             _("Application %(id)s was decided by someone else just now.", id=application.id)
         )
     db.session.refresh(application)
-    record_history(application, actor_of(officer), f"Rejected: {reason}")
+    record_history(application, actor_of(officer), Note(NoteCode.REJECTED, typed=reason))
     record_event(
         actor_of(officer),
         "application.rejected",
@@ -1314,7 +1319,7 @@ def _mark_issued(
         )
         _record_many(
             [
-                (application, f"Certificate issued (serial {row.serial}).")
+                (application, Note(NoteCode.ISSUED, {"serial": row.serial}))
                 for application, row in stored
             ],
             actor,
@@ -1412,7 +1417,7 @@ def provision_request(*, application: Application, checked: CheckedRequest, acto
         )
     refuse_blocked_key(db.session(), checked.public_key_sha256)
     _set_request(application, checked)
-    record_history(application, actor, f"Key generated at the counter ({checked.key_description}).")
+    record_history(application, actor, Note(NoteCode.COUNTER_KEY, {"key": checked.key_description}))
 
 
 # -- delivery -------------------------------------------------------------------------------

@@ -136,6 +136,14 @@ def test_whole_flow_through_the_api(
     detail = client.get(f"{API}/applications/{application_id}", headers=headers).get_json()
     assert detail["status"] == "issued"
     assert detail["certificate"]["serial"] == serial
+    # History notes in the caller's language, with the stable code beside them.
+    chinese = client.get(
+        f"{API}/applications/{application_id}", headers={**headers, "Accept-Language": "zh-CN"}
+    ).get_json()
+    issued = chinese["history"][-1]
+    assert issued["note_code"] == "issued"
+    assert issued["note"] == f"证书已签发（序列号 {serial}）。"  # noqa: RUF001 (Chinese punctuation)
+    assert detail["history"][-1]["note"] == f"Certificate issued (serial {serial})."
 
     pem = client.get(f"{API}/applications/{application_id}/certificate", headers=headers)
     assert pem.status_code == 200

@@ -102,12 +102,12 @@ def test_the_objects_held_after_issuance_match_what_was_stored(
             )
         ).all()
         assert sorted(c.value for c in channels) == ["email", "sms"]
-        history = db.session.scalars(
-            sa.select(ApplicationEvent.note).where(
+        history = db.session.execute(
+            sa.select(ApplicationEvent.note_code, ApplicationEvent.note_params).where(
                 ApplicationEvent.application_id == application_id
             )
         ).all()
-        assert history == [f"Certificate issued (serial {row.serial})."]
+        assert [tuple(h) for h in history] == [("issued", {"serial": row.serial})]
     assert errors_only(pkilint_findings("lint_pkix_cert", der, tmp_path)) == []
 
 

@@ -28,6 +28,7 @@ from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import renewal, renewal_batch
 from ca_service.issuance.models import Application, ApplicationEvent
+from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate
 from hsm.errors import HSMError
 from tests.api.conftest import API
@@ -105,11 +106,14 @@ def test_a_batch_issues_every_plan_under_its_employers_name(
                 "application.approved": "system",
                 "certificate.issued": plan.actor,
             }
-            notes = db.session.scalars(
-                sa.select(ApplicationEvent.note)
-                .where(ApplicationEvent.application_id == result.application.id)
-                .order_by(ApplicationEvent.id)
-            ).all()
+            notes = [
+                event_note(event)
+                for event in db.session.scalars(
+                    sa.select(ApplicationEvent)
+                    .where(ApplicationEvent.application_id == result.application.id)
+                    .order_by(ApplicationEvent.id)
+                )
+            ]
             assert notes[0] == f"Renewal of certificate {one.serial} requested."
             assert notes[-1] == f"Certificate issued (serial {new.serial})."
     verified = cli("audit", "verify")

@@ -28,6 +28,7 @@ from ca_service.issuance.models import (
     DocumentType,
     KeySource,
 )
+from ca_service.issuance.notes import event_note
 from ca_service.issuance.queue import PAGE_SIZE, QueueFilter, search_queue
 from ca_service.issuance.seals import SealVerdict
 from ca_service.models import Certificate
@@ -503,11 +504,12 @@ def test_an_approval_can_carry_a_note_for_the_record(
     assert status == 302
     assert _status(app, application_id) is ApplicationStatus.ISSUED
     with app.app_context():
-        notes = db.session.scalars(
-            sa.select(ApplicationEvent.note).where(
-                ApplicationEvent.application_id == application_id
+        notes = [
+            event_note(event)
+            for event in db.session.scalars(
+                sa.select(ApplicationEvent).where(ApplicationEvent.application_id == application_id)
             )
-        ).all()
+        ]
         details = db.session.scalar(
             sa.select(AuditEvent.details).where(AuditEvent.action == "application.approved")
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -14,15 +15,18 @@ from sqlalchemy.orm import contains_eager, selectinload
 
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import User
+from ca_service.authorities.signing import normalise_serial
 from ca_service.db import db
 from ca_service.employers.models import Employer
 from ca_service.errors import ValidationError, echoed
 from ca_service.issuance.models import Application, ApplicationStatus
 from ca_service.issuance.service import OFFICERS
+from ca_service.models import Certificate
 from ca_service.paging import parse_page
 
 PAGE_SIZE = 25
 SEARCH_LIMIT = 100  # longer than any legal name or registration number we keep
+_HEX = re.compile("[0-9a-f]{1,40}")
 _MAX_ID = 2**31 - 1  # an application id is a 32-bit integer on PostgreSQL
 
 # The statuses an officer still has to decide on: the default view of the queue.
@@ -77,7 +81,8 @@ def status_choices() -> list[tuple[str, str]]:
 class QueueFilter:
     """What the queue shows. ``search`` matches the employer's legal name or registration
     number as a case-insensitive substring, or the application number exactly ("42" or
-    "#42"); ``status`` is a status value, "open" (the default) or "all"."""
+    "#42"), or the serial of the certificate it yielded; ``status`` is a status value,
+    "open" (the default) or "all"."""
 
     search: str = ""
     status: str = OPEN
@@ -180,6 +185,15 @@ def _search_conditions(filters: QueueFilter) -> list[sa.ColumnElement[bool]]:
         number = term.removeprefix("#")
         if number.isdigit() and int(number) <= _MAX_ID:
             matches.append(Application.id == int(number))
+        # A certificate's serial as typed (``0x``, upper case, leading zeros): the application
+        # it was issued for, so an officer finds a certificate to revoke.
+        serial = normalise_serial(term)
+        if _HEX.fullmatch(serial):
+            matches.append(
+                Application.certificate_id.in_(
+                    sa.select(Certificate.id).where(Certificate.serial == serial)
+                )
+            )
         conditions.append(sa.or_(*matches))
     return conditions
 

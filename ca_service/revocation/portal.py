@@ -21,6 +21,7 @@ from ca_service.auth.access import ensure_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginPolicy, actor_of, check_password
 from ca_service.authorities.service import ISSUING_SLUG, get_authority
+from ca_service.authorities.signing import normalise_serial
 from ca_service.config import Settings
 from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
@@ -28,7 +29,7 @@ from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, ec
 from ca_service.i18n import format_utc_date, format_utc_datetime
 from ca_service.issuance.models import Application
 from ca_service.issuance.service import certificate_row, employer_application
-from ca_service.models import Certificate, CertificateKind
+from ca_service.models import Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import in_language_of, notify_employer
 from ca_service.revocation.service import (
     REASONS,
@@ -62,6 +63,47 @@ REASON_LABELS: dict[str, str] = {
     "aACompromise": _l("AA compromise"),
     RELEASE_HOLD: _l("Remove from CRL (release a hold)"),
 }
+
+
+FIND_LIMIT = 50  # certificates a search shows; a narrower search finds the rest
+_SEARCH_LIMIT = 100  # longer than any serial, legal name or registration number
+
+
+def find_certificates(*, officer: User, search: str) -> list[tuple[Certificate, Employer]]:
+    """Issued employer certificates whose serial is ``search`` (as typed: ``0x``, upper case,
+    leading zeros), or whose employer's registration number or legal name contains it (any
+    case), newest first, at most ``FIND_LIMIT``; none for an empty search.
+
+    :raises ValidationError: a search longer than any serial or name.
+    """
+    ensure_role(officer, *REVOKING_ROLES)
+    search = search.strip()
+    if not search:
+        return []
+    if len(search) > _SEARCH_LIMIT:
+        raise ValidationError(
+            _("The search is too long (at most %(max)s characters).", max=_SEARCH_LIMIT)
+        )
+    # lower() on both sides: LIKE is case-sensitive on PostgreSQL, not on SQLite.
+    term = search.lower()
+    matches = sa.or_(
+        sa.func.lower(Employer.legal_name).contains(term, autoescape=True),
+        sa.func.lower(Employer.registration_number).contains(term, autoescape=True),
+        Certificate.serial == normalise_serial(search),
+    )
+    rows = db.session.execute(
+        sa.select(Certificate, Employer)
+        .join(Employer, Employer.id == Certificate.employer_id)
+        .where(
+            Certificate.issuer_id == get_authority(ISSUING_SLUG).id,
+            Certificate.kind == CertificateKind.END_ENTITY,
+            Certificate.status == CertificateStatus.ISSUED,
+            matches,
+        )
+        .order_by(Certificate.not_after.desc(), Certificate.id.desc())
+        .limit(FIND_LIMIT)
+    ).all()
+    return [(row.Certificate, row.Employer) for row in rows]
 
 
 def employer_certificate(serial: str) -> Certificate:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, current_app, flash, redirect, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -19,7 +19,7 @@ from wtforms.validators import DataRequired, Optional
 from ca_service.auth.access import require_role
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import LoginPolicy
-from ca_service.db import db
+from ca_service.db import db, read_first, utcnow
 from ca_service.errors import CAError, NotFound, ValidationError
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
@@ -86,11 +86,35 @@ def _login_policy() -> LoginPolicy:
 def _revoked_message(change: StatusChange) -> str:
     certificate = change.certificate
     if certificate.revoked_at is None:
-        return f"The hold on certificate {certificate.serial} is released; it is valid again."
-    published = "" if change.crl is not None else " The CRL follows within seconds."
-    return (
-        f"Certificate {certificate.serial} is revoked ({certificate.revocation_reason}); "
-        f"OCSP answers say so now.{published} The employer is notified."
+        return str(
+            _(
+                "The hold on certificate %(serial)s is released; it is valid again.",
+                serial=certificate.serial,
+            )
+        )
+    revoked = _(
+        "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now.",
+        serial=certificate.serial,
+        reason=certificate.revocation_reason,
+    )
+    published = "" if change.crl is not None else " " + _("The CRL follows within seconds.")
+    return f"{revoked}{published} {_('The employer is notified.')}"
+
+
+@bp.get("/officer/certificates/")
+@require_role(*portal.REVOKING_ROLES)
+def find_certificates() -> str:
+    """Find a certificate to revoke by serial or employer, each with its revocation form."""
+    search = request.args.get("q") or ""
+    with read_first():
+        found = portal.find_certificates(officer=_user(), search=search)
+    return render_template(
+        "revocation/certificates.html",
+        search=search.strip(),
+        found=found,
+        limit=portal.FIND_LIMIT,
+        action=OfficerRevokeForm(),
+        now=utcnow(),
     )
 
 
@@ -100,7 +124,7 @@ def officer_revoke(serial: str) -> Page:
     officer = _user()
     certificate = portal.employer_certificate(serial)
     application = portal.application_of(certificate)
-    # CA administrators have no review page: they come back to the public status page.
+    # CA administrators have no review page: they come back to the certificate search.
     show_review = (
         officer.role is Role.RA_OFFICER
         and application is not None
@@ -128,7 +152,7 @@ def officer_revoke(serial: str) -> Page:
     flash(_revoked_message(change), "success")
     if show_review and application is not None:
         return redirect(url_for("issuance_officer.review", application_id=application.id))
-    return redirect(url_for("issuance_public.verify", serial=certificate.serial))
+    return redirect(url_for("revocation_portal.find_certificates", q=certificate.serial))
 
 
 @bp.post("/applications/<int:application_id>/revoke")

@@ -133,6 +133,7 @@ ACCESS: dict[str, frozenset[Role]] = {
     "officer_bindings.lookup": OFFICERS,
     "officer_bindings.officer_unbind": OFFICERS,
     "revocation_portal.officer_revoke": OFFICERS,
+    "revocation_portal.find_certificates": OFFICERS,
     "expiry_officer.expiring": OFFICERS,
     "authorities.repository": PUBLIC,
     "authorities.certificate_der": PUBLIC,
@@ -305,3 +306,33 @@ def test_each_route_lets_in_only_its_roles(
             elif status in (401, 403):
                 wrong.append(f"{seen} (refused a role it is for)")
     assert not wrong, "\n".join(wrong)
+
+
+# Agency pages every staff role reaches from its home page (/auth/home): each GET page of the
+# console without parameters that the role may use. CA administrators do not review
+# applications (separation of duties, README "Roles"): the queue is refused and not linked.
+CONSOLE_PREFIXES = ("/officer/", "/admin/", "/audit/")
+
+
+def test_staff_home_pages_link_to_every_console_page_of_the_role(
+    app: Flask, make_officer: MakeOfficer
+) -> None:
+    pages = {
+        rule.endpoint: rule.rule
+        for rule in app.url_map.iter_rules()
+        if "GET" in (rule.methods or set())
+        and not rule.arguments
+        and rule.rule.startswith(CONSOLE_PREFIXES)
+    }
+    for role in (Role.RA_OFFICER, Role.CA_ADMIN, Role.AUDITOR):
+        web = _staff(app, make_officer, role).web
+        home = web.get("/auth/home")
+        assert home.status_code == 200
+        links = set(re.findall(r'href="([^"?#]+)', home.get_data(as_text=True)))
+        for endpoint, path in pages.items():
+            if role in ACCESS[endpoint]:
+                assert path in links, (role, endpoint)
+                assert web.get(path).status_code == 200, (role, endpoint)
+            else:
+                assert web.get(path).status_code == 403, (role, endpoint)
+    assert Role.CA_ADMIN not in ACCESS["issuance_officer.queue"]

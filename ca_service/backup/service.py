@@ -76,6 +76,8 @@ def _encode(value: Any) -> Any:
         return {"$date": value.isoformat()}
     if isinstance(value, bytes | memoryview):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict | list):  # a JSON column (a history note's parameters)
+        return {"$json": value}
     raise TypeError(f"no archive encoding for {type(value).__name__}")
 
 
@@ -88,6 +90,8 @@ def _decode(column: sa.Column[Any], value: Any) -> Any:
             return dt.date.fromisoformat(text)
         if tag == "$bytes":
             return base64.b64decode(text, validate=True)
+        if tag == "$json":
+            return text
         raise ValueError(f"unknown tag {tag!r}")
     enum_class = getattr(column.type, "enum_class", None)
     if value is not None and enum_class is not None:

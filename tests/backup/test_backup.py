@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -24,8 +25,15 @@ from ca_service.app import create_app
 from ca_service.audit.service import sign_checkpoint
 from ca_service.cli import main
 from ca_service.db import db, upgrade_database
+from ca_service.employers.models import Employer
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
+from ca_service.issuance.models import (
+    Application,
+    ApplicationEvent,
+    ApplicationStatus,
+    KeySource,
+)
 from ca_service.storage import DocumentStore
 from tests.auth.flows import MakeOfficer, code_at, enter_code, location, login
 from tests.conftest import PG_ENV, CliInvoke, _scratch_postgres_database
@@ -98,7 +106,30 @@ def test_a_restore_answers_as_the_original(
     assert cli("crl", "publish").exit_code == 0
     officer = make_officer()
     sealed = b"%PDF-1.7 sealed application form " + secrets.token_bytes(16)
+    reasons = {"reasons": [{"code": "employer_changed", "date": "2026-01-02"}]}
     with app.app_context():
+        employer = Employer(
+            registration_number="BACKUP1", legal_name="L", mobile="+1234567", email="b@x.test"
+        )
+        db.session.add(employer)
+        db.session.flush()
+        application = Application(
+            employer_id=employer.id,
+            status=ApplicationStatus.SUBMITTED,
+            key_source=KeySource.CSR,
+            created_by_id=officer.user.id,
+        )
+        db.session.add(application)
+        db.session.flush()
+        db.session.add(
+            ApplicationEvent(
+                application_id=application.id,
+                status=ApplicationStatus.SUBMITTED,
+                actor="tests",
+                note_code="renewal_needs_review",
+                note_params=reasons,
+            )
+        )
         digest = DocumentStore(settings_of(app).document_dir).put(sealed)
         assert sign_checkpoint(app_token()) is not None
         db.session.commit()
@@ -139,6 +170,9 @@ def test_a_restore_answers_as_the_original(
             assert _statuses(client, other, [good.certificate, bad.certificate]) == statuses
             assert _signs_in(other, officer.user.username, officer.password, officer.seed)
             assert DocumentStore(tmp_path / "restored-documents").get(digest) == sealed
+            with other.app_context():
+                params = db.session.scalars(sa.select(ApplicationEvent.note_params)).all()
+                assert params == [reasons]  # a JSON column comes back as it was
         finally:
             with other.app_context():
                 db.session.remove()

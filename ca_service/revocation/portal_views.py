@@ -98,7 +98,8 @@ def _revoked_message(change: StatusChange) -> str:
         reason=certificate.revocation_reason,
     )
     published = "" if change.crl is not None else " " + _("The CRL follows within seconds.")
-    return f"{revoked}{published} {_('The employer is notified.')}"
+    notified = _("The employer is notified.")
+    return f"{revoked}{published} {notified}"
 
 
 @bp.get("/officer/certificates/")

@@ -265,9 +265,9 @@ class ApplicationSummary(ResponseBody):
 class HistoryEvent(ResponseBody):
     status: ApplicationStatus
     actor: str
-    note: str = Field(
+    note: str | None = Field(
         description="What happened, in the caller's language (Accept-Language); text an "
-        "officer typed (a rejection reason) is shown as typed. Empty when there is nothing."
+        "officer typed (a rejection reason) is shown as typed. Null when there is nothing."
     )
     note_code: str | None = Field(
         description="The stable code of the step (draft_created, submitted, approved, "

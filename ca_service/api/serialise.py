@@ -102,7 +102,7 @@ def application_json(application: Application, *, detail: bool = True) -> JSON:
             {
                 "status": event.status.value,
                 "actor": event.actor,
-                "note": event_note(event),
+                "note": event_note(event) or None,
                 "note_code": event.note_code,
                 "at": timestamp(event.created_at),
             }

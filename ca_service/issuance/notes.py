@@ -142,7 +142,11 @@ def note_text(code: str | None, params: Mapping[str, Any] | None, typed: str | N
             sentence = None
     if sentence is None:
         sentence = _("Step recorded (%(code)s).", code=code)
-    return f"{sentence} {typed}" if typed else sentence
+    if not typed:
+        return sentence
+    # The sentence, then what was typed: joined as the language joins them (no space after
+    # Chinese full-width punctuation).
+    return str(_("%(step)s %(typed)s", step=sentence, typed=typed))
 
 
 def event_note(event: ApplicationEvent) -> str:

@@ -55,7 +55,7 @@ def test_a_note_written_in_one_language_reads_in_another(
     chinese = client.get(page, headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert "已创建草稿。" in chinese
     assert f"已附加证书请求（{key}）。" in chinese
-    assert f"已驳回： {TYPED}" in chinese
+    assert f"已驳回：{TYPED}" in chinese
     english = client.get(page, headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert f"Rejected: {TYPED}" in english
     assert "Borrador creado." not in english
@@ -101,7 +101,7 @@ def test_unknown_codes_and_missing_parameters_fall_back(app: Flask) -> None:
     with app.test_request_context(), force_locale("zh_Hans"):
         assert note_text(None, None, "As stored.") == "As stored."
         assert note_text(None, None, None) == ""
-        assert note_text("no_such_code", None, "typed") == "已记录步骤（no_such_code）。 typed"
+        assert note_text("no_such_code", None, "typed") == "已记录步骤（no_such_code）。typed"
         # A known code whose parameters do not fit its sentence (another version wrote it).
         assert note_text(NoteCode.ISSUED, {}, None) == "已记录步骤（issued）。"
         assert note_text(NoteCode.ISSUED, {"serial": "0a1b"}, None) == "证书已签发（序列号 0a1b）。"

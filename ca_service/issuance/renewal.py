@@ -20,7 +20,7 @@ import datetime as dt
 import enum
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -86,6 +86,22 @@ class RenewalWindow:
     @property
     def renewable(self) -> bool:
         return self.state in (RenewalState.DUE, RenewalState.GRACE)
+
+    @property
+    def clock_state(self) -> RenewalState:
+        """Where the certificate stands by the clock alone (as if not revoked, renewed or
+        pending)."""
+        return _state_by_time(self.certificate, self.now, self.opens_at, self.closes_at)
+
+    @property
+    def stuck(self) -> Application | None:
+        """The renewal under way when it is approved but holds no issued certificate: its
+        signing failed (the HSM) or died with its worker. The employer's next request resumes
+        it (``plan_renewal``) instead of waiting for an officer or ``ca-service reconcile``."""
+        pending = self.pending
+        if self.state is not RenewalState.PENDING or pending is None:
+            return None
+        return pending if pending.status is ApplicationStatus.APPROVED else None
 
 
 @dataclass(frozen=True)
@@ -195,15 +211,22 @@ def renewal_window(
         state = RenewalState.RENEWED
     elif pending is not None and pending.status is not ApplicationStatus.ISSUED:
         state = RenewalState.PENDING
-    elif now < opens_at:
-        state = RenewalState.NOT_DUE
-    elif now < certificate.not_after:
-        state = RenewalState.DUE
-    elif now < closes_at:
-        state = RenewalState.GRACE
     else:
-        state = RenewalState.PAST_GRACE
+        state = _state_by_time(certificate, now, opens_at, closes_at)
     return RenewalWindow(certificate, state, opens_at, closes_at, now, successor, pending)
+
+
+def _state_by_time(
+    certificate: Certificate, now: dt.datetime, opens_at: dt.datetime, closes_at: dt.datetime
+) -> RenewalState:
+    """Where the certificate stands by the clock alone (not revoked, renewed or pending)."""
+    if now < opens_at:
+        return RenewalState.NOT_DUE
+    if now < certificate.not_after:
+        return RenewalState.DUE
+    if now < closes_at:
+        return RenewalState.GRACE
+    return RenewalState.PAST_GRACE
 
 
 def employer_certificates(user: User) -> list[Certificate]:
@@ -419,6 +442,9 @@ class RenewalPlan:
     reasons: tuple[ReviewReason, ...]  # why it needs review or documents (empty: at once)
     status: ApplicationStatus  # of the renewal application: approved, submitted or draft
     now: dt.datetime
+    # The approved renewal whose issuance failed or died, resumed by this request (with this
+    # request's key when it differs); None: a new renewal application.
+    resume_id: int | None = None
 
     def reason_texts(self) -> list[str]:
         """The reasons for review in the request's language (its answer and audit event)."""
@@ -459,6 +485,10 @@ def plan_renewal(
         )
     now = utcnow()
     window = renewal_window(certificate, settings, now, lineage)
+    stuck = window.stuck
+    if stuck is not None:
+        # Judged as if it were not pending: the window still decides (past grace: refused).
+        window = replace(window, state=window.clock_state, pending=None)
     refusal = _refusal(window)
     if refusal is not None:
         raise refusal
@@ -478,6 +508,9 @@ def plan_renewal(
             )
         )
     _check_subject(checked, employer)
+    facts = _PlanFacts(user, employer, certificate, checked, window.state, supersede, now)
+    if stuck is not None:
+        return _resume_plan(facts, stuck)
     basis = lineage_basis(certificate)
     reasons = _review_reasons(employer, basis, now.date())
     if reasons:
@@ -492,22 +525,70 @@ def plan_renewal(
         status = ApplicationStatus.DRAFT
     else:
         status = ApplicationStatus.SUBMITTED
-    return RenewalPlan(
-        user_id=user.id,
-        actor=actor_of(user),
-        language=current_language(),
-        employer_id=employer.id,
-        registration_number=employer.registration_number,
-        employer_updated_at=employer.updated_at,
-        certificate_id=certificate.id,
-        serial=certificate.serial,
-        checked=checked,
-        state=window.state,
-        supersede=supersede,
-        reasons=tuple(reasons),
-        status=status,
-        now=now,
-    )
+    return facts.plan(reasons=reasons, status=status)
+
+
+@dataclass(frozen=True)
+class _PlanFacts:
+    """What ``plan_renewal`` checked, from which a ``RenewalPlan`` is made."""
+
+    user: User
+    employer: Employer
+    certificate: Certificate
+    checked: CheckedRequest
+    state: RenewalState
+    supersede: bool
+    now: dt.datetime
+
+    def plan(
+        self,
+        *,
+        reasons: Sequence[str] = (),
+        status: ApplicationStatus = ApplicationStatus.APPROVED,
+        resume: Application | None = None,
+    ) -> RenewalPlan:
+        return RenewalPlan(
+            user_id=self.user.id,
+            actor=actor_of(self.user),
+            language=current_language(),
+            employer_id=self.employer.id,
+            registration_number=self.employer.registration_number,
+            employer_updated_at=self.employer.updated_at,
+            certificate_id=self.certificate.id,
+            serial=self.certificate.serial,
+            checked=self.checked,
+            state=self.state,
+            supersede=self.supersede,
+            reasons=tuple(reasons),
+            status=status,
+            now=self.now,
+            resume_id=resume.id if resume is not None else None,
+        )
+
+
+def _resume_plan(facts: _PlanFacts, stuck: Application) -> RenewalPlan:
+    """The plan that resumes ``stuck``, the approved renewal without a certificate.
+
+    :raises Conflict: another key than the one an officer approved.
+    """
+    if stuck.public_key_sha256 == facts.checked.public_key_sha256:
+        # The same request again: the renewal was approved (without review, or by an officer)
+        # for this very key, so it is issued as approved.
+        return facts.plan(resume=stuck)
+    if _review_reasons(facts.employer, lineage_basis(facts.certificate), facts.now.date()):
+        # An officer's approval is not carried over to a key the officer never saw.
+        raise Conflict(
+            _(
+                "A renewal of certificate %(serial)s with another key was approved "
+                "(application %(application)s) and waits for its certificate; send that "
+                "key's certificate request again to have it issued.",
+                serial=facts.certificate.serial,
+                application=stuck.id,
+            )
+        )
+    # A new request would be approved at once: the stuck renewal takes this key instead (it
+    # holds the lineage's one open renewal).
+    return facts.plan(resume=stuck)
 
 
 def _renewal_application(plan: RenewalPlan, employer: Employer | None = None) -> Application:
@@ -604,6 +685,8 @@ def carry_out(
 
     :raises Conflict: another request renewed the certificate meanwhile.
     """
+    if plan.resume_id is not None:
+        return _resume(plan, certificate=certificate, token=token, settings=settings, commit=commit)
     application = _renewal_application(plan)
     try:
         with db.session.begin_nested():
@@ -632,6 +715,13 @@ def carry_out(
         actor=plan.actor,
     )
     events.append()  # issuance committed nothing: the caller's boundary decides
+    _supersede(plan, certificate, token, settings)
+    return RenewalOutcome(application, issued, [])
+
+
+def _supersede(
+    plan: RenewalPlan, certificate: Certificate, token: Token, settings: Settings
+) -> None:
     if plan.supersede:
         revoke_certificate(
             token=token,
@@ -641,6 +731,59 @@ def carry_out(
             invalidity_date=None,
             actor=plan.actor,
         )
+
+
+def _resume(
+    plan: RenewalPlan,
+    *,
+    certificate: Certificate,
+    token: Token,
+    settings: Settings,
+    commit: applications.Commit,
+) -> RenewalOutcome:
+    """Issue the approved renewal whose issuance failed or died (``plan.resume_id``), with the
+    plan's key. Issuance's own rules hold: a reservation still inside its signing window is
+    left alone (409, "being signed right now"), an older one is burnt and a new serial
+    reserved, and a concurrent request claiming it loses with a Conflict.
+
+    :raises Conflict: being signed or issued by another request right now.
+    """
+    application = db.session.get(Application, plan.resume_id)
+    if application is None or application.renews_id != plan.certificate_id:
+        raise Conflict(
+            _("The renewal of certificate %(serial)s changed; try again.", serial=plan.serial)
+        )
+    key_replaced = application.public_key_sha256 != plan.checked.public_key_sha256
+    if key_replaced:
+        applications.replace_approved_request(application, plan.checked, plan.now)
+    with in_language(plan.language):
+        note = (
+            _("Issuance resumed by the employer with a new key.")
+            if key_replaced
+            else _("Issuance resumed by the employer.")
+        )
+    applications.record_history(application, plan.actor, note)
+    resumed = NewEvent(
+        "renewal.resumed",
+        str(application.id),
+        {
+            "renews": plan.serial,
+            "public_key_sha256": plan.checked.public_key_sha256,
+            "key_replaced": key_replaced,
+            "supersede": plan.supersede,
+        },
+        plan.actor,
+    )
+    events = _EventsBeforeCommit([resumed], commit)
+    issued = applications.issue_certificate(
+        application=application,
+        token=token,
+        profile=applications.EmployerProfile.from_settings(settings),
+        commit=events.commit,
+        actor=plan.actor,
+    )
+    events.append()
+    _supersede(plan, certificate, token, settings)
     return RenewalOutcome(application, issued, [])
 
 

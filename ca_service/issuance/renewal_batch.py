@@ -206,7 +206,8 @@ def renew(
     # The read snapshot ends here: the batch commits in another session, read next; or this
     # request writes (an IMMEDIATE transaction on SQLite, begun afresh).
     db.session.rollback()
-    if not plan.reasons and not plan.supersede:
+    # A resumed renewal is issued one by one: its application exists already.
+    if not plan.reasons and not plan.supersede and plan.resume_id is None:
         result = batcher_of(app).renew(plan)
         if result is not None:
             _raise_refusal(result)

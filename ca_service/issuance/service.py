@@ -892,6 +892,37 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
     _set_loaded(application, certificate_id=None, certificate=None)
 
 
+# An approved application takes another key only while no reservation holds it.
+_REPLACE_REQUEST = _applications.update().where(
+    _applications.c.id == sa.bindparam("application_id"),
+    _applications.c.certificate_id.is_(None),
+    _applications.c.status == ApplicationStatus.APPROVED,
+)
+
+
+def replace_approved_request(
+    application: Application, checked: CheckedRequest, now: dt.datetime
+) -> None:
+    """Give an approved application whose issuance failed (or died) the key of ``checked``
+    (a renewal resumed by the employer with a new key; the caller checked the key). A stale
+    reservation is burnt first, as before any retry of issuance.
+
+    :raises Conflict: its certificate is being signed or was issued meanwhile.
+    """
+    _release_stale_reservation(application, now)
+    values = {
+        "csr_der": checked.der,
+        "key_description": checked.key_description,
+        "public_key_sha256": checked.public_key_sha256,
+        "updated_at": now,
+    }
+    if _changed(_REPLACE_REQUEST.values(**values), {"application_id": application.id}) != 1:
+        raise Conflict(
+            _("Application %(id)s is being issued by another request.", id=application.id)
+        )
+    _set_loaded(application, **values)
+
+
 @dataclass(frozen=True)
 class Issued:
     """What ``issue_certificates`` did for one application: its certificate, or why none."""

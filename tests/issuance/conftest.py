@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -38,6 +39,7 @@ from ca_service.issuance.models import (
     KeySource,
 )
 from ca_service.issuance.seals import SealVerdict
+from hsm.errors import HSMError
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture re-exported)
 from tests.auth.flows import MakeOfficer, code_at, enter_code, login, sms_login
 from tests.issuance.seal_factory import (
@@ -323,3 +325,17 @@ def issue_employer_certificate(
             not_after=row.not_after,
             key=key,
         )
+
+
+class FailingToken:
+    """The app's token, whose signing key fails as a removed token does (put in place of
+    ``app.extensions["hsm_token"]``; the real token and its keys are untouched)."""
+
+    def __init__(self, token: Any) -> None:
+        self._token = token
+
+    def private_key(self, label: str) -> Any:
+        raise HSMError("token removed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._token, name)

@@ -30,10 +30,15 @@ from ca_service.issuance import renewal, renewal_batch
 from ca_service.issuance.models import Application, ApplicationEvent
 from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate
-from hsm.errors import HSMError
 from tests.api.conftest import API
 from tests.auth.flows import MakeOfficer
-from tests.issuance.conftest import Issued, MakeEmployer, csr_pem, issue_employer_certificate
+from tests.issuance.conftest import (
+    FailingToken,
+    Issued,
+    MakeEmployer,
+    csr_pem,
+    issue_employer_certificate,
+)
 from tests.issuance.test_renewal import _renew, _token
 
 
@@ -248,19 +253,6 @@ def test_a_batch_failing_before_it_commits_falls_back_to_one_by_one(
         assert len(_renewals_of(one.certificate_id)) == 1
 
 
-class _FailingToken:
-    """The app's token, whose signing key fails as a removed token does."""
-
-    def __init__(self, token: Any) -> None:
-        self._token = token
-
-    def private_key(self, label: str) -> Any:
-        raise HSMError("token removed")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._token, name)
-
-
 def test_an_hsm_failure_in_a_batch_is_a_503_in_the_requests_language(
     app: Flask,
     client: FlaskClient,
@@ -270,7 +262,7 @@ def test_an_hsm_failure_in_a_batch_is_a_503_in_the_requests_language(
 ) -> None:
     (one,) = _issued(app, make_employer, officer_id, 1)
     real_token = app_token(app)
-    monkeypatch.setitem(app.extensions, "hsm_token", _FailingToken(real_token))
+    monkeypatch.setitem(app.extensions, "hsm_token", FailingToken(real_token))
     with time_machine.travel(one.not_after - dt.timedelta(days=20), tick=True):
         headers = _token(client, one.account)
         response = client.post(

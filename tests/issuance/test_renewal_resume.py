@@ -1,0 +1,365 @@
+"""An employer's retry resumes a renewal that was approved but got no certificate (the HSM
+failed, or the worker died while signing): with the same request it is issued as approved, with
+a new key the renewal takes that key when a new request would be approved at once, a
+reservation still being signed is left alone, and there is never more than one successor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ca_service.audit.models import AuditEvent
+from ca_service.auth.models import User
+from ca_service.db import db
+from ca_service.employers.models import Employer
+from ca_service.errors import Conflict, ServiceUnavailable
+from ca_service.extensions import settings_of
+from ca_service.hsm_access import app_token
+from ca_service.issuance import service
+from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
+from ca_service.models import Certificate, CertificateStatus
+from ca_service.revocation.blocked_keys import spki_sha256
+from tests.auth.flows import MakeOfficer, csrf_token
+from tests.issuance.conftest import (
+    FailingToken,
+    Issued,
+    MakeEmployer,
+    csr_pem,
+    employer_login,
+    issue_employer_certificate,
+)
+from tests.issuance.test_renewal import _renew, _token
+
+
+@pytest.fixture
+def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
+    return make_officer().user.id
+
+
+@pytest.fixture
+def issued(app: Flask, make_employer: MakeEmployer, officer_id: int) -> Issued:
+    return issue_employer_certificate(app, make_employer(), officer_id)
+
+
+def _inside_window(issued: Issued) -> Any:
+    return time_machine.travel(issued.not_after - dt.timedelta(days=20), tick=True)
+
+
+def _renewals(app: Flask, issued: Issued) -> list[Application]:
+    with app.app_context():
+        rows = list(
+            db.session.scalars(
+                sa.select(Application)
+                .where(Application.renews_id == issued.certificate_id)
+                .order_by(Application.id)
+            )
+        )
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def _successors(app: Flask, issued: Issued) -> list[tuple[str, CertificateStatus]]:
+    with app.app_context():
+        return [
+            (row.serial, row.status)
+            for row in db.session.execute(
+                sa.select(Certificate.serial, Certificate.status)
+                .where(Certificate.renews_id == issued.certificate_id)
+                .order_by(Certificate.id)
+            )
+        ]
+
+
+def _resumed_events(app: Flask, application_id: int) -> list[dict[str, Any]]:
+    with app.app_context():
+        return [
+            json.loads(details)
+            for details in db.session.scalars(
+                sa.select(AuditEvent.details).where(
+                    AuditEvent.action == "renewal.resumed",
+                    AuditEvent.target == str(application_id),
+                )
+            )
+        ]
+
+
+def _history(app: Flask, application_id: int) -> list[str]:
+    with app.app_context():
+        return [
+            note or ""
+            for note in db.session.scalars(
+                sa.select(ApplicationEvent.note)
+                .where(ApplicationEvent.application_id == application_id)
+                .order_by(ApplicationEvent.id)
+            )
+        ]
+
+
+def _fail_once(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch, csr: str
+) -> Application:
+    """A renewal whose signing fails in the HSM: 503, approved, no certificate."""
+    real = app_token(app)
+    monkeypatch.setitem(app.extensions, "hsm_token", FailingToken(real))
+    status, body = _renew(client, _token(client, issued.account), issued.serial, csr)
+    assert status == 503, body
+    monkeypatch.setitem(app.extensions, "hsm_token", real)  # the token is back
+    (stuck,) = _renewals(app, issued)
+    assert stuck.status is ApplicationStatus.APPROVED
+    assert stuck.certificate_id is None
+    assert [s for _serial, s in _successors(app, issued)] == [CertificateStatus.FAILED]
+    return stuck
+
+
+def test_the_same_request_again_issues_the_approved_renewal(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        headers = _token(client, issued.account)
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
+        assert status == 201, body
+        assert body["application"]["id"] == stuck.id  # type: ignore[index]
+        new = x509.load_pem_x509_certificate(str(body["certificate_pem"]).encode())
+        assert spki_sha256(new.public_key()) == spki_sha256(key.public_key())
+
+        # Asked once more: renewed, never a second successor.
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
+        assert status == 409, body
+        assert "already renewed" in body["error"]["message"]  # type: ignore[index]
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,  # the serial the HSM failed on, burnt
+        CertificateStatus.ISSUED,
+    ]
+    assert _resumed_events(app, stuck.id) == [
+        {
+            "renews": issued.serial,
+            "public_key_sha256": spki_sha256(key.public_key()),
+            "key_replaced": False,
+            "supersede": False,
+        }
+    ]
+    assert "Issuance resumed by the employer." in _history(app, stuck.id)
+
+
+def test_a_new_key_takes_the_place_of_the_one_that_was_never_certified(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(first))
+        status, body = _renew(
+            client, _token(client, issued.account), issued.serial, csr_pem(second)
+        )
+    assert status == 201, body
+    assert body["application"]["id"] == stuck.id  # type: ignore[index]
+    new = x509.load_pem_x509_certificate(str(body["certificate_pem"]).encode())
+    assert spki_sha256(new.public_key()) == spki_sha256(second.public_key())
+    (renewed,) = _renewals(app, issued)
+    assert renewed.public_key_sha256 == spki_sha256(second.public_key())
+    assert renewed.status is ApplicationStatus.ISSUED
+    assert _resumed_events(app, stuck.id)[0]["key_replaced"] is True
+    assert "Issuance resumed by the employer with a new key." in _history(app, stuck.id)
+    assert [s for _serial, s in _successors(app, issued)].count(CertificateStatus.ISSUED) == 1
+
+
+class _HeldToken:
+    """The app's token, whose signing waits until the test lets it go (a worker in the middle
+    of signing, seen from another request)."""
+
+    def __init__(self, token: Any) -> None:
+        self._token = token
+        self.signing = threading.Event()
+        self.go_on = threading.Event()
+
+    def private_key(self, label: str) -> Any:
+        self.signing.set()
+        assert self.go_on.wait(30)
+        return self._token.private_key(label)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._token, name)
+
+
+def test_a_renewal_being_signed_is_left_alone_then_found_renewed(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        held = _HeldToken(app_token(app))
+        errors: list[BaseException] = []
+
+        def officer_retry() -> None:  # as the console's "issue" button, in its own session
+            try:
+                with app.app_context():
+                    row = db.session.get(Application, stuck.id)
+                    assert row is not None
+                    service.issue_certificate(
+                        application=row,
+                        token=held,  # type: ignore[arg-type]
+                        profile=service.EmployerProfile.from_settings(settings_of(app)),
+                        commit=db.session.commit,
+                        actor="officer",
+                    )
+                    db.session.commit()
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=officer_retry)
+        worker.start()
+        try:
+            assert held.signing.wait(30)  # reserved and committed, now in the HSM
+            headers = _token(client, issued.account)
+            for csr in (csr_pem(key), csr_pem(ec.generate_private_key(ec.SECP256R1()))):
+                status, body = _renew(client, headers, issued.serial, csr)
+                assert status == 409, body
+                assert "being signed right now" in body["error"]["message"]  # type: ignore[index]
+        finally:
+            held.go_on.set()
+            worker.join(30)
+        assert not errors, errors
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
+        assert status == 409, body
+        assert "already renewed" in body["error"]["message"]  # type: ignore[index]
+    assert _resumed_events(app, stuck.id) == []  # the refused retries wrote nothing
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,
+        CertificateStatus.ISSUED,
+    ]
+
+
+def test_an_officer_approval_is_not_carried_over_to_another_key(
+    app: Flask,
+    client: FlaskClient,
+    issued: Issued,
+    officer_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with app.app_context():
+        employer = db.session.get(Employer, issued.account.employer_id)
+        assert employer is not None
+        employer.email = "new-hr@example.org"  # a change since the approval: review
+        db.session.commit()
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        headers = _token(client, issued.account)
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
+        assert status == 202, body
+        application_id = body["application"]["id"]  # type: ignore[index]
+        with app.app_context():  # the officer approves; the HSM fails at the issuance
+            row = db.session.get(Application, application_id)
+            officer = db.session.get(User, officer_id)
+            assert row is not None
+            assert officer is not None
+            service.approve_application(officer=officer, application=row, dual_control=False)
+            db.session.commit()
+            with pytest.raises(ServiceUnavailable):
+                service.issue_certificate(
+                    application=row,
+                    token=FailingToken(app_token(app)),  # type: ignore[arg-type]
+                    profile=service.EmployerProfile.from_settings(settings_of(app)),
+                    commit=db.session.commit,
+                    actor="officer",
+                )
+            db.session.commit()
+
+        other = csr_pem(ec.generate_private_key(ec.SECP256R1()))
+        status, body = _renew(client, headers, issued.serial, other)
+        assert status == 409, body
+        assert "with another key was approved" in body["error"]["message"]  # type: ignore[index]
+
+        status, body = _renew(client, headers, issued.serial, csr_pem(key))
+        assert status == 201, body
+    (renewed,) = _renewals(app, issued)
+    assert renewed.id == application_id
+    assert renewed.public_key_sha256 == spki_sha256(key.public_key())
+
+
+def test_the_renewal_page_offers_the_retry_in_the_employers_language(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        browser = employer_login(app.test_client(), issued.account)
+        page = browser.get(f"/renewal/{issued.serial}", headers={"Accept-Language": "es"})
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert f"Su renovación (solicitud {stuck.id}) se aprobó" in text, text
+        assert 'name="pem"' in text  # the form is there again
+        response = browser.post(
+            f"/renewal/{issued.serial}",
+            data={
+                "csrf_token": csrf_token(browser, f"/renewal/{issued.serial}"),
+                "pem": csr_pem(key),
+            },
+        )
+        assert response.status_code == 302, response.get_data(as_text=True)
+        assert response.headers["Location"].endswith(f"/applications/{stuck.id}")
+    (renewed,) = _renewals(app, issued)
+    assert renewed.status is ApplicationStatus.ISSUED
+
+
+def test_a_reservation_left_past_its_signing_window_is_burnt_by_the_retry(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a worker died while signing: the employer's retry minutes later burns the
+    serial and issues with a new one; a signature the dead issuance makes after that is
+    never stored."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = issued.not_after - dt.timedelta(days=20)
+    with time_machine.travel(start, tick=True) as clock:
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        held = _HeldToken(app_token(app))
+        outcome: list[BaseException | Certificate] = []
+
+        def dying_issuance() -> None:
+            try:
+                with app.app_context():
+                    row = db.session.get(Application, stuck.id)
+                    assert row is not None
+                    outcome.append(
+                        service.issue_certificate(
+                            application=row,
+                            token=held,  # type: ignore[arg-type]
+                            profile=service.EmployerProfile.from_settings(settings_of(app)),
+                            commit=db.session.commit,
+                            actor="officer",
+                        )
+                    )
+                    db.session.commit()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=dying_issuance)
+        worker.start()
+        try:
+            assert held.signing.wait(30)
+            clock.shift(dt.timedelta(minutes=3))  # past the signing window
+            status, body = _renew(
+                client, _token(client, issued.account), issued.serial, csr_pem(key)
+            )
+            assert status == 201, body
+        finally:
+            held.go_on.set()
+            worker.join(30)
+    assert len(outcome) == 1, outcome
+    assert isinstance(outcome[0], Conflict), outcome
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,  # the HSM failure
+        CertificateStatus.FAILED,  # burnt by the retry; its late signature was not stored
+        CertificateStatus.ISSUED,
+    ]

@@ -37,6 +37,8 @@ class NoteCode(enum.StrEnum):
     RENEWAL_REQUESTED = "renewal_requested"  # serial
     RENEWAL_NEEDS_REVIEW = "renewal_needs_review"  # reasons: a list of ReviewReason
     RENEWAL_APPROVED = "renewal_approved"
+    RENEWAL_RESUMED = "renewal_resumed"  # the employer's retry after a failed issuance
+    RENEWAL_RESUMED_NEW_KEY = "renewal_resumed_new_key"  # the same, with another key
 
 
 class ReviewCode(enum.StrEnum):
@@ -61,6 +63,10 @@ _NOTES: Mapping[str, LazyString] = {
     NoteCode.RENEWAL_NEEDS_REVIEW: lazy_gettext("Needs review: %(reasons)s."),
     NoteCode.RENEWAL_APPROVED: lazy_gettext(
         "Approved without review: employer record unchanged and documents still valid."
+    ),
+    NoteCode.RENEWAL_RESUMED: lazy_gettext("Issuance resumed by the employer."),
+    NoteCode.RENEWAL_RESUMED_NEW_KEY: lazy_gettext(
+        "Issuance resumed by the employer with a new key."
     ),
 }
 

@@ -543,7 +543,7 @@ class _PlanFacts:
     def plan(
         self,
         *,
-        reasons: Sequence[str] = (),
+        reasons: Sequence[ReviewReason] = (),
         status: ApplicationStatus = ApplicationStatus.APPROVED,
         resume: Application | None = None,
     ) -> RenewalPlan:
@@ -756,13 +756,8 @@ def _resume(
     key_replaced = application.public_key_sha256 != plan.checked.public_key_sha256
     if key_replaced:
         applications.replace_approved_request(application, plan.checked, plan.now)
-    with in_language(plan.language):
-        note = (
-            _("Issuance resumed by the employer with a new key.")
-            if key_replaced
-            else _("Issuance resumed by the employer.")
-        )
-    applications.record_history(application, plan.actor, note)
+    resumed_note = NoteCode.RENEWAL_RESUMED_NEW_KEY if key_replaced else NoteCode.RENEWAL_RESUMED
+    applications.record_history(application, plan.actor, Note(resumed_note))
     resumed = NewEvent(
         "renewal.resumed",
         str(application.id),

@@ -27,6 +27,7 @@ from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
+from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate, CertificateStatus
 from ca_service.revocation.blocked_keys import spki_sha256
 from tests.auth.flows import MakeOfficer, csrf_token
@@ -95,11 +96,12 @@ def _resumed_events(app: Flask, application_id: int) -> list[dict[str, Any]]:
 
 
 def _history(app: Flask, application_id: int) -> list[str]:
+    """The application's history notes, in English."""
     with app.app_context():
         return [
-            note or ""
-            for note in db.session.scalars(
-                sa.select(ApplicationEvent.note)
+            event_note(event)
+            for event in db.session.scalars(
+                sa.select(ApplicationEvent)
                 .where(ApplicationEvent.application_id == application_id)
                 .order_by(ApplicationEvent.id)
             )

@@ -813,7 +813,12 @@ def _check_window(
             f"certificate {info.serial} can be renewed from {opens} (it expires on {ends}); "
             "with --if-due this is not an error"
         )
-    if info.state == "pending":
+    if info.state == "pending" and info.resumable:
+        # Approved, but its certificate was never made (the service failed): asking again
+        # resumes it, with the key an earlier attempt left (``_KeyPlace.obtain``).
+        click.echo(f"resuming the approved renewal of certificate {info.serial}", err=True)
+        info = dataclasses.replace(info, state=info.clock_state)
+    elif info.state == "pending":
         click.echo(
             f"pending: a renewal of certificate {info.serial} already waits for review; see "
             f"{info.explanation_url}"

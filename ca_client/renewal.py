@@ -43,6 +43,18 @@ class RenewalInfo:
     renewable_until: dt.datetime
     renewed_by: str | None
     explanation_url: str
+    # A renewal of it was approved but got no certificate: renewing again resumes it.
+    resumable: bool = False
+
+    @property
+    def clock_state(self) -> str:
+        """The state, where a resumable renewal stands in the way, by the clock alone."""
+        if self.state != "pending" or not self.resumable:
+            return self.state
+        now = dt.datetime.now(dt.UTC)
+        if now < self.not_after:
+            return "due"
+        return "grace" if now < self.renewable_until else "past_grace"
 
     @classmethod
     def from_json(cls, answer: dict[str, Any]) -> RenewalInfo:
@@ -56,6 +68,7 @@ class RenewalInfo:
                 renewable_until=_time(answer["renewable_until"]),
                 renewed_by=str(answer["renewed_by"]) if answer.get("renewed_by") else None,
                 explanation_url=str(answer.get("explanation_url") or ""),
+                resumable=answer.get("resumable") is True,
             )
         except (KeyError, TypeError, ValueError):
             raise ClientError(

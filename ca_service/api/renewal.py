@@ -41,6 +41,7 @@ def renewal_json(window: RenewalWindow) -> JSON:
         "suggested_window": {"start": timestamp(window.opens_at), "end": timestamp(cert.not_after)},
         "renewable_until": timestamp(window.closes_at),
         "renewed_by": window.successor.serial if window.successor is not None else None,
+        "resumable": window.stuck is not None,
         "explanation_url": f"{base}/renewal/{cert.serial}",
     }
 

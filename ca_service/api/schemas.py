@@ -397,6 +397,10 @@ class RenewalInfo(ResponseBody):
     suggested_window: RenewalWindow
     renewable_until: dt.datetime
     renewed_by: str | None
+    resumable: bool = Field(
+        description="A renewal of it was approved but got no certificate (the HSM failed, or "
+        "a worker died): renewing again resumes it."
+    )
     explanation_url: str
 
 

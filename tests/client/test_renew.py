@@ -39,6 +39,8 @@ from tests.api.conftest import request_token, token_of
 from tests.auth.flows import MakeOfficer
 from tests.client.conftest import ClientRun, UKey
 from tests.client.support import assert_fails_cleanly
+from tests.conftest import CliInvoke, serving
+from tests.faults.test_crash import DYING
 from tests.issuance.conftest import (  # noqa: F401  (make_employer, make_officer: fixtures)
     EmployerAccount,
     Issued,
@@ -339,6 +341,60 @@ def test_past_the_grace_period_a_new_application_is_needed(
     assert "too long ago to renew online: file a new application" in result.stderr
     with pytest.raises(KeyNotFound):
         ukey_token.find_key(f"employer-key-{TODAY}")
+
+
+def test_renew_again_after_the_worker_died_resumes_with_the_key_left_on_the_token(
+    app: Flask,
+    app_overrides: dict[str, Any],
+    cli: CliInvoke,
+    run: ClientRun,
+    ukey: UKey,
+    ukey_token: Token,
+    make_employer: MakeEmployer,  # noqa: F811
+    officer_id: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's worker is SIGKILLed after the HSM signed the renewal (tests/faults):
+    ca-client fails and says which new key it left; once the reservation is reconciled, the
+    same command renews with that key, and the lineage has exactly one successor."""
+    old = _ukey_certificate(
+        app, run, ukey, ukey_token, make_employer(), tmp_path, days_ago=340, officer_id=officer_id
+    )
+    marker = tmp_path / "die-once"
+    marker.touch()
+    monkeypatch.setenv("FAULT_MARKER", str(marker))
+    new_label = f"employer-key-{TODAY}"
+    certificate = str(tmp_path / "employer.pem")
+    with serving(
+        app_overrides,
+        tmp_path / "server.log",
+        "--worker",
+        "threads",
+        program=(str(DYING), "after-sign"),
+    ) as (base, _server):
+        renew = ("renew", "--url", base, "--token-label", ukey.label, "--certificate", certificate)
+        first = run(*renew)
+        assert not marker.exists()  # the worker died at the chosen point
+        assert first.exit_code == EXIT_FAILED, first.output
+        assert f"the new key {new_label!r} stays on token {ukey.label!r}" in first.output
+        assert "Traceback" not in first.output
+
+        reconciled = cli("reconcile", "--older-than-minutes", "0")
+        assert reconciled.exit_code == 0, reconciled.output
+        second = run(*renew)
+        assert second.exit_code == 0, second.output
+        assert f"reusing key {new_label!r}" in second.stderr
+    new = x509.load_pem_x509_certificates((tmp_path / f"{new_label}.cert.pem").read_bytes())[0]
+    assert new.public_key() == ukey_token.public_key(new_label)
+    assert ukey_token.certificate(new_label) == new.public_bytes(Encoding.DER)
+    with app.app_context():
+        successors = db.session.scalars(
+            sa.select(Certificate.status)
+            .where(Certificate.renews_id == old.certificate_id)
+            .order_by(Certificate.id)
+        ).all()
+    assert [s.value for s in successors] == ["failed", "issued"]
 
 
 def test_a_renewal_for_an_officer_exits_4_and_keeps_the_new_key(

@@ -50,7 +50,7 @@ from ca_service.models import Certificate
 from tests.api.conftest import request_token, token_of
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture used below)
 from tests.auth.flows import MakeOfficer, code_at
-from tests.conftest import CliInvoke, serving
+from tests.conftest import CliInvoke, process_env, serving
 from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     EmployerAccount,
     Issued,
@@ -129,13 +129,6 @@ def _send_all(base: str, calls: list[Call], threads: int) -> list[tuple[Call, An
         worker.join()
     assert broken == [], broken
     return answers
-
-
-def _server_env(app_overrides: dict[str, Any]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
-    env.update({f"CA_{k}": str(v) for k, v in app_overrides.items()})
-    env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]
-    return env
 
 
 @pytest.fixture
@@ -244,7 +237,7 @@ def test_approvals_and_renewals_racing_across_processes_lose_and_duplicate_nothi
     # A third process publishes CRLs while the server's workers revoke and publish.
     publisher = subprocess.Popen(
         [sys.executable, "-m", "ca_service", "crl", "publish"],
-        env=_server_env(app_overrides),
+        env=process_env(app_overrides),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -20,9 +20,10 @@ def document_store() -> DocumentStore:
     return DocumentStore(settings_of(current_app).document_dir)
 
 
-def read_upload(upload: FileStorage | None, limit: int) -> bytes:
-    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), and
-    a file over ``limit`` is refused with its real size."""
+def read_upload(upload: FileStorage | None) -> bytes:
+    """An uploaded file's bytes, all of them: the request body is capped (MAX_UPLOAD_MB), so
+    this is bounded, and whoever checks the file refuses one that is too large with its real
+    size (``upload_document``, ``check_request``)."""
     if upload is None:
         return b""
     return upload.stream.read()

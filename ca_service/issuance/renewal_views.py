@@ -68,7 +68,7 @@ def renew(serial: str) -> Page:
     if not form.validate_on_submit():
         flash(_("The form expired or is incomplete; reload the page and try again."), "error")
         return _page(serial, form, 400)
-    data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
+    data = read_upload(form.file.data) if form.file.data else (form.pem.data or "").encode()
     certificate = renewal.employer_certificate(user=user, serial=serial)
     try:
         outcome = renewal_batch.renew(

@@ -444,31 +444,6 @@ def _evidence(application: Application) -> dict[str, object]:
 # -- officer side ---------------------------------------------------------------------------
 
 
-def review_queue(
-    *, officer: User, status: ApplicationStatus | None = None, search: str = ""
-) -> list[Application]:
-    """Applications for review, oldest first; ``search`` matches number or legal name."""
-    ensure_role(officer, *OFFICERS)
-    query = (
-        sa.select(Application)
-        .join(Employer)
-        .where(Application.status != ApplicationStatus.DRAFT)
-        .order_by(Application.submitted_at, Application.id)
-        .limit(500)
-    )
-    if status is not None:
-        query = query.where(Application.status == status)
-    if search.strip():
-        pattern = f"%{search.strip().lower()}%"
-        query = query.where(
-            sa.or_(
-                sa.func.lower(Employer.registration_number).like(pattern),
-                sa.func.lower(Employer.legal_name).like(pattern),
-            )
-        )
-    return list(db.session.scalars(query))
-
-
 def officer_application(*, officer: User, application_id: int) -> Application:
     """An application an officer may see.
 

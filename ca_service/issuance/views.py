@@ -133,8 +133,8 @@ def upload(application_id: int) -> Page:
             application=application,
             doc_type=DocumentType(form.doc_type.data),
             filename=form.file.data.filename or "",
-            content=read_upload(form.file.data, limits.max_bytes),
-            detached_signature=read_upload(form.signature.data, limits.max_bytes) or None,
+            content=read_upload(form.file.data),
+            detached_signature=read_upload(form.signature.data) or None,
             store=document_store(),
             anchors=trusted_certificates(TrustPurpose.SEAL),
             limits=limits,
@@ -162,7 +162,7 @@ def attach_request(application_id: int) -> Page:
     if not form.validate_on_submit():
         flash(_("Upload or paste a certificate request."), "error")
         return employer_page(application, 400, step=REQUEST_STEP)
-    data = read_upload(form.file.data, 65536) if form.file.data else (form.pem.data or "").encode()
+    data = read_upload(form.file.data) if form.file.data else (form.pem.data or "").encode()
     try:
         checked = service.attach_request(user=_user(), application=application, data=data)
     except (ValidationError, KeyBlocked) as exc:

@@ -1,0 +1,76 @@
+"""The SQL statements an app's engine runs, seen through SQLAlchemy's ``before_cursor_execute``
+event: counted (how many round trips a path costs) or made to fail at the n-th one as when the
+database goes away (tests/faults). The database, the driver and the code paths are the real
+ones; only the moment of failure is chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+from ca_service.db import db
+
+# before_cursor_execute's arguments: connection, cursor, statement, parameters, context,
+# executemany.
+StatementHook = Callable[..., None]
+
+
+def _engine(app: Flask | None) -> sa.Engine:
+    if app is None:
+        return db.engine  # the current app's
+    with app.app_context():
+        return db.engine
+
+
+@contextmanager
+def counted_statements(
+    app: Flask | None = None,
+    *,
+    where: Callable[[str], bool] | None = None,
+    each: StatementHook | None = None,
+) -> Iterator[list[str]]:
+    """The statements run meanwhile on the engine of ``app`` (else the current app's), in
+    order; ``where`` keeps only those it accepts; ``each`` is called with the event's
+    arguments for every statement, before it runs (and may raise to fail it)."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement: str = args[2]
+        if each is not None:
+            each(*args)
+        if where is None or where(statement):
+            seen.append(statement)
+
+    engine = _engine(app)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def database_gone(statement: str, params: Any = None) -> sa.exc.OperationalError:
+    """The error SQLAlchemy raises when the server went away during ``statement``."""
+    return sa.exc.OperationalError(statement, params, Exception("injected: server gone"))
+
+
+@contextmanager
+def failing_statement(app: Flask | None, n: int) -> Iterator[list[str]]:
+    """The n-th statement (1-based) run meanwhile on the app's engine fails as when the
+    database went away (OperationalError); yields what it was (empty: n was never reached)."""
+    failed: list[str] = []
+    count = 0
+
+    def fail_nth(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            failed.append(statement)
+            raise database_gone(statement, params)
+
+    with counted_statements(app, each=fail_nth):
+        yield failed

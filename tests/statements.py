@@ -74,3 +74,24 @@ def failing_statement(app: Flask | None, n: int) -> Iterator[list[str]]:
 
     with counted_statements(app, each=fail_nth):
         yield failed
+
+
+@contextmanager
+def failing_commit(app: Flask | None) -> Iterator[list[int]]:
+    """Every COMMIT meanwhile on the app's engine fails in the driver as when the database
+    went away before it answered (nothing is committed; SQLAlchemy raises OperationalError and
+    discards the connection as it would for the real error); yields one entry per failure."""
+    engine = _engine(app)
+    dialect = engine.dialect
+    real = dialect.do_commit
+    failed: list[int] = []
+
+    def gone(_dbapi_connection: Any) -> None:
+        failed.append(1)
+        raise dialect.loaded_dbapi.OperationalError("injected: server gone at COMMIT")
+
+    dialect.do_commit = gone  # type: ignore[method-assign]
+    try:
+        yield failed
+    finally:
+        dialect.do_commit = real  # type: ignore[method-assign]

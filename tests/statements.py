@@ -19,23 +19,30 @@ from ca_service.db import db
 StatementHook = Callable[..., None]
 
 
-def _engine(app: Flask | None) -> sa.Engine:
+# Where statements are watched: an app's engine, the current app's (None), or every engine
+# (``sa.Engine``: also those a `ca-service` command run in-process builds for itself).
+Target = Flask | type[sa.Engine] | None
+
+
+def _engine(app: Target) -> sa.Engine | type[sa.Engine]:
     if app is None:
         return db.engine  # the current app's
-    with app.app_context():
-        return db.engine
+    if isinstance(app, Flask):
+        with app.app_context():
+            return db.engine
+    return app
 
 
 @contextmanager
 def counted_statements(
-    app: Flask | None = None,
+    app: Target = None,
     *,
     where: Callable[[str], bool] | None = None,
     each: StatementHook | None = None,
 ) -> Iterator[list[str]]:
-    """The statements run meanwhile on the engine of ``app`` (else the current app's), in
-    order; ``where`` keeps only those it accepts; ``each`` is called with the event's
-    arguments for every statement, before it runs (and may raise to fail it)."""
+    """The statements run meanwhile on the engine of ``app`` (see ``Target``), in order;
+    ``where`` keeps only those it accepts; ``each`` is called with the event's arguments for
+    every statement, before it runs (and may raise to fail it)."""
     seen: list[str] = []
 
     def record(*args: Any) -> None:
@@ -59,7 +66,7 @@ def database_gone(statement: str, params: Any = None) -> sa.exc.OperationalError
 
 
 @contextmanager
-def failing_statement(app: Flask | None, n: int) -> Iterator[list[str]]:
+def failing_statement(app: Target, n: int) -> Iterator[list[str]]:
     """The n-th statement (1-based) run meanwhile on the app's engine fails as when the
     database went away (OperationalError); yields what it was (empty: n was never reached)."""
     failed: list[str] = []
@@ -82,6 +89,7 @@ def failing_commit(app: Flask | None) -> Iterator[list[int]]:
     went away before it answered (nothing is committed; SQLAlchemy raises OperationalError and
     discards the connection as it would for the real error); yields one entry per failure."""
     engine = _engine(app)
+    assert isinstance(engine, sa.Engine), "an app's engine, not every engine"
     dialect = engine.dialect
     real = dialect.do_commit
     failed: list[int] = []

@@ -47,10 +47,10 @@ def counted_statements(
 
     def record(*args: Any) -> None:
         statement: str = args[2]
-        if each is not None:
-            each(*args)
         if where is None or where(statement):
             seen.append(statement)
+        if each is not None:
+            each(*args)
 
     engine = _engine(app)
     sa.event.listen(engine, "before_cursor_execute", record)
@@ -103,3 +103,15 @@ def failing_commit(app: Flask | None) -> Iterator[list[int]]:
         yield failed
     finally:
         dialect.do_commit = real  # type: ignore[method-assign]
+
+
+@contextmanager
+def database_down(app: Target) -> Iterator[list[str]]:
+    """Every statement run meanwhile on the app's engine fails as when the database is down;
+    yields the statements that were tried."""
+
+    def gone(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+        raise database_gone(statement, params)
+
+    with counted_statements(app, each=gone) as tried:
+        yield tried

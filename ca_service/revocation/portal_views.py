@@ -85,13 +85,22 @@ def _login_policy() -> LoginPolicy:
 
 def _revoked_message(change: StatusChange) -> str:
     certificate = change.certificate
+    facts = {"serial": certificate.serial, "reason": certificate.revocation_reason}
     if certificate.revoked_at is None:
-        return f"The hold on certificate {certificate.serial} is released; it is valid again."
-    published = "" if change.crl is not None else " The CRL follows within seconds."
-    return (
-        f"Certificate {certificate.serial} is revoked ({certificate.revocation_reason}); "
-        f"OCSP answers say so now.{published} The employer is notified."
-    )
+        message = _("The hold on certificate %(serial)s is released; it is valid again.", **facts)
+    elif change.crl is not None:
+        message = _(
+            "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now. The "
+            "employer is notified.",
+            **facts,
+        )
+    else:
+        message = _(
+            "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now. The CRL "
+            "follows within seconds. The employer is notified.",
+            **facts,
+        )
+    return str(message)
 
 
 @bp.post("/officer/certificates/<serial>/revoke")

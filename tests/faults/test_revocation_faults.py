@@ -217,6 +217,10 @@ def test_a_database_fault_in_the_officer_console_revocation_is_a_translated_page
         Flow(revoke, succeeded=302, json=False),
         lambda: issue_employer_certificate(app, account, None),
     )
+    # The success is said in the officer's language too (it was English whatever the page).
+    done = revoke(issue_employer_certificate(app, account, None))
+    page = officer.get(done.headers["Location"], headers=SPANISH).get_data(as_text=True)
+    assert "las respuestas OCSP ya lo indican" in page, page
 
 
 @pytest.fixture

@@ -6,7 +6,16 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, Response, make_response, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    request,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -15,7 +24,6 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ca_service.db import db
 from ca_service.errors import ValidationError
-from ca_service.errors_views import database_unavailable
 
 bp = Blueprint("web", __name__)
 V = TypeVar("V", bound=Callable[..., object])
@@ -73,8 +81,9 @@ def _commit_boundary(response: Response) -> Response:
     except sa.exc.OperationalError as exc:
         # The COMMIT itself failed (the server went away): nothing of the request is kept,
         # so the success it was about to report would be false. The same 503 as for a
-        # failure at any other statement, not a 500 (this runs after the error handlers).
-        failed = make_response(database_unavailable(exc))
+        # failure at any other statement, not a 500: this runs after the error handlers, so
+        # it hands the error to the app's handler for it itself.
+        failed = make_response(current_app.handle_user_exception(exc))
         for name, value in response.headers.items():
             if name.lower() not in _ENTITY_HEADERS:
                 failed.headers.add(name, value)

@@ -58,6 +58,16 @@ def error_response(status: int, code: str, message: str) -> tuple[Response | str
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
 
+def database_unavailable(exc: sa.exc.OperationalError) -> tuple[Response | str, int]:
+    """Roll back and answer 503 for a database that went away (at any statement, or at the
+    request's commit)."""
+    db.session.rollback()
+    log.error("database unavailable: %s", exc.orig)
+    return error_response(
+        503, "database_unavailable", _("The database is unavailable. Try again shortly.")
+    )
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(CAError)
     def handle_ca_error(exc: CAError) -> tuple[Response | str, int]:
@@ -75,13 +85,7 @@ def init_app(app: Flask) -> None:
             503, "hsm_unavailable", _("The signing device (HSM) is unavailable. Try again shortly.")
         )
 
-    @app.errorhandler(sa.exc.OperationalError)
-    def handle_database_down(exc: sa.exc.OperationalError) -> tuple[Response | str, int]:
-        db.session.rollback()
-        log.error("database unavailable: %s", exc.orig)
-        return error_response(
-            503, "database_unavailable", _("The database is unavailable. Try again shortly.")
-        )
+    app.errorhandler(sa.exc.OperationalError)(database_unavailable)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException) -> Response | HTTPException:

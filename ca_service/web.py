@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Blueprint, Flask, Response, redirect, request, url_for
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    request,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -45,13 +55,40 @@ def index() -> WerkzeugResponse:
     return redirect(url_for("auth.login"))
 
 
+# What a response says about its own content; a 503 that replaces it drops them.
+_ENTITY_HEADERS = frozenset(
+    {
+        "cache-control",
+        "content-disposition",
+        "content-length",
+        "content-type",
+        "etag",
+        "expires",
+        "last-modified",
+        "location",
+    }
+)
+
+
 def _commit_boundary(response: Response) -> Response:
     # The one transaction boundary of a request: services only flush. A successful response
     # commits; an error response rolls back (error handlers have already rolled back too).
-    if response.status_code < 400:
-        db.session.commit()
-    else:
+    if response.status_code >= 400:
         db.session.rollback()
+        return response
+    try:
+        db.session.commit()
+    except sa.exc.OperationalError as exc:
+        # The COMMIT itself failed (the server went away): nothing of the request is kept,
+        # so the success it was about to report would be false. The same 503 as for a
+        # failure at any other statement, not a 500: this runs after the error handlers, so
+        # it hands the error to the app's handler for it itself.
+        failed = make_response(current_app.handle_user_exception(exc))
+        for name, value in response.headers.items():
+            if name.lower() not in _ENTITY_HEADERS:
+                failed.headers.add(name, value)
+        failed.headers["Cache-Control"] = "no-store"
+        return failed
     return response
 
 

@@ -189,7 +189,7 @@ def list_bindings() -> JSON:
     public=True,
     body=schemas.ChallengeAnswer,
     responses={201: Reply(schemas.Binding, "Bound; the employer is notified.")},
-    errors=(400, 403, 409, 415, 429),
+    errors=(400, 403, 409, 415, 429, 503),
 )
 def bind() -> Response:
     """Bind a tax certificate by answering a bind challenge with its key (no token needed: the
@@ -213,7 +213,7 @@ def bind() -> Response:
 @documented(
     tag=BINDINGS,
     responses={200: Reply(schemas.Binding, "Unbound.")},
-    errors=(401, 403, 404),
+    errors=(401, 403, 404, 503),
 )
 def unbind(binding_id: int) -> JSON:
     """Unbind a tax certificate (its employer's administrator, an RA officer or a CA

@@ -98,7 +98,9 @@ def _key_bits(public_key: object) -> bytes:
     raise TypeError(f"unsupported issuer key {type(public_key).__name__}")
 
 
-def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
+def unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
+    """An unsigned OCSP response with an error status (RFC 6960 §4.2.1): malformedRequest,
+    internalError, tryLater, unauthorized."""
     return OCSPAnswer(
         ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER), None
     )
@@ -314,7 +316,7 @@ def parse_ocsp_request(data: bytes) -> ocsp.OCSPRequest | OCSPAnswer:
     """The DER OCSP request with every field this responder reads decoded, or the
     malformedRequest answer (too long, not DER, an unknown CertID hash, broken extensions)."""
     if len(data) > MAX_REQUEST_BYTES:
-        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     try:
         request = ocsp.load_der_ocsp_request(data)
         # cryptography decodes these lazily: read here, so that one it cannot read is refused
@@ -323,7 +325,7 @@ def parse_ocsp_request(data: bytes) -> ocsp.OCSPRequest | OCSPAnswer:
         _ = request.hash_algorithm.name
         _nonce(request)
     except (ValueError, UnsupportedAlgorithm):
-        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     return request
 
 
@@ -337,10 +339,10 @@ def _triage(connection: sa.Connection, data: bytes) -> OCSPAnswer | tuple[ocsp.O
     # construction (the responder alias above all) cost more than the queries themselves.
     issuer_row = connection.execute(_ISSUER_QUERY).first()
     if issuer_row is None or issuer_row.der is None:
-        return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+        return unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
     if not _matches(request, issuer_row.der):
         # Not a CA this responder speaks for (another CA, or a name/key hash that is off).
-        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     return request, issuer_row.id
 
 
@@ -395,7 +397,7 @@ def answer_ocsp_request(
     issuer = db.session.get(Authority, issuer_id)
     signer = None if issuer is None else _signer_for(token, issuer, moment)
     if signer is None:
-        return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+        return unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
     return _live_answer(signer, request, nonce=nonce, moment=moment, lifetime=lifetime)
 
 

@@ -85,21 +85,22 @@ def _login_policy() -> LoginPolicy:
 
 def _revoked_message(change: StatusChange) -> str:
     certificate = change.certificate
+    facts = {"serial": certificate.serial, "reason": certificate.revocation_reason}
     if certificate.revoked_at is None:
-        return str(
-            _(
-                "The hold on certificate %(serial)s is released; it is valid again.",
-                serial=certificate.serial,
-            )
+        message = _("The hold on certificate %(serial)s is released; it is valid again.", **facts)
+    elif change.crl is not None:
+        message = _(
+            "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now. The "
+            "employer is notified.",
+            **facts,
         )
-    revoked = _(
-        "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now.",
-        serial=certificate.serial,
-        reason=certificate.revocation_reason,
-    )
-    published = "" if change.crl is not None else " " + _("The CRL follows within seconds.")
-    notified = _("The employer is notified.")
-    return f"{revoked}{published} {notified}"
+    else:
+        message = _(
+            "Certificate %(serial)s is revoked (%(reason)s); OCSP answers say so now. The CRL "
+            "follows within seconds. The employer is notified.",
+            **facts,
+        )
+    return str(message)
 
 
 @bp.get("/officer/certificates/")

@@ -3,10 +3,14 @@ need it (a nonce, an unknown serial, a certificate without a fresh stored respon
 
 from __future__ import annotations
 
+import logging
+
+import sqlalchemy as sa
+from cryptography.x509 import ocsp
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from ca_service.db import read_first, utcnow
+from ca_service.db import db, read_first, utcnow
 from ca_service.extensions import csrf, settings_of
 from ca_service.hsm_access import app_token
 from ca_service.revocation.answer_cache import AnswerCache
@@ -17,11 +21,14 @@ from ca_service.revocation.ocsp import (
     OCSPAnswer,
     answer_ocsp_request,
     response_lifetime,
+    unsuccessful,
 )
 from ca_service.revocation.service import latest_crl
 from ca_service.web import stateless
+from hsm.errors import DuplicateKeyLabel, HSMError, KeyNotFound
 
 bp = Blueprint("revocation", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/pki/crl/<slug>.crl")
@@ -41,12 +48,36 @@ def crl(slug: str) -> Response:
     return response
 
 
+def _unavailable(what: str, exc: Exception) -> OCSPAnswer:
+    """RFC 6960's answer while a dependency is down: an unsigned tryLater (a relying party
+    asks again, or another responder), not an HTTP error page it cannot read. A missing key
+    is a set-up fault, not an outage: internalError."""
+    db.session.rollback()
+    if isinstance(exc, KeyNotFound | DuplicateKeyLabel):
+        log.error("OCSP: %s: %s", what, exc)
+        return unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+    log.error("OCSP answered tryLater: %s: %s", what, exc)
+    return unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+
+
 def _answer(data: bytes) -> OCSPAnswer:
     lifetime = response_lifetime(settings_of(current_app))
     cache: AnswerCache = current_app.extensions[ANSWER_CACHE]
     generation = cache.generation
-    with read_first():  # stored answers are read without queueing for SQLite's write lock
-        answer = answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
+    try:
+        with read_first():  # stored answers are read without queueing for SQLite's write lock
+            answer = answer_ocsp_request(data, token=app_token(), lifetime=lifetime)
+    except sa.exc.OperationalError as exc:
+        return _unavailable("the database is unavailable", exc)
+    except HSMError as exc:
+        return _unavailable("the HSM cannot sign", exc)
+    try:
+        # Here, not at the request's boundary: the answer just signed is right whether or not
+        # it is kept for the next request, so a failed commit must not turn it into an error.
+        db.session.commit()
+    except sa.exc.OperationalError as exc:
+        db.session.rollback()
+        log.warning("OCSP answer not stored (the database is unavailable): %s", exc.orig)
     # The fast path answers the next identical request from memory.
     cache.put(data, answer, generation)
     return answer

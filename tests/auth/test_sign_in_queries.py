@@ -6,10 +6,6 @@ SQLAlchemy's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -31,6 +27,7 @@ from tests.auth.certificates import (  # noqa: F401  (fixtures used by name)
     agency_certificate,
 )
 from tests.issuance.conftest import make_employer  # noqa: F401
+from tests.statements import counted_statements
 
 USERS = User.__table__.c
 
@@ -40,22 +37,6 @@ def sign_in(issued: AgencyCertificate, app: Flask) -> User:
         verify_certificate([issued.certificate], settings=settings_of(app), now=utcnow())
     )
     return user
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """The statements SQLAlchemy runs meanwhile (the sign-in query itself is not among them)."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(args[2])
-
-    engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def test_the_account_is_a_clean_persistent_user_of_the_session(
@@ -70,7 +51,7 @@ def test_the_account_is_a_clean_persistent_user_of_the_session(
         assert user in db.session
         assert not state.modified
         assert user not in db.session.dirty
-        with statements() as seen:
+        with counted_statements() as seen:
             # What the query read, and what its conditions say: no query for any of it.
             assert (user.id, user.username, user.role, user.disabled, user.employer_id) == (
                 issued.account.user_id,
@@ -109,7 +90,7 @@ def test_an_account_already_in_the_session_is_that_object(
         db.session.commit()  # expires everything it loaded
         again = sign_in(issued, app)
         assert again is loaded
-        with statements() as seen:
+        with counted_statements() as seen:
             # Filled in from the sign-in's row, as a query would have refreshed it.
             assert (again.username, again.session_version) == (
                 issued.account.username,

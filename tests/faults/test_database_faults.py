@@ -8,9 +8,7 @@ gives exactly one certificate."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import time_machine
@@ -28,32 +26,11 @@ from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     make_employer,
     submitted_application,
 )
+from tests.statements import failing_statement
 
 API = "/api/v1"
 # Far more than an approval runs; the loop stops at the first n the request does not reach.
 MAX_STATEMENTS = 80
-
-
-@contextmanager
-def failing_statement(app: Flask, n: int) -> Iterator[list[str]]:
-    """The n-th statement (1-based) run on the app's engine fails; yields what it was."""
-    seen = 0
-    failed: list[str] = []
-
-    def fail_nth(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == n:
-            failed.append(statement)
-            raise sa.exc.OperationalError(statement, params, Exception("injected: server gone"))
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", fail_nth)
-    try:
-        yield failed
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", fail_nth)
 
 
 def _state(app: Flask, application_id: int) -> tuple[ApplicationStatus, list[CertificateStatus]]:

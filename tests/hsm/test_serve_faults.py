@@ -2,9 +2,10 @@
 gunicorn workers serve (its SoftHSM directory moved off), then put back; the module finalised
 underneath an app; wrong PINs at start-up and a PIN changed while serving.
 
-While the token is away, issuance, renewal, revocation (CRL publication, OCSP re-signing) and
-OCSP answers that must be signed get a translated 503 quickly, never a 500 or a hang; OCSP
-requests without a nonce are answered from the pre-signed responses. When the token is back,
+While the token is away, issuance, renewal and revocation (CRL publication, OCSP re-signing)
+get a translated 503 quickly, never a 500 or a hang, and OCSP answers that must be signed an
+unsigned tryLater (RFC 6960); OCSP requests without a nonce are answered from the pre-signed
+responses. When the token is back,
 the same server recovers without a restart. A wrong PIN is offered to the token once."""
 
 from __future__ import annotations
@@ -126,6 +127,25 @@ def _ocsp_status(answer: Answer) -> ocsp.OCSPResponseStatus:
     return ocsp.load_der_ocsp_response(answer.content).response_status
 
 
+def _assert_try_later(answer: Answer) -> None:
+    """RFC 6960's answer while the HSM cannot sign: an unsigned tryLater, quickly."""
+    assert answer.status == 200, (answer.status, answer.body[:300])
+    assert answer.seconds < ANSWER_SECONDS, answer
+    assert _ocsp_status(answer) is ocsp.OCSPResponseStatus.TRY_LATER
+
+
+def _until_signed(send: Callable[[], Answer]) -> Answer:
+    """``send`` again until the OCSP answer is signed (not tryLater)."""
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while True:
+        answer = send()
+        assert answer.status == 200, answer.body[:300]
+        if _ocsp_status(answer) is not ocsp.OCSPResponseStatus.TRY_LATER:
+            return answer
+        assert time.monotonic() < deadline, "no recovery: still tryLater"
+        time.sleep(0.3)
+
+
 def _token(app: Flask, username: str, password: str, totp_code: str | None = None) -> str:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = f"10.31.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
@@ -244,7 +264,7 @@ def test_token_removed_while_serving_answers_503_then_recovers(
             for step in ("approve", "issue"):  # again once the workers know it is gone
                 _assert_unavailable(issue(step))
                 _assert_unavailable(revoke())
-                _assert_unavailable(ocsp_signed(), language="en")
+                _assert_try_later(ocsp_signed())
                 # No nonce: the pre-signed response, no HSM needed.
                 stored = _call(base, stored_get)
                 assert stored.status == 200, stored.body[:300]
@@ -279,7 +299,7 @@ def test_token_removed_while_serving_answers_503_then_recovers(
         )
         assert renewed.json()["status"] == "issued", renewed.body
         assert _until_recovered(revoke, 200).status == 200
-        signed = _until_recovered(ocsp_signed, 200)
+        signed = _until_signed(ocsp_signed)
         assert _ocsp_status(signed) is ocsp.OCSPResponseStatus.SUCCESSFUL
         published = crl_publish()
         assert published.returncode == 0, published.stderr
@@ -414,7 +434,7 @@ def test_pin_changed_while_serving_is_offered_once(
         try:
             # The workers' logins end (the token goes and comes back); logging in again fails.
             with token_away(hsm_env, tmp_path):
-                _assert_unavailable(_call(base, "/ocsp", raw=der), language="en")
+                _assert_try_later(_call(base, "/ocsp", raw=der))
             answers = [_call(base, "/ocsp", raw=der) for _ in range(requests)]
             time.sleep(1.5)  # past the rescan interval: the workers look for the token again
             answers += [_call(base, "/ocsp", raw=der) for _ in range(requests)]
@@ -425,7 +445,8 @@ def test_pin_changed_while_serving_is_offered_once(
                 .open(rw=True) as session
             ):
                 session.set_pin(new_pin, hsm_env.ca_pin)
-        assert {a.status for a in answers} == {503}, [a.body[:200] for a in answers]
+        assert {a.status for a in answers} == {200}, [a.body[:200] for a in answers]
+        assert {_ocsp_status(a) for a in answers} == {ocsp.OCSPResponseStatus.TRY_LATER}
     text = log.read_text()
     # One C_Login with the old PIN, however many requests came.
     assert text.count("the token rejected the PIN (") == 1, text[-3000:]

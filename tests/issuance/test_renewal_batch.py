@@ -40,6 +40,7 @@ from tests.issuance.conftest import (
     issue_employer_certificate,
 )
 from tests.issuance.test_renewal import _renew, _token
+from tests.statements import counted_statements
 
 
 @pytest.fixture
@@ -327,13 +328,8 @@ def test_a_renewal_request_reads_its_facts_in_three_queries(
         client = app.test_client()
         headers = _token(client, issued.account)
         key = ec.generate_private_key(ec.SECP256R1())
-        with app.app_context():
-            engine = db.engine
-        sa.event.listen(engine, "before_cursor_execute", count)
-        try:
+        with counted_statements(app, each=count):
             status, _body = _renew(client, headers, issued.serial, csr_pem(key))
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", count)
     assert status == 201
     # Before the batch answers: 3; after it, the answer reads nothing more.
     assert len(selects) == 3, selects

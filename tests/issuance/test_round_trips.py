@@ -15,6 +15,7 @@ from ca_service.hsm_access import app_token
 from ca_service.issuance import service
 from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
 from tests.issuance.conftest import MakeEmployer, approved_application
+from tests.statements import counted_statements
 
 
 def _queued(conn: sa.Connection) -> bool:
@@ -56,19 +57,18 @@ def test_one_by_one_issuance_waits_for_the_database_few_times(
         db.session.commit()
         db.session.refresh(application)
         db.session.commit()
-        sa.event.listen(db.engine, "before_cursor_execute", statement)
         sa.event.listen(db.engine, "commit", committed)
         sa.event.listen(db.engine, "begin", began)
         try:
-            service.issue_certificate(
-                application=application,
-                token=token,
-                profile=profile,
-                commit=db.session.commit,
-                actor="tests",
-            )
+            with counted_statements(each=statement):
+                service.issue_certificate(
+                    application=application,
+                    token=token,
+                    profile=profile,
+                    commit=db.session.commit,
+                    actor="tests",
+                )
         finally:
-            sa.event.remove(db.engine, "before_cursor_execute", statement)
             sa.event.remove(db.engine, "commit", committed)
             sa.event.remove(db.engine, "begin", began)
         assert application.status is ApplicationStatus.ISSUED

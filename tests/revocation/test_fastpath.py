@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,29 +33,14 @@ from ca_service.revocation.service import revoke_certificate
 from tests.conftest import CliInvoke, serving
 from tests.revocation.conftest import MakeCertificate
 from tests.revocation.ocsp_tools import OCSP_REQUEST, ca_certificates, ocsp_request
-
-
-class Statements:
-    """Counts the SQL statements the app's engine runs."""
-
-    def __init__(self, app: Flask) -> None:
-        with app.app_context():
-            self.engine = db.engine
-        self.count = 0
-        sa.event.listen(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, *args: Any) -> None:
-        self.count += 1
-
-    def remove(self) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._seen)
+from tests.statements import counted_statements
 
 
 @pytest.fixture
-def statements(app: Flask) -> Iterator[Statements]:
-    counter = Statements(app)
-    yield counter
-    counter.remove()
+def statements(app: Flask) -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs during the test."""
+    with counted_statements(app) as seen:
+        yield seen
 
 
 @pytest.fixture
@@ -94,19 +78,19 @@ def test_stored_answer_is_served_without_flask_then_from_memory(
     app: Flask,
     client: FlaskClient,
     make_certificate: MakeCertificate,
-    statements: Statements,
+    statements: list[str],
     request: pytest.FixtureRequest,
 ) -> None:
     _, issuing, _ = ca_certificates(app)
     body = ocsp_request(make_certificate().certificate, issuing)
     request.getfixturevalue("no_views")
 
-    statements.count = 0
+    statements.clear()
     assert _status(client, body) is ocsp.OCSPCertStatus.GOOD  # from storage, one read
-    assert statements.count > 0
-    statements.count = 0
+    assert statements
+    statements.clear()
     assert _status(client, body) is ocsp.OCSPCertStatus.GOOD  # from memory
-    assert statements.count == 0
+    assert statements == []
 
 
 def test_fast_path_responses_equal_the_views(

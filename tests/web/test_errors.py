@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, redirect
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hsm import HSMUnavailable, SessionLost
 
@@ -40,6 +41,34 @@ def test_database_outage_is_503(app: Flask) -> None:
     page = app.test_client().get("/_test/fail")
     assert page.status_code == 503
     assert b"database is unavailable" in page.data
+
+
+def test_a_database_failing_at_the_commit_is_503_and_keeps_nothing(app: Flask) -> None:
+    from ca_service.audit.models import AuditEvent
+    from ca_service.audit.service import record_event
+    from ca_service.db import db
+    from tests.statements import failing_commit
+
+    def write_and_redirect() -> WerkzeugResponse:
+        record_event("tests", "test.commit", "target", {})
+        return redirect("/elsewhere")
+
+    app.add_url_rule("/_test/write", "test_write", write_and_redirect)
+    client = app.test_client()
+    with failing_commit(app) as failed:
+        page = client.get("/_test/write", headers={"Accept-Language": "es"})
+        api = client.get("/_test/write", headers={"Accept": "application/json"})
+    assert len(failed) == 2
+    assert page.status_code == api.status_code == 503
+    assert "La base de datos no está disponible" in page.get_data(as_text=True)
+    assert api.get_json()["error"]["code"] == "database_unavailable"
+    for response in (page, api):
+        assert "Location" not in response.headers  # not the redirect it would have been
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Frame-Options"] == "DENY"  # the security headers stay
+    with app.app_context():
+        assert db.session.scalars(sa.select(AuditEvent.action)).all() == []
+    assert client.get("/_test/write").status_code == 302  # the database is back
 
 
 def test_unexpected_error_is_a_500_page_without_traceback(app: Flask) -> None:

@@ -719,9 +719,9 @@ def renew_planned(
         (index, plan, _renewal_application(plan, current[plan.certificate_id].Employer))
         for index, plan in chosen
     ]
-    db.session.add_all(application for _index, _plan, application in created)
-    db.session.flush()  # an IntegrityError here (a renewal in another process): the caller
-    # rolls back and carries the plans out one by one
+    # One INSERT for all. An IntegrityError here (a renewal in another process): the caller
+    # rolls back and carries the plans out one by one.
+    applications.insert_applications([application for _index, _plan, application in created])
     notes = {application.id: _history_notes(plan) for _index, plan, application in created}
     by_employer = {application.id: plan.actor for _index, plan, application in created}
     news = [application for _index, _plan, application in created]

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask_babel import gettext
 from flask_babel import gettext as _
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
@@ -185,6 +186,43 @@ def _record_many(
     )
     for application, _unused in entries:
         db.session.expire(application, ["events"])  # reloaded with the new row when next read
+
+
+# Every column of an application, for ``insert_applications`` (one multi-row INSERT).
+_APPLICATION_COLUMNS = tuple(
+    column.key for column in cast("sa.Table", Application.__table__).columns if column.key != "id"
+)
+_INSERT_APPLICATIONS = sa.insert(cast("sa.Table", Application.__table__)).returning(
+    cast("sa.Table", Application.__table__).c.id, sort_by_parameter_order=True
+)
+
+
+def insert_applications(new: Sequence[Application]) -> None:
+    """Write new (transient) applications in one multi-row INSERT and put them in the session
+    as if loaded, every column set (``created_at`` and ``updated_at`` default to now), the
+    relationships given to the constructor kept as loaded. What the ORM's flush of the same
+    objects does, without its unit of work (a renewal batch writes one per renewal).
+
+    :raises sa.exc.IntegrityError: as the flush would (the caller rolls back).
+    """
+    if not new:
+        return
+    db.session.flush()  # the caller's pending changes go first, as with a flush
+    now = utcnow()
+    values: list[dict[str, Any]] = []
+    for application in new:
+        for name in ("created_at", "updated_at"):
+            if getattr(application, name) is None:
+                setattr(application, name, now)
+        row = {name: getattr(application, name) for name in _APPLICATION_COLUMNS}
+        for name, value in row.items():
+            setattr(application, name, value)  # unset columns too: loaded as None, not expired
+        values.append(row)
+    ids = db.session.connection().execute(_INSERT_APPLICATIONS, values).scalars().all()
+    for application, application_id in zip(new, ids, strict=True):
+        application.id = application_id
+        make_transient_to_detached(application)  # what is set counts as loaded, unchanged
+        db.session.add(application)
 
 
 def _active_employer(user: User) -> Employer:

@@ -171,21 +171,26 @@ def _record_many(
     application by id, where it is not ``actor``)."""
     db.session.flush()  # the application rows and their status changes go first
     created_at = utcnow()
-    db.session.connection().execute(
-        _INSERT_APPLICATION_EVENT,
-        [
-            {
-                "application_id": application.id,
-                "status": application.status,
-                "actor": actors.get(application.id, actor) if actors else actor,
-                "note": note,
-                "created_at": created_at,
-            }
-            for application, note in entries
-        ],
-    )
-    for application, _unused in entries:
-        db.session.expire(application, ["events"])  # reloaded with the new row when next read
+    rows = [
+        {
+            "application_id": application.id,
+            "status": application.status,
+            "actor": actors.get(application.id, actor) if actors else actor,
+            "note": note,
+            "created_at": created_at,
+        }
+        for application, note in entries
+    ]
+    db.session.connection().execute(_INSERT_APPLICATION_EVENT, rows)
+    for (application, _unused), row in zip(entries, rows, strict=True):
+        written = application.__dict__.get("events")
+        if written is not None and all(event.id is None for event in written):
+            # A history known to hold only what this transaction wrote (a new application
+            # made with ``events=[]``): the rows are added as written, not read back. They
+            # are for reading (an answer shows them), outside the session, without ids.
+            set_committed_value(application, "events", [*written, ApplicationEvent(**row)])
+        else:
+            db.session.expire(application, ["events"])  # reloaded with the new row when read
 
 
 # Every column of an application, for ``insert_applications`` (one multi-row INSERT).

@@ -28,7 +28,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_events
 from ca_service.auth.access import ensure_role
@@ -37,7 +36,7 @@ from ca_service.auth.service import actor_of
 from ca_service.authorities.service import ISSUING_SLUG, ROOT_SLUG
 from ca_service.authorities.signing import normalise_serial
 from ca_service.config import Settings
-from ca_service.db import db, read_first, utcnow
+from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
 from ca_service.errors import CAError, Conflict, Forbidden, NotFound, ValidationError
@@ -45,7 +44,7 @@ from ca_service.i18n import current_language
 from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
 from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
-from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus, KeySource
+from ca_service.issuance.models import Application, ApplicationStatus, KeySource
 from ca_service.issuance.notes import Note, NoteCode, ReviewCode, ReviewReason
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import in_language
@@ -607,8 +606,10 @@ def _renewal_application(plan: RenewalPlan, employer: Employer | None = None) ->
         decided_at=now if plan.status is ApplicationStatus.APPROVED else None,
         renews_id=plan.certificate_id,
         # A renewal brings no documents of its own (it relies on the lineage's): known empty,
-        # so the answer does not load the collection.
+        # so the answer does not load the collection; its history holds what is written
+        # (``record_histories`` adds the rows as written, not read back).
         documents=[],
+        events=[],
     )
 
 
@@ -858,9 +859,9 @@ def renew_planned(
         (index, plan, _renewal_application(plan, current[plan.certificate_id].Employer))
         for index, plan in chosen
     ]
-    db.session.add_all(application for _index, _plan, application in created)
-    db.session.flush()  # an IntegrityError here (a renewal in another process): the caller
-    # rolls back and carries the plans out one by one
+    # One INSERT for all. An IntegrityError here (a renewal in another process): the caller
+    # rolls back and carries the plans out one by one.
+    applications.insert_applications([application for _index, _plan, application in created])
     notes = {application.id: _history_notes(plan) for _index, plan, application in created}
     by_employer = {application.id: plan.actor for _index, plan, application in created}
     news = [application for _index, _plan, application in created]
@@ -869,6 +870,7 @@ def renew_planned(
     events: list[NewEvent] = []
     for _index, plan, application in created:
         events += [_requested_event(plan, application), _approved_event(application)]
+    chain = _chain_pem()  # read in this transaction: nothing is read after the last commit
     before_commit = _EventsBeforeCommit(events, commit)
     issued = applications.issue_certificates(
         applications=[application for _index, _plan, application in created],
@@ -879,27 +881,11 @@ def renew_planned(
         actors=by_employer,
     )
     before_commit.append()  # when issuance committed nothing
-    with read_first():  # after issuance's commit: reads that need not take the write lock
-        _load_history(news)
-        chain = _chain_pem()
     for (index, _plan, application), result in zip(created, issued, strict=True):
         certificate = result.certificate
         delivery = _delivery_pem(certificate, chain) if certificate is not None else None
         results[index] = BatchRenewal(application, certificate, delivery, result.error)
     return results
-
-
-def _load_history(rows: list[Application]) -> None:
-    """Load the history of new applications in one query (the answer shows it)."""
-    found: dict[int, list[ApplicationEvent]] = {row.id: [] for row in rows}
-    for event in db.session.scalars(
-        sa.select(ApplicationEvent)
-        .where(ApplicationEvent.application_id.in_(list(found)))
-        .order_by(ApplicationEvent.id)
-    ):
-        found[event.application_id].append(event)
-    for row in rows:
-        set_committed_value(row, "events", found[row.id])
 
 
 # The CA certificates a renewal's answer chains to (as ``service.chain_pem``: the issuing CA's

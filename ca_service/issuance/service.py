@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask_babel import gettext
 from flask_babel import gettext as _
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.service import NewEvent, record_event, record_events
@@ -171,23 +172,65 @@ def _record_many(
     application by id, where it is not ``actor``)."""
     db.session.flush()  # the application rows and their status changes go first
     created_at = utcnow()
-    db.session.connection().execute(
-        _INSERT_APPLICATION_EVENT,
-        [
-            {
-                "application_id": application.id,
-                "status": application.status,
-                "actor": actors.get(application.id, actor) if actors else actor,
-                "note_code": note.code.value,
-                "note_params": dict(note.params) or None,
-                "note": note.typed,
-                "created_at": created_at,
-            }
-            for application, note in entries
-        ],
-    )
-    for application, _unused in entries:
-        db.session.expire(application, ["events"])  # reloaded with the new row when next read
+    rows = [
+        {
+            "application_id": application.id,
+            "status": application.status,
+            "actor": actors.get(application.id, actor) if actors else actor,
+            "note_code": note.code.value,
+            "note_params": dict(note.params) or None,
+            "note": note.typed,
+            "created_at": created_at,
+        }
+        for application, note in entries
+    ]
+    db.session.connection().execute(_INSERT_APPLICATION_EVENT, rows)
+    for (application, _unused), row in zip(entries, rows, strict=True):
+        written = application.__dict__.get("events")
+        if written is not None and all(event.id is None for event in written):
+            # A history known to hold only what this transaction wrote (a new application
+            # made with ``events=[]``): the rows are added as written, not read back. They
+            # are for reading (an answer shows them), outside the session, without ids.
+            set_committed_value(application, "events", [*written, ApplicationEvent(**row)])
+        else:
+            db.session.expire(application, ["events"])  # reloaded with the new row when read
+
+
+# Every column of an application, for ``insert_applications`` (one multi-row INSERT).
+_APPLICATION_COLUMNS = tuple(
+    column.key for column in cast("sa.Table", Application.__table__).columns if column.key != "id"
+)
+_INSERT_APPLICATIONS = sa.insert(cast("sa.Table", Application.__table__)).returning(
+    cast("sa.Table", Application.__table__).c.id, sort_by_parameter_order=True
+)
+
+
+def insert_applications(new: Sequence[Application]) -> None:
+    """Write new (transient) applications in one multi-row INSERT and put them in the session
+    as if loaded, every column set (``created_at`` and ``updated_at`` default to now), the
+    relationships given to the constructor kept as loaded. What the ORM's flush of the same
+    objects does, without its unit of work (a renewal batch writes one per renewal).
+
+    :raises sa.exc.IntegrityError: as the flush would (the caller rolls back).
+    """
+    if not new:
+        return
+    db.session.flush()  # the caller's pending changes go first, as with a flush
+    now = utcnow()
+    values: list[dict[str, Any]] = []
+    for application in new:
+        for name in ("created_at", "updated_at"):
+            if getattr(application, name) is None:
+                setattr(application, name, now)
+        row = {name: getattr(application, name) for name in _APPLICATION_COLUMNS}
+        for name, value in row.items():
+            setattr(application, name, value)  # unset columns too: loaded as None, not expired
+        values.append(row)
+    ids = db.session.connection().execute(_INSERT_APPLICATIONS, values).scalars().all()
+    for application, application_id in zip(new, ids, strict=True):
+        application.id = application_id
+        make_transient_to_detached(application)  # what is set counts as loaded, unchanged
+        db.session.add(application)
 
 
 def _active_employer(user: User) -> Employer:

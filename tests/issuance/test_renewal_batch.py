@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
 
+from ca_service.api.serialise import timestamp
 from ca_service.audit.models import AuditEvent
 from ca_service.auth.models import User
 from ca_service.db import db, utcnow
@@ -218,6 +219,23 @@ def test_renewals_at_once_are_written_together(
         assert len(history) == 3
         assert history[1] == "system"
         assert str(body["chain_pem"]).count("BEGIN CERTIFICATE") == 3
+        # Made from what was written, not read back: the same as what is stored.
+        with app.app_context():
+            stored = db.session.scalars(
+                sa.select(ApplicationEvent)
+                .where(ApplicationEvent.application_id == body["application"]["id"])  # type: ignore[index]
+                .order_by(ApplicationEvent.id)
+            ).all()
+            assert body["application"]["history"] == [  # type: ignore[index]
+                {
+                    "status": e.status.value,
+                    "actor": e.actor,
+                    "note": event_note(e) or None,
+                    "note_code": e.note_code,
+                    "at": timestamp(e.created_at),
+                }
+                for e in stored
+            ]
 
 
 def _failing_once(real: Callable[..., Any], error: Exception) -> Callable[..., Any]:

@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from flask import Flask
 
 from ca_service.db import db, pipelined, utcnow
+from ca_service.employers.models import Employer
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
-from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
+from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus, KeySource
 from tests.issuance.conftest import MakeEmployer, approved_application
 from tests.statements import counted_statements
 
@@ -113,3 +114,58 @@ def test_pipelined_counts_rows_after_the_block_and_raises_sqlalchemy_errors(
                 },
             )
         db.session.rollback()
+
+
+def test_inserted_applications_are_loaded_without_reading_them_again(
+    app: Flask, make_employer: MakeEmployer
+) -> None:
+    accounts = [make_employer() for _ in range(2)]
+    with app.app_context():
+        employers = [db.session.get(Employer, a.employer_id) for a in accounts]
+        new = [
+            Application(
+                employer_id=account.employer_id,
+                employer=employer,
+                status=ApplicationStatus.APPROVED,
+                key_source=KeySource.CSR,
+                created_by_id=account.user_id,
+                documents=[],
+            )
+            for account, employer in zip(accounts, employers, strict=True)
+        ]
+        statements: list[str] = []
+
+        def statement(conn: sa.Connection, cursor: Any, sql: str, *args: Any) -> None:
+            if not sql.startswith("BEGIN"):  # SQLite's own BEGIN IMMEDIATE
+                statements.append(sql)
+
+        sa.event.listen(db.engine, "before_cursor_execute", statement)
+        try:
+            service.insert_applications(new)
+            inserted = len(statements)
+            seen = [
+                (a.id, a.status, a.certificate_id, a.decided_by_id, a.rejection_reason) for a in new
+            ]
+            assert [a.employer.id for a in new] == [e.id for e in employers if e is not None]
+            assert [list(a.documents) for a in new] == [[], []]
+            assert new[0].certificate is None
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", statement)
+        # One multi-row INSERT on PostgreSQL (SQLite returns ids in order one row at a time),
+        # nothing read back when the rows are read.
+        assert inserted == len(statements) == (1 if db_is_postgres(app) else len(new))
+        assert all(sql.startswith("INSERT INTO applications") for sql in statements)
+        assert all(isinstance(i, int) for i, *_ in seen)
+        assert seen[0][0] != seen[1][0]
+        assert all(a in db.session and not db.session.is_modified(a) for a in new)
+        assert new[0].created_at is not None
+        assert new[0].updated_at == new[0].created_at
+        db.session.commit()
+        stored = db.session.scalars(
+            sa.select(Application)
+            .where(Application.id.in_([a.id for a in new]))
+            .execution_options(populate_existing=True)
+        ).all()
+        assert sorted((a.id, a.employer_id, a.status) for a in stored) == sorted(
+            (a.id, a.employer_id, ApplicationStatus.APPROVED) for a in new
+        )

@@ -133,7 +133,7 @@ def test_a_first_time_employer_does_it_all_in_the_browser(
     officer_context = _context(browser, language)
     console = officer_context.new_page()
     officer_sign_in(console, base, officer, ui)
-    console.get_by_role("link", name=ui("Review queue")).click()
+    console.get_by_role("navigation").get_by_role("link", name=ui("Review queue")).click()
     console.get_by_role("link", name=application_url.rsplit("/", 1)[1], exact=True).click()
     expect(console.locator("iframe")).to_have_count(len(DocumentType))
     checks.check(console, "review")

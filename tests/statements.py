@@ -84,17 +84,24 @@ def failing_statement(app: Target, n: int) -> Iterator[list[str]]:
 
 
 @contextmanager
-def failing_commit(app: Flask | None) -> Iterator[list[int]]:
-    """Every COMMIT meanwhile on the app's engine fails in the driver as when the database
-    went away before it answered (nothing is committed; SQLAlchemy raises OperationalError and
-    discards the connection as it would for the real error); yields one entry per failure."""
+def failing_commit(app: Flask | None, nth: int | None = None) -> Iterator[list[int]]:
+    """Every COMMIT meanwhile on the app's engine (or only the ``nth``, 1-based) fails in the
+    driver as when the database went away before it answered (nothing is committed;
+    SQLAlchemy raises OperationalError and discards the connection as it would for the real
+    error); yields one entry per failure."""
     engine = _engine(app)
     assert isinstance(engine, sa.Engine), "an app's engine, not every engine"
     dialect = engine.dialect
     real = dialect.do_commit
     failed: list[int] = []
+    seen = 0
 
-    def gone(_dbapi_connection: Any) -> None:
+    def gone(dbapi_connection: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if nth is not None and seen != nth:
+            real(dbapi_connection)
+            return
         failed.append(1)
         raise dialect.loaded_dbapi.OperationalError("injected: server gone at COMMIT")
 

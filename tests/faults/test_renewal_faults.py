@@ -30,11 +30,10 @@ from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     make_employer,
 )
 from tests.issuance.test_renewal import _renew, _token
-from tests.statements import failing_statement
+from tests.statements import failing_commit, failing_statement
 
 # Far more than a renewal runs; the loop stops at the first n the request does not reach.
 MAX_STATEMENTS = 80
-CLEAN = (ApplicationStatus.APPROVED, ApplicationStatus.ISSUED)
 
 
 def _state(app: Flask, issued: Issued) -> tuple[list[ApplicationStatus], list[CertificateStatus]]:
@@ -113,3 +112,50 @@ def test_a_database_fault_at_any_statement_of_a_renewal_leaves_nothing_half_writ
     print(f"a fault at each of the renewal's {n - 1} statements")
     verified = cli("audit", "verify")
     assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.parametrize(
+    ("nth", "answer", "left"),
+    [
+        # The batch's reservation COMMIT: nothing kept, the request renews one by one.
+        (1, 201, ([ApplicationStatus.ISSUED], [CertificateStatus.ISSUED])),
+        # The storing COMMIT: the serial stays reserved, the application approved.
+        (2, 503, ([ApplicationStatus.APPROVED], [CertificateStatus.PENDING])),
+        # Every COMMIT: nothing kept at all.
+        (None, 503, ([], [])),
+    ],
+    ids=["reservation", "storing", "every"],
+)
+def test_a_failed_commit_of_a_renewal_leaves_nothing_half_written(
+    app: Flask,
+    client: FlaskClient,
+    make_employer: MakeEmployer,  # noqa: F811
+    officer_id: int,
+    nth: int | None,
+    answer: int,
+    left: tuple[list[ApplicationStatus], list[CertificateStatus]],
+) -> None:
+    """The COMMIT that keeps the reserved serial (the first), the one that stores the
+    certificate (the second), or every COMMIT fails as when the database went away before it
+    answered: a 503 or a renewal done one by one, and the retry renews exactly once."""
+    issued = issue_employer_certificate(app, make_employer(), officer_id)
+    inside = issued.not_after - dt.timedelta(days=20)
+    csr = csr_pem(ec.generate_private_key(ec.SECP256R1()))
+    with time_machine.travel(inside, tick=True):
+        headers = _token(client, issued.account)
+        with failing_commit(app, nth) as failed:
+            status, body = _renew(client, headers, issued.serial, csr)
+    assert failed, "the renewal did not commit"
+    assert status == answer, body
+    applications, rows = _state(app, issued)
+    assert (applications, rows) == left
+    if status == 201:
+        return
+    with time_machine.travel(inside + dt.timedelta(minutes=3), tick=True):
+        headers = _token(client, issued.account)
+        status, body = _renew(client, headers, issued.serial, csr)
+    assert status == 201, (nth, applications, rows, body)
+    applications, rows = _state(app, issued)
+    assert applications == [ApplicationStatus.ISSUED], applications
+    assert rows.count(CertificateStatus.ISSUED) == 1, rows
+    assert set(rows) <= {CertificateStatus.ISSUED, CertificateStatus.FAILED}, rows

@@ -54,6 +54,7 @@ system-packages:
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	for tool in $(EXTRA_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
@@ -81,7 +82,10 @@ bench: setup
 
 # Every benchmark in its bounded mode -> bench/RESULTS.md and its plots (about 4 minutes).
 BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+# The benchmarks make scratch databases on that server (ca_bench_*) and drop them; wrk drives
+# the OCSP benchmark (Debian's package).
 bench-report: setup
+	$(MAKE) --no-print-directory system-packages EXTRA_PACKAGES=wrk
 	$(BIN)/python bench/run_all.py --postgres $(BENCH_POSTGRES)
 
 clean-var:

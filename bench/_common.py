@@ -3,6 +3,7 @@ made with the project's own code (as tests/conftest.py does), and peak-RSS helpe
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
@@ -64,13 +65,19 @@ def add_token(conf: Path) -> str:
     return label
 
 
-def reset_postgres(url: str) -> None:
-    """Empty the database's public schema (the benchmark's database only!)."""
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+SCRATCH_PREFIX = "ca_bench"
+
+
+def own_postgres(url: str) -> str:
+    """A database of this run's own on the server of ``url``, dropped when the process ends:
+    a benchmark never touches the database it was given (which may be someone's). A URL that
+    names such a scratch database already (``scratch_postgres``) is used as it is."""
+    if sa.engine.make_url(url).database.startswith(f"{SCRATCH_PREFIX}_"):  # type: ignore[union-attr]
+        return url
+    scratch = scratch_postgres(url)
+    own = scratch.__enter__()
+    atexit.register(scratch.__exit__, None, None, None)
+    return own
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -87,7 +94,7 @@ def prepare(var_dir: Path, conf: Path, label: str, database_url: str) -> BenchEn
     from ca_service.revocation.service import publish_all_crls
 
     if database_url.startswith("postgresql"):
-        reset_postgres(database_url)
+        database_url = own_postgres(database_url)
     upgrade_database(database_url)
     overrides: dict[str, Any] = {
         "VAR_DIR": str(var_dir),
@@ -183,7 +190,7 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> str:
 
 
 @contextmanager
-def scratch_postgres(server_url: str, prefix: str = "ca_bench") -> Iterator[str]:
+def scratch_postgres(server_url: str, prefix: str = SCRATCH_PREFIX) -> Iterator[str]:
     """A new, empty database on the server of ``server_url`` (SQLAlchemy URL) for this run
     only, dropped at the end (as tests/conftest.py does): the benchmark never empties a
     database someone else uses."""

@@ -1,7 +1,7 @@
 """CRL publication at scale: our `publish_crl` against bare cryptography in the same run.
 
 Creates a throw-away SoftHSM token and database (SQLite; PostgreSQL too with ``--postgres URL``
-— that database's public schema is dropped and recreated!), inserts N revoked certificates of
+— a scratch database on that server, dropped afterwards), inserts N revoked certificates of
 the issuing CA with bulk Core inserts, then measures, each in its own process so peak memory
 does not mix:
 

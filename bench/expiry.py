@@ -2,7 +2,7 @@
 of the same rows, in the same run.
 
 A throw-away SoftHSM token and database (SQLite by default; ``--database-url URL`` for
-PostgreSQL — that database's public schema is dropped and recreated!) get the CA hierarchy,
+PostgreSQL: a scratch database on that server, dropped afterwards) get the CA hierarchy,
 1,000 employers and ``--rows`` (1,000,000) issued certificate rows, bulk-inserted, of which 1 %
 are due for their 30-day warning. Then:
 
@@ -149,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
-        "--database-url", default=None, help="PostgreSQL URL (its public schema is recreated!)"
+        "--database-url", default=None, help="PostgreSQL server URL (a scratch DB is made there)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()

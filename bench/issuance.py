@@ -1,7 +1,7 @@
 """Issuance throughput: the service path against the bare HSM adapter, in the same run.
 
 For each issuing-CA key (RSA-2048, EC P-256) and each database (SQLite; PostgreSQL too with
-``--postgres URL`` — that database's public schema is dropped and recreated!), a throw-away
+``--postgres URL``: a scratch database on that server, dropped afterwards), a throw-away
 SoftHSM token and database get the CA hierarchy and N approved applications, then:
 
 - one by one: ``issue_certificate`` for each application, as an officer's approval issues —
@@ -169,7 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=300, help="certificates per case")
     parser.add_argument("--round", type=int, default=50, help="certificates per round and batch")
-    parser.add_argument("--postgres", default=None, help="PostgreSQL URL (schema is reset!)")
+    parser.add_argument(
+        "--postgres", default=None, help="PostgreSQL server URL (a scratch DB is made there)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = parser.parse_args()
     databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])

@@ -1,7 +1,7 @@
 """Certificate-login verification throughput, against bare signature verification in the same run.
 
-For each database (SQLite; PostgreSQL too with ``--postgres URL`` — that database's public schema
-is dropped and recreated!) a throw-away SoftHSM token and database get the CA hierarchy, N
+For each database (SQLite; PostgreSQL too with ``--postgres URL``: a scratch database
+on that server, dropped afterwards) a throw-away SoftHSM token and database get the CA hierarchy, N
 employers with our certificates (issued through the issuance service), a tax CA (root +
 intermediate, trusted as anchors, CRLs stored) and N tax certificates bound to the same
 employers. Then, one process, one thread (one core):
@@ -215,7 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="employers (certificates of each kind)")
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
-    parser.add_argument("--postgres", default=None, help="PostgreSQL URL (schema is reset!)")
+    parser.add_argument(
+        "--postgres", default=None, help="PostgreSQL server URL (a scratch DB is made there)"
+    )
     parser.add_argument(
         "--rollback",
         action="store_true",

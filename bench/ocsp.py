@@ -3,8 +3,8 @@ event-loop kind or another one with ``--worker``) against `openssl ocsp -multi 2
 certificate statuses, driven by the same load.
 
 Creates a throw-away SoftHSM token and database (SQLite; PostgreSQL too with ``--postgres URL``
-— that database's public schema is dropped and recreated, so never point it at a database you
-need), inserts certificates of the issuing CA (good and revoked), pre-signs their responses
+— a scratch database on that server, dropped afterwards), inserts certificates of the issuing
+CA (good and revoked), pre-signs their responses
 (``refresh_ocsp_responses``, as `ca-service ocsp refresh` does), and writes the same statuses
 as an openssl ``index.txt``. openssl's responder needs a software key: the benchmark issues it
 a responder certificate signed by the issuing CA's HSM key (in the throw-away token only).

@@ -36,14 +36,24 @@ OCSP_P99_MS = 10.0  # ... with p99 <= 10 ms
 
 # Why the goals this report finds NOT MET are missed (see the README's Benchmarks section).
 NOTES = [
-    "Known misses. One-by-one issuance (as an approval issues) pays about 14 database round trips",
-    "per certificate, each about 0.4 ms to PostgreSQL here, the order of a whole RSA signature;",
-    "batches pay them once (issue #16 asks for pipeline mode or fewer round trips). A renewal",
-    "is one HTTP request doing a whole application's work: it costs the server 13-24 ms of CPU",
-    "against 0.4-1.3 ms for a bare signature, so on two cores its ratio cannot pass about",
-    "8 % / 4 % whatever the load (README, renewal). Bounded sizes here (and another job on the",
-    "same two cores) make every ratio noisier than the README's runs: batches of 50 on",
-    "PostgreSQL met 52-59 % / 22-23 % on a quiet machine.",
+    "Known misses, and why. One-by-one issuance (as an approval issues) costs about 3.5-4.5 ms",
+    "of CPU per certificate (in-process, the HSM signature included), 10 database round trips",
+    "on PostgreSQL (pipeline mode; tests/issuance/test_round_trips.py) and the two durable",
+    "COMMITs the design requires (the reserved serial before the HSM signs, the certificate",
+    "after; about 0.4 ms each on PostgreSQL here, one fsync each on SQLite with",
+    "synchronous=FULL), against a budget of about 1.4 ms (40 % of an RSA-2048 signature) and",
+    "1.1 ms (15 % of a P-256 one): the Python work of one certificate's two transactions alone",
+    "is over budget.",
+    "Batches pay all of that once per batch, and meet the goals. A renewal is one HTTP request",
+    "doing a whole application's work (sign-in token, checks, application, history, audit,",
+    "reservation, signature, storing): it costs the server 8-10 ms of CPU (the renewal table",
+    "below) against 0.2-1.0 ms for a bare signature, so on two cores its ratio cannot pass",
+    "about 10 % / 3 % whatever the load; reaching 30 % / 10 % needs a server path three to",
+    "four times leaner than SQLAlchemy's ORM and Flask allow today (README, Status). CRLs of",
+    "10,000 and 40,000 entries are listed without a verdict: their time is mostly the fixed",
+    "cost of a publication (tens of milliseconds); the goal is for 1,000,000 entries, and the",
+    "largest CRL of this bounded run is judged. Bounded sizes make every ratio noisier than",
+    "the README's runs.",
 ]
 
 
@@ -156,14 +166,21 @@ def goals(name: str, data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             )
     elif name == "crl":
+        # The goal (issue #4) is for a CRL of 1,000,000 entries: the bounded run judges its
+        # largest CRL; smaller ones show the fixed cost of a publication (reading the issuer,
+        # storing the CRL, the audit event, the commit) and are listed without a verdict.
+        largest: dict[str, int] = {}
+        for p in data["points"]:
+            largest[p["backend"]] = max(largest.get(p["backend"], 0), p["entries"])
         for p in data["points"]:
             ratio = p["ours_s"] / p["bare_s"]
+            judged = p["entries"] == largest[p["backend"]]
             out.append(
                 (
                     f"CRL {p['backend']} {p['entries']:,} entries",
                     f"{ratio:.2f}x bare",
-                    f"<= {CRL_GOAL}x",
-                    _verdict(ratio <= CRL_GOAL),
+                    f"<= {CRL_GOAL}x" if judged else "- (goal at 1,000,000 entries)",
+                    _verdict(ratio <= CRL_GOAL) if judged else "-",
                 )
             )
     elif name == "ocsp":

@@ -337,6 +337,10 @@ def _module_for(path: str) -> _Module:
         return module
 
 
+class _UserPinUnset(HSMUnavailable):
+    """C_Login said the token has no user PIN (``Token._log_in_rereading``)."""
+
+
 def _reinitialise(module: _Module) -> None:
     """C_Finalize and C_Initialize; called with ``module.lock`` held. Ends every session."""
     module.rescanned_at = time.monotonic()
@@ -587,10 +591,36 @@ class Token:
         except p11.PinLocked:
             raise PinLocked(self.label) from None
         except p11.UserPinNotInitialized:
-            raise HSMUnavailable(
+            raise _UserPinUnset(
                 f"token {self.label!r} has no user PIN yet: the security officer must set one"
             ) from None
         return anchor
+
+    def _log_in_rereading(self, module: _Module, slot_token: SlotToken) -> SlotToken:
+        """``_log_in``; lock held. A token this process has used says "no user PIN" when
+        SoftHSM read its file while another process rewrote it (a C_Login rewrites the token's
+        flags; seen under load with several workers starting at once), and the module keeps
+        that reading until it is initialised again: so re-read once (at most once per
+        RESCAN_INTERVAL) and log in again. The token's slot after the re-read is returned.
+
+        :raises HSMUnavailable: the token still has no user PIN.
+        """
+        try:
+            self._log_in(module, slot_token)
+            return slot_token
+        except _UserPinUnset:
+            if time.monotonic() - module.rescanned_at < RESCAN_INTERVAL:
+                raise
+        try:
+            _reinitialise(module)
+            slot_token = module.lib.get_token(token_label=self.label)
+        except p11.PKCS11Error as exc:
+            raise HSMUnavailable(
+                f"PKCS#11 module {self.config.module_path} failed to re-initialise "
+                f"({_describe(exc)})"
+            ) from None
+        self._log_in(module, slot_token)
+        return slot_token
 
     def _checkout(self) -> _PooledSession:
         with self._cond:
@@ -608,7 +638,7 @@ class Token:
             with module.lock:
                 if not module.lib.initialized:
                     raise self._module_down(module)
-                self._log_in(module, slot_token)
+                slot_token = self._log_in_rereading(module, slot_token)
                 session = slot_token.open(rw=True)
                 generation = module.generation
         except BaseException:

@@ -877,6 +877,17 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
     row = application.certificate
     if row is None:
         return
+    stored_meanwhile = Conflict(
+        _(
+            "The certificate for application %(id)s was stored just now; reload the "
+            "application.",
+            id=application.id,
+        )
+    )
+    if row.status is CertificateStatus.ISSUED:
+        # Read after the application (another transaction stored it in between): never
+        # released, the application is issued now.
+        raise stored_meanwhile
     if row.status is CertificateStatus.PENDING and now - row.created_at < SIGNING_GRACE:
         raise Conflict(
             _(
@@ -891,13 +902,7 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
             _FAIL_RESERVATION, {"reserved_id": row.id, "status": CertificateStatus.FAILED}
         )
         if failed != 1:
-            raise Conflict(
-                _(
-                    "The certificate for application %(id)s was stored just now; reload the "
-                    "application.",
-                    id=application.id,
-                )
-            )
+            raise stored_meanwhile
         _set_loaded(row, status=CertificateStatus.FAILED)
     released = _changed(
         _RELEASE_APPLICATION,

@@ -17,15 +17,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca_service.audit.models import AuditEvent
 from ca_service.auth.models import User
-from ca_service.db import db
+from ca_service.db import db, utcnow
 from ca_service.employers.models import Employer
 from ca_service.errors import Conflict, ServiceUnavailable
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
 from ca_service.issuance import service
+from ca_service.issuance.csr import check_request
 from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
 from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate, CertificateStatus
@@ -363,5 +365,43 @@ def test_a_reservation_left_past_its_signing_window_is_burnt_by_the_retry(
     assert [s for _serial, s in _successors(app, issued)] == [
         CertificateStatus.FAILED,  # the HSM failure
         CertificateStatus.FAILED,  # burnt by the retry; its late signature was not stored
+        CertificateStatus.ISSUED,
+    ]
+
+
+def test_a_certificate_stored_after_the_application_was_read_is_never_released(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a request may read the stuck application (approved) before another
+    request stores its certificate, and the certificate row after (issued): taking another
+    key then is refused, and the stored certificate stays the application's (found by
+    tests/test_concurrency_processes.py as a 500)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        with app.app_context():  # the officer's retry issues it
+            row = db.session.get(Application, stuck.id)
+            assert row is not None
+            service.issue_certificate(
+                application=row,
+                token=app_token(app),
+                profile=service.EmployerProfile.from_settings(settings_of(app)),
+                commit=db.session.commit,
+                actor="officer",
+            )
+            db.session.commit()
+        with app.app_context():  # what the other request holds: read before that commit
+            row = db.session.get(Application, stuck.id)
+            assert row is not None
+            set_committed_value(row, "status", ApplicationStatus.APPROVED)
+            other = check_request(csr_pem(ec.generate_private_key(ec.SECP256R1())).encode())
+            with pytest.raises(Conflict, match="stored just now"):
+                service.replace_approved_request(row, other, utcnow())
+            db.session.rollback()
+    (renewed,) = _renewals(app, issued)
+    assert renewed.status is ApplicationStatus.ISSUED
+    assert renewed.public_key_sha256 == spki_sha256(key.public_key())
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,
         CertificateStatus.ISSUED,
     ]

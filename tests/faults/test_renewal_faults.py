@@ -20,7 +20,6 @@ from ca_service.db import db
 from ca_service.issuance.models import Application, ApplicationStatus
 from ca_service.models import Certificate, CertificateStatus
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture used below)
-from tests.auth.flows import MakeOfficer
 from tests.conftest import CliInvoke
 from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     Issued,
@@ -28,6 +27,7 @@ from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     csr_pem,
     issue_employer_certificate,
     make_employer,
+    officer_id,
 )
 from tests.issuance.test_renewal import _renew, _token
 from tests.statements import failing_commit, failing_statement
@@ -54,17 +54,12 @@ def _state(app: Flask, issued: Issued) -> tuple[list[ApplicationStatus], list[Ce
         return [a.status for a in applications], list(rows)
 
 
-@pytest.fixture
-def officer_id(app: Flask, make_officer: MakeOfficer) -> int:  # noqa: F811
-    return make_officer().user.id
-
-
 def test_a_database_fault_at_any_statement_of_a_renewal_leaves_nothing_half_written(
     app: Flask,
     client: FlaskClient,
     cli: CliInvoke,
     make_employer: MakeEmployer,  # noqa: F811
-    officer_id: int,
+    officer_id: int,  # noqa: F811
 ) -> None:
     reached_end = False
     for n in range(1, MAX_STATEMENTS + 1):
@@ -130,7 +125,7 @@ def test_a_failed_commit_of_a_renewal_leaves_nothing_half_written(
     app: Flask,
     client: FlaskClient,
     make_employer: MakeEmployer,  # noqa: F811
-    officer_id: int,
+    officer_id: int,  # noqa: F811
     nth: int | None,
     answer: int,
     left: tuple[list[ApplicationStatus], list[CertificateStatus]],

@@ -339,3 +339,15 @@ class FailingToken:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._token, name)
+
+
+@pytest.fixture
+def officer_id(app: Flask, make_officer: MakeOfficer) -> int:  # noqa: F811
+    """An RA officer's user id (the approver of record of ``issued``)."""
+    return make_officer().user.id
+
+
+@pytest.fixture
+def issued(app: Flask, make_employer: MakeEmployer, officer_id: int) -> Issued:
+    """An employer certificate issued now after an officer's approval (committed)."""
+    return issue_employer_certificate(app, make_employer(), officer_id)

@@ -8,7 +8,6 @@ import datetime as dt
 import threading
 import traceback
 
-import pytest
 import sqlalchemy as sa
 import time_machine
 from cryptography import x509
@@ -31,7 +30,7 @@ from ca_service.models import Certificate
 from ca_service.revocation.blocked_keys import spki_sha256
 from ca_service.revocation.models import BlockedKey
 from tests.api.conftest import API, bearer, error_of, request_token, token_of
-from tests.auth.flows import MakeOfficer, csrf_token
+from tests.auth.flows import csrf_token
 from tests.issuance.conftest import (
     EmployerAccount,
     Issued,
@@ -40,16 +39,6 @@ from tests.issuance.conftest import (
     employer_login,
     issue_employer_certificate,
 )
-
-
-@pytest.fixture
-def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
-    return make_officer().user.id
-
-
-@pytest.fixture
-def issued(app: Flask, make_employer: MakeEmployer, officer_id: int) -> Issued:
-    return issue_employer_certificate(app, make_employer(), officer_id)
 
 
 def _token(client: FlaskClient, account: EmployerAccount) -> dict[str, str]:

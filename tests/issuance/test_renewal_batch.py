@@ -32,7 +32,6 @@ from ca_service.issuance.models import Application, ApplicationEvent
 from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate
 from tests.api.conftest import API
-from tests.auth.flows import MakeOfficer
 from tests.issuance.conftest import (
     FailingToken,
     Issued,
@@ -42,11 +41,6 @@ from tests.issuance.conftest import (
 )
 from tests.issuance.test_renewal import _renew, _token
 from tests.statements import counted_statements
-
-
-@pytest.fixture
-def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
-    return make_officer().user.id
 
 
 def _issued(app: Flask, make_employer: MakeEmployer, officer_id: int, count: int) -> list[Issued]:

@@ -32,26 +32,14 @@ from ca_service.issuance.models import Application, ApplicationEvent, Applicatio
 from ca_service.issuance.notes import event_note
 from ca_service.models import Certificate, CertificateStatus
 from ca_service.revocation.blocked_keys import spki_sha256
-from tests.auth.flows import MakeOfficer, csrf_token
+from tests.auth.flows import csrf_token
 from tests.issuance.conftest import (
     FailingToken,
     Issued,
-    MakeEmployer,
     csr_pem,
     employer_login,
-    issue_employer_certificate,
 )
 from tests.issuance.test_renewal import _renew, _token
-
-
-@pytest.fixture
-def officer_id(app: Flask, make_officer: MakeOfficer) -> int:
-    return make_officer().user.id
-
-
-@pytest.fixture
-def issued(app: Flask, make_employer: MakeEmployer, officer_id: int) -> Issued:
-    return issue_employer_certificate(app, make_employer(), officer_id)
 
 
 def _inside_window(issued: Issued) -> Any:
@@ -108,6 +96,38 @@ def _history(app: Flask, application_id: int) -> list[str]:
                 .order_by(ApplicationEvent.id)
             )
         ]
+
+
+def _officer_issues(app: Flask, application_id: int, token: Any) -> Certificate:
+    """The officer's retry of an approved application's issuance (the console's Issue
+    button), in its own session, with ``token`` signing."""
+    with app.app_context():
+        row = db.session.get(Application, application_id)
+        assert row is not None
+        issued = service.issue_certificate(
+            application=row,
+            token=token,
+            profile=service.EmployerProfile.from_settings(settings_of(app)),
+            commit=db.session.commit,
+            actor="officer",
+        )
+        db.session.commit()
+        return issued
+
+
+def _in_thread(work: Any) -> tuple[threading.Thread, list[BaseException | Certificate]]:
+    """``work()`` started in its own thread; what it returned or raised, once joined."""
+    outcome: list[BaseException | Certificate] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 def _fail_once(
@@ -204,26 +224,7 @@ def test_a_renewal_being_signed_is_left_alone_then_found_renewed(
     with _inside_window(issued):
         stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
         held = _HeldToken(app_token(app))
-        errors: list[BaseException] = []
-
-        def officer_retry() -> None:  # as the console's "issue" button, in its own session
-            try:
-                with app.app_context():
-                    row = db.session.get(Application, stuck.id)
-                    assert row is not None
-                    service.issue_certificate(
-                        application=row,
-                        token=held,  # type: ignore[arg-type]
-                        profile=service.EmployerProfile.from_settings(settings_of(app)),
-                        commit=db.session.commit,
-                        actor="officer",
-                    )
-                    db.session.commit()
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=officer_retry)
-        worker.start()
+        worker, outcome = _in_thread(lambda: _officer_issues(app, stuck.id, held))
         try:
             assert held.signing.wait(30)  # reserved and committed, now in the HSM
             headers = _token(client, issued.account)
@@ -234,7 +235,8 @@ def test_a_renewal_being_signed_is_left_alone_then_found_renewed(
         finally:
             held.go_on.set()
             worker.join(30)
-        assert not errors, errors
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], Certificate), outcome
         status, body = _renew(client, headers, issued.serial, csr_pem(key))
         assert status == 409, body
         assert "already renewed" in body["error"]["message"]  # type: ignore[index]
@@ -270,15 +272,8 @@ def test_an_officer_approval_is_not_carried_over_to_another_key(
             assert officer is not None
             service.approve_application(officer=officer, application=row, dual_control=False)
             db.session.commit()
-            with pytest.raises(ServiceUnavailable):
-                service.issue_certificate(
-                    application=row,
-                    token=FailingToken(app_token(app)),  # type: ignore[arg-type]
-                    profile=service.EmployerProfile.from_settings(settings_of(app)),
-                    commit=db.session.commit,
-                    actor="officer",
-                )
-            db.session.commit()
+        with pytest.raises(ServiceUnavailable):
+            _officer_issues(app, application_id, FailingToken(app_token(app)))
 
         other = csr_pem(ec.generate_private_key(ec.SECP256R1()))
         status, body = _renew(client, headers, issued.serial, other)
@@ -328,28 +323,7 @@ def test_a_reservation_left_past_its_signing_window_is_burnt_by_the_retry(
     with time_machine.travel(start, tick=True) as clock:
         stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
         held = _HeldToken(app_token(app))
-        outcome: list[BaseException | Certificate] = []
-
-        def dying_issuance() -> None:
-            try:
-                with app.app_context():
-                    row = db.session.get(Application, stuck.id)
-                    assert row is not None
-                    outcome.append(
-                        service.issue_certificate(
-                            application=row,
-                            token=held,  # type: ignore[arg-type]
-                            profile=service.EmployerProfile.from_settings(settings_of(app)),
-                            commit=db.session.commit,
-                            actor="officer",
-                        )
-                    )
-                    db.session.commit()
-            except BaseException as exc:
-                outcome.append(exc)
-
-        worker = threading.Thread(target=dying_issuance)
-        worker.start()
+        worker, outcome = _in_thread(lambda: _officer_issues(app, stuck.id, held))
         try:
             assert held.signing.wait(30)
             clock.shift(dt.timedelta(minutes=3))  # past the signing window
@@ -379,17 +353,7 @@ def test_a_certificate_stored_after_the_application_was_read_is_never_released(
     key = ec.generate_private_key(ec.SECP256R1())
     with _inside_window(issued):
         stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
-        with app.app_context():  # the officer's retry issues it
-            row = db.session.get(Application, stuck.id)
-            assert row is not None
-            service.issue_certificate(
-                application=row,
-                token=app_token(app),
-                profile=service.EmployerProfile.from_settings(settings_of(app)),
-                commit=db.session.commit,
-                actor="officer",
-            )
-            db.session.commit()
+        _officer_issues(app, stuck.id, app_token(app))  # the officer's retry issues it
         with app.app_context():  # what the other request holds: read before that commit
             row = db.session.get(Application, stuck.id)
             assert row is not None

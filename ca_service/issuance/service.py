@@ -879,8 +879,7 @@ def _release_stale_reservation(application: Application, now: dt.datetime) -> No
         return
     stored_meanwhile = Conflict(
         _(
-            "The certificate for application %(id)s was stored just now; reload the "
-            "application.",
+            "The certificate for application %(id)s was stored just now; reload the application.",
             id=application.id,
         )
     )

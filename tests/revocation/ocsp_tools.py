@@ -82,3 +82,22 @@ def openssl_ocsp(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Response verify OK" in proc.stderr + proc.stdout
     return proc.stdout
+
+
+def assert_same_headers(ours: dict[str, str], theirs: dict[str, str], what: str) -> None:
+    """Two answers' headers are the same, but for a max-age one apart: it counts down to the
+    nextUpdate, so answers made a second apart differ by one."""
+    ours, theirs = dict(ours), dict(theirs)
+    age, their_age = _max_age(ours), _max_age(theirs)
+    assert abs(age - their_age) <= 1, what
+    assert (age < 0) == (their_age < 0), what
+    assert ours == theirs, what
+
+
+def _max_age(headers: dict[str, str]) -> int:
+    """The Cache-Control max-age of ``headers``, which it removes from them (-1: none)."""
+    head, found, seconds = headers.get("cache-control", "").rpartition("max-age=")
+    if not found:
+        return -1
+    headers["cache-control"] = head
+    return int(seconds)

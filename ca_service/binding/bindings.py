@@ -5,12 +5,19 @@ A certificate is bound only when the verification core accepts it as a tax certi
 to an enabled tax anchor, validity, usage, not revoked by its CRL) and it carries the employer's
 registration number. A certificate has at most one live binding (a partial unique index backs
 the check below against races).
+
+A refusal that matters for security is audited and committed at once, before it is raised: the
+request then fails and its boundary rolls back, yet the attempt must stay on the record (as
+certificate login does). The refused certificate (``auth.certificate_refused``), another
+organisation's certificate, one bound to another employer, a challenge of a disabled account
+(``binding.refused``), and an unbinding of another employer's binding or by a role that may not
+(``binding.unbind_refused``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -36,7 +43,7 @@ from ca_service.config import Settings
 from ca_service.db import db
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
-from ca_service.errors import Conflict, Forbidden, NotFound, ValidationError, echoed
+from ca_service.errors import CAError, Conflict, Forbidden, NotFound, ValidationError, echoed
 from ca_service.i18n import format_utc_datetime
 from ca_service.outbox.service import in_language_of, notify_employer
 
@@ -61,14 +68,37 @@ def _live(fingerprint: str) -> CertificateBinding | None:
     )
 
 
+def _audited_refusal(
+    exc: CAError, *, actor: str, action: str, target: str, details: Mapping[str, object]
+) -> CAError:
+    """Audit a refused binding or unbinding and commit at once (the request itself rolls
+    back); ``exc``, to raise. The request's own pending changes are dropped first, as
+    ``record_refusal`` does: nothing of the refused action is kept (a claimed challenge stays
+    usable)."""
+    db.session.rollback()
+    record_event(actor, action, target, details)
+    db.session.commit()
+    return exc
+
+
+def _certificate_facts(certificate: x509.Certificate, method: str) -> dict[str, object]:
+    return {
+        "method": method,
+        "subject": certificate.subject.rfc4514_string()[:200],
+        "issuer": certificate.issuer.rfc4514_string(),
+        "serial": format(certificate.serial_number, "x"),
+    }
+
+
 def bind_certificate(
     *, user: User, verified: VerifiedCertificate, method: str, now: dt.datetime
 ) -> CertificateBinding:
     """Bind a verified tax certificate whose key the user has just proven to hold; flushes.
 
     :raises ValidationError: not a tax-bureau certificate (ours already sign in).
-    :raises CertificateRefused: it carries another organisation's number.
-    :raises Conflict: already bound to this account, or bound to another employer.
+    :raises CertificateRefused: it carries another organisation's number (audited, committed).
+    :raises Conflict: already bound to this account, or bound to another employer (audited,
+        committed).
     """
     ensure_role(user, Role.EMPLOYER_ADMIN)
     employer = employer_of(user)
@@ -83,14 +113,26 @@ def bind_certificate(
     if existing is not None:
         if existing.employer_id == employer.id:
             raise Conflict(_("This tax certificate is already bound to your account."))
-        raise Conflict(
+        conflict = Conflict(
             _(
                 "This tax certificate is bound to another employer's account and cannot be "
                 "bound here. If it is yours, contact the agency."
             )
         )
+        raise _audited_refusal(
+            conflict,
+            actor=actor_of(user),
+            action="binding.refused",
+            target=employer.registration_number,
+            details={
+                "reason": "bound_to_another_employer",
+                "binding_id": existing.id,
+                "fingerprint_sha256": verified.fingerprint_sha256,
+                **_certificate_facts(verified.certificate, method),
+            },
+        )
     if verified.registration_number != employer.registration_number:
-        raise CertificateRefused(
+        refusal = CertificateRefused(
             Refusal.OTHER_ORGANISATION,
             _(
                 "This tax certificate identifies another organisation (%(number)s), not "
@@ -99,6 +141,18 @@ def bind_certificate(
                 employer=employer.legal_name,
                 employer_number=employer.registration_number,
             ),
+        )
+        raise _audited_refusal(
+            refusal,
+            actor=actor_of(user),
+            action="binding.refused",
+            target=employer.registration_number,
+            details={
+                "reason": Refusal.OTHER_ORGANISATION.value,
+                "registration_number": verified.registration_number,
+                "fingerprint_sha256": verified.fingerprint_sha256,
+                **_certificate_facts(verified.certificate, method),
+            },
         )
     certificate = verified.certificate
     binding = CertificateBinding(
@@ -177,13 +231,26 @@ def bind_by_challenge(
     certificate's key; flushes.
 
     :raises CertificateRefused: unusable challenge, bad signature, refused certificate.
+    :raises Forbidden: the account that asked for the challenge is disabled (audited).
     :raises Conflict: already bound.
     """
     try:
         challenge = claim_challenge(nonce=nonce, purpose=ChallengePurpose.BIND, now=now)
         user = db.session.get(User, challenge.user_id) if challenge.user_id is not None else None
         if user is None or user.disabled:
-            raise Forbidden(_("The account that asked for this binding challenge is disabled."))
+            forbidden = Forbidden(
+                _("The account that asked for this binding challenge is disabled.")
+            )
+            raise _audited_refusal(
+                forbidden,
+                actor=actor_of(user) if user is not None else "anonymous",
+                action="binding.refused",
+                target=user.username if user is not None else "-",
+                details={
+                    "reason": "account_disabled" if user is not None else "account_missing",
+                    **(_certificate_facts(chain[0], "challenge") if chain else {}),
+                },
+            )
         message = signed_message(ChallengePurpose.BIND, nonce.strip())
         verify_possession(chain[0], message, signature)
         verified = verify_certificate(chain, settings=settings, now=now)
@@ -218,17 +285,38 @@ def unbind(*, user: User, binding_id: int, now: dt.datetime) -> CertificateBindi
     """End a binding: by the employer's administrator or by an RA officer / CA administrator;
     flushes.
 
-    :raises NotFound: no such live binding (for an administrator: none of theirs).
-    :raises Forbidden: the user may not unbind it.
+    :raises NotFound: no such live binding (for an administrator: none of theirs; another
+        employer's is audited, committed).
+    :raises Forbidden: the user may not unbind it (audited, committed).
     """
     binding = db.session.get(CertificateBinding, binding_id)
     if binding is None or binding.unbound_at is not None:
         raise NotFound(_("There is no bound certificate %(id)s.", id=binding_id))
+    refusal: CAError | None = None
     if user.role is Role.EMPLOYER_ADMIN:
         if user.employer_id != binding.employer_id:
-            raise NotFound(_("There is no bound certificate %(id)s.", id=binding_id))
+            # Another employer's binding answers as a missing one: its number says nothing.
+            refusal = NotFound(_("There is no bound certificate %(id)s.", id=binding_id))
+            reason = "another_employers_binding"
     else:
-        ensure_role(user, *_STAFF)
+        try:
+            ensure_role(user, *_STAFF)
+        except Forbidden as exc:
+            refusal, reason = exc, "role"
+    if refusal is not None:
+        owner = db.session.get(Employer, binding.employer_id)
+        raise _audited_refusal(
+            refusal,
+            actor=actor_of(user),
+            action="binding.unbind_refused",
+            target=owner.registration_number if owner is not None else "-",
+            details={
+                "reason": reason,
+                "binding_id": binding.id,
+                "serial": binding.serial,
+                "issuer": binding.issuer,
+            },
+        )
     binding.unbound_at = now
     binding.unbound_by = actor_of(user)
     db.session.flush()

@@ -1,12 +1,12 @@
 """Helpers of the TLS client-certificate tests: a server certificate for 127.0.0.1 from a
-throwaway CA, key files, `ca-service serve` as a subprocess (plain or TLS) and HTTPS calls."""
+throwaway CA (and the ``server_tls`` fixture of it, shared by tests/auth and tests/browser), key
+files, `ca-service serve` as a subprocess (plain or TLS) and HTTPS calls."""
 
 from __future__ import annotations
 
 import datetime as dt
 import http.client
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -18,6 +18,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import free_port
+from tests.conftest import free_port, process_env
 from tests.issuance.seal_factory import make_seal_ca
 from tests.pki_tools import write_pem
 
@@ -106,6 +107,12 @@ def make_server_tls(directory: Path) -> ServerTls:
     )
 
 
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
+    """The server certificate of the module's `ca-service serve --tls`."""
+    return make_server_tls(tmp_path_factory.mktemp("server-tls"))
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -164,10 +171,9 @@ SERVE = (sys.executable, "-m", "ca_service", "serve")
 def serve_environment(
     overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of a `ca-service` subprocess on the test database and token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_")}
-    env.update({f"CA_{k}": str(v) for k, v in overrides.items()})
-    env["CA_TEST_HSM_PIN"] = os.environ["CA_TEST_HSM_PIN"]
+    """The environment of a `ca-service` subprocess on the test database and token, with
+    ``environ`` (raw variables) on top."""
+    env = process_env(dict(overrides))
     env.update(environ or {})
     return env
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.auth.conftest import make_officer
-from tests.auth.tls_fixtures import Served, ServerTls, make_server_tls, serve_process
+from tests.auth.tls_fixtures import Served, ServerTls, serve_process, server_tls
 from tests.browser.support import ARGS, AXE, CHROMIUM
 from tests.conftest import Baseline
 from tests.issuance.conftest import seal_ca, trusted_seal_ca
@@ -35,11 +35,6 @@ def browser() -> Iterator[Any]:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield chromium
         chromium.close()
-
-
-@pytest.fixture(scope="module")
-def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
-    return make_server_tls(tmp_path_factory.mktemp("server-tls"))
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,22 @@ certificates (asked for, not required: password sign-in keeps working without on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
+import functools
 import gc
+import io
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import sqlalchemy as sa
+from a2wsgi.wsgi import Body, build_environ
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,6 +32,7 @@ from ca_service.app import create_app
 from ca_service.errors import ConfigurationError, echoed
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import check_login
+from ca_service.revocation.fastpath import OcspAsgi, OcspFastPath, read_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -249,19 +255,162 @@ class EventLoopWorker(UvicornWorker):  # type: ignore[misc]  # subclasses gunico
         self.config.access_log = bool(self.cfg.accesslog)
 
 
+# A request body up to this size is read in the event loop before the app runs: the thread
+# then reads it from memory instead of asking the loop for each part. Larger bodies, and bodies
+# of unknown length (chunked), are read from the loop as the app asks for them.
+PREREAD_BYTES = 64 * 1024
+# The response bytes a thread collects before it starts handing them to the loop piece by
+# piece (a large download); anything smaller leaves in one hand-off when the app returns.
+BUFFER_BYTES = 256 * 1024
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None  # repeated or malformed: the streamed path, as before
+            length = int(value)
+    return length
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+class _Exchange:
+    """One request's response as the app's thread produces it (PEP 3333's start_response and
+    write), collected in memory and handed to the loop once, unless it grows beyond
+    BUFFER_BYTES: then it is sent piece by piece, each piece waiting for the loop (flow
+    control stays the server's)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.loop = loop
+        self.send = send
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.streaming = False  # the head (and some of the body) went to the loop already
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: Any = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            if self.streaming:  # PEP 3333: too late to replace the head
+                raise exc_info[1].with_traceback(exc_info[2])
+        elif self.headers is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        self.status = int(status.split(" ", 1)[0])
+        self.headers = [
+            (name.strip().encode("latin-1").lower(), value.strip().encode("latin-1"))
+            for name, value in headers
+        ]
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.streaming:
+            self._send_now({"type": "http.response.body", "body": bytes(data), "more_body": True})
+            return
+        self.chunks.append(bytes(data))
+        self.size += len(data)
+        if self.size > BUFFER_BYTES:
+            self._start_streaming()
+
+    def _start_streaming(self) -> None:
+        if self.headers is None:
+            raise AssertionError("the app wrote a body before start_response")
+        self.streaming = True
+        self._send_now(
+            {"type": "http.response.start", "status": self.status, "headers": self.headers}
+        )
+        body, self.chunks, self.size = b"".join(self.chunks), [], 0
+        self._send_now({"type": "http.response.body", "body": body, "more_body": True})
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(_awaited(self.send(message)), self.loop).result()
+
+    def run(self, app: WSGIApplication, environ: WSGIEnvironment) -> None:
+        """Call the app in a worker thread and collect (or stream) its answer."""
+        iterable = app(environ, self.start_response)
+        try:
+            for chunk in iterable:
+                self.write(chunk)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+        if self.headers is None:
+            raise AssertionError("the app returned without calling start_response")
+
+
+class WsgiBridge:
+    """ASGI app running a WSGI app in a pool of ``threads`` threads.
+
+    In place of a2wsgi's ``WSGIMiddleware``, which passes every part of a request and of its
+    answer between the thread and the loop by a round trip (a thread hand-off and a wake-up of
+    the loop each: the head, each body part, the end), the largest cost of a small API answer
+    outside its view. Here a small request's body is read in the loop first, and the thread
+    hands back the whole answer when the app returns: one hand-off each way. Large or
+    chunked bodies and large answers still stream (``PREREAD_BYTES``, ``BUFFER_BYTES``); the
+    environ is a2wsgi's (``build_environ``), and the app runs in a copy of the loop's context
+    as there.
+    """
+
+    def __init__(self, app: WSGIApplication, threads: int) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":  # lifespan is off and websockets "none" in the worker
+            raise ValueError(f"the WSGI bridge serves HTTP only, not {scope['type']!r}")
+        loop = asyncio.get_running_loop()
+        length = _content_length(scope["headers"])
+        body: Any
+        if length is not None and length <= PREREAD_BYTES:
+            data = await read_body(receive)
+            if data is None:
+                return  # the client went away before sending its request: nobody to answer
+            body = io.BytesIO(data)
+        else:
+            body = Body(loop, cast(Any, receive))  # a2wsgi's TypedDicts, unused here
+        environ = cast("WSGIEnvironment", build_environ(cast(Any, scope), body))
+        exchange = _Exchange(loop, send)
+        context = contextvars.copy_context()
+        await loop.run_in_executor(
+            self.executor, functools.partial(context.run, exchange.run, self.app, environ)
+        )
+        if exchange.streaming:
+            await send({"type": "http.response.body", "body": b"".join(exchange.chunks)})
+            return
+        await send(
+            {"type": "http.response.start", "status": exchange.status, "headers": exchange.headers}
+        )
+        await send({"type": "http.response.body", "body": b"".join(exchange.chunks)})
+
+
 def event_loop_app(app: Flask, threads: int) -> Any:
     """The ASGI app of an event-loop worker: the OCSP memory in front of the WSGI app, which
     runs in ``threads`` threads."""
-    from a2wsgi import WSGIMiddleware
-
-    from ca_service.revocation.fastpath import OcspAsgi, OcspFastPath
 
     fastpath = app.wsgi_app
     if not isinstance(fastpath, OcspFastPath):
         raise TypeError("create_app installs the OCSP fast path as app.wsgi_app")
-    # a2wsgi types WSGI and ASGI with its own TypedDicts, which neither side here uses.
-    bridge = WSGIMiddleware(cast(Any, app), workers=threads)
-    return OcspAsgi(fastpath, cast(Any, bridge))
+    return OcspAsgi(fastpath, WsgiBridge(app, threads))
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     make_response,
@@ -16,7 +17,7 @@ from flask import (
     request,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.routing import IntegerConverter, Map
@@ -41,9 +42,21 @@ def stateless(view: V) -> V:
 
 
 class _SessionInterface(SecureCookieSessionInterface):
+    # Most requests carry no session cookie (API calls, OCSP, CRLs): Flask's interface still
+    # builds a signing serializer to open none, and works out every cookie attribute to set
+    # none. The same answers without that work.
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         view = app.view_functions.get(request.endpoint or "")
         if getattr(view, "stateless", False):
+            return
+        if not session and not session.modified:  # nothing to set, nothing to delete
+            if session.accessed:
+                response.vary.add("Cookie")
             return
         super().save_session(app, session, response)
 
@@ -110,11 +123,18 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 HSTS = ("Strict-Transport-Security", "max-age=31536000")
 
 
+_SECURITY_HEADER_KEYS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS)
+
+
 def _security_headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS:
-        response.headers.setdefault(name, value)
-    if request.is_secure:
-        response.headers.setdefault(*HSTS)
+    # As ``headers.setdefault`` for each, with one pass over the response's headers.
+    headers = response.headers
+    present = {name.lower() for name, _ in headers}
+    for key, name, value in _SECURITY_HEADER_KEYS:
+        if key not in present:
+            headers.add(name, value)
+    if request.is_secure and HSTS[0].lower() not in present:
+        headers.add(*HSTS)
     return response
 
 

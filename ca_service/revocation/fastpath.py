@@ -260,7 +260,7 @@ class OcspAsgi:
         data: bytes | None = None
         if method == "POST" and path == "/ocsp":
             if _post_size(scope["headers"]) is not None:
-                body = await _read_body(receive)
+                body = await read_body(receive)
                 if body is None:
                     return  # the client went away: nobody to answer
                 data = body
@@ -306,9 +306,10 @@ def _post_size(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return post_size(content_type.decode("latin-1"), length.decode("latin-1"))
 
 
-async def _read_body(receive: AsgiReceive) -> bytes | None:
-    """The request body (the server holds it to its Content-Length, which ``post_size``
-    bounded); None if the client disconnected first."""
+async def read_body(receive: AsgiReceive) -> bytes | None:
+    """The request body (the server holds it to its Content-Length, which the caller
+    bounded: ``post_size`` here, ``serving.PREREAD_BYTES`` in the WSGI bridge); None if the
+    client disconnected first."""
     chunks: list[bytes] = []
     while True:
         message = await receive()

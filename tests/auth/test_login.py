@@ -173,6 +173,24 @@ def test_login_posts_are_rate_limited(app: Flask, client: FlaskClient) -> None:
     assert client.get("/auth/login").status_code == 200
 
 
+def test_every_limit_wraps_a_view_and_no_request_pays_the_limiters_hook(
+    app: Flask, client: FlaskClient
+) -> None:
+    # ratelimit._without_request_hook took Flask-Limiter's before_request check away: it
+    # would only check application, default, blueprint and meta limits, which must stay none.
+    limiter = app.extensions["auth_limiter"]
+    assert limiter._check_request_limit not in app.before_request_funcs.get(None, [])
+    for _ in range(2):  # hints would be learnt at the first request
+        client.get("/auth/login")
+        client.post("/auth/login", data={"username": "nobody", "password": "x"})
+    manager = limiter.limit_manager
+    assert manager.application_limits == []
+    assert manager.default_limits == []
+    assert not manager._blueprint_limits
+    assert not manager._endpoint_hints
+    assert not limiter._meta_limits
+
+
 @pytest.mark.parametrize(
     "target",
     [

@@ -1,11 +1,15 @@
-"""Public PKI answers are the same for everyone: no cookie, no `Vary: Cookie`, cacheable."""
+"""Public PKI answers are the same for everyone: no cookie, no `Vary: Cookie`, cacheable; the
+session cookie and `Vary: Cookie` elsewhere are Flask's."""
 
 from __future__ import annotations
 
 import pytest
+from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
-from tests.auth.flows import login
+from tests.auth.flows import login, post_form
 from tests.conftest import MakeUser
 
 
@@ -29,3 +33,47 @@ def test_public_pki_responses_do_not_vary_on_cookies(
 def test_pages_still_vary_on_cookies(client: FlaskClient) -> None:
     response = client.get("/auth/login")
     assert "Cookie" in response.vary
+
+
+class _FlasksOwn(SecureCookieSessionInterface):
+    """Flask's session interface as it comes, but for the stateless views (as ours)."""
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        view = app.view_functions.get(request.endpoint or "")
+        if not getattr(view, "stateless", False):
+            super().save_session(app, session, response)
+
+
+def _cookie_story(app: Flask, user: str, password: str) -> list[tuple[object, ...]]:
+    """What each step of a browser's and an API client's visit says about cookies."""
+    client = app.test_client()
+    steps = []
+
+    def note(response: TestResponse) -> None:
+        cookies = sorted(
+            (c.split("=", 1)[0], "Expires=Thu, 01 Jan 1970" in c)  # (name, deleted)
+            for c in response.headers.getlist("Set-Cookie")
+        )
+        steps.append((response.status_code, sorted(response.vary), cookies))
+
+    note(client.get("/api/v1/certificates"))  # no cookie, no token: 401
+    note(client.get("/api/v1/openapi.json"))  # stateless
+    note(client.get("/auth/login"))  # a CSRF token: the session starts
+    note(login(client, user, password))
+    note(client.get("/auth/home"))
+    note(post_form(client, "/auth/logout", {}, token_from="/auth/home"))
+    client.set_cookie("session", "tampered.value.sig")
+    note(client.get("/auth/home"))
+    return steps
+
+
+def test_the_session_interface_answers_as_flasks_own(app: Flask, make_user: MakeUser) -> None:
+    # web._SessionInterface skips Flask's work for requests without a session cookie; the
+    # cookies and Vary headers must stay exactly what Flask's own interface gives.
+    user, password = make_user()
+    ours = _cookie_story(app, user.username, password)
+    app.session_interface = _FlasksOwn()
+    assert _cookie_story(app, user.username, password) == ours
+    assert ours[0] == (401, ["Cookie"], [])
+    assert ours[1] == (200, [], [])
+    assert ours[2][2] == [("session", False)]

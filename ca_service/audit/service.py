@@ -39,7 +39,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import cast
 
 import sqlalchemy as sa
@@ -140,6 +140,7 @@ def checkpoint_message(seq: int, head_hash: str) -> bytes:
 # -- appending --------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1024)  # the same few detail keys on every event: split into words once
 def _is_secret_name(key: str) -> bool:
     words = [w.lower() for w in _KEY_WORD.findall(key)]
     return any(w in _SECRET_WORDS or w.endswith(_SECRET_SUFFIXES) for w in words)
@@ -188,6 +189,9 @@ _CLAIM_HEAD = (
 # inline(): no RETURNING of the new key (nothing reads it; a queued statement must not).
 _INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__)).inline()
 _ADVANCE_HEAD = sa.update(_head).where(_head.c.id == _HEAD_ID)  # SET seq, hash from the params
+
+
+_AUDIT_EVENT_CLASS = sa.inspect(AuditEvent).class_manager
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,9 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
     prev_hash, seq = head.hash, head.seq
     for new, details_json in rows:
         seq += 1
-        event = AuditEvent(
+        # Transient, to read: made without the constructor's attribute events.
+        event = _AUDIT_EVENT_CLASS.new_instance()
+        event.__dict__.update(
             seq=seq,
             occurred_at=occurred_at,
             actor=new.actor or actor,
@@ -314,7 +320,7 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
             details=details_json,
             prev_hash=prev_hash,
         )
-        event.hash = prev_hash = event_hash(event)
+        event.__dict__["hash"] = prev_hash = event_hash(event)
         written.append(event)
     # The events and the new head in one round trip (PostgreSQL): nothing is read back.
     with pipelined() as pipeline:

@@ -46,6 +46,7 @@ from ca_service.authorities.signing import (
 )
 from ca_service.config import Settings
 from ca_service.db import db, pipelined, rows_changed, utcnow
+from ca_service.dml import Write
 from ca_service.employers.models import Employer
 from ca_service.employers.service import employer_of
 from ca_service.errors import (
@@ -136,6 +137,7 @@ class EmployerProfile:
 
 # inline(): no RETURNING of the new key (nothing reads it; queued in ``_mark_issued``).
 _INSERT_APPLICATION_EVENT = sa.insert(cast("sa.Table", ApplicationEvent.__table__)).inline()
+_INSERT_HISTORY = Write(_INSERT_APPLICATION_EVENT)
 _APPLICATION_EVENT_CLASS = sa.inspect(ApplicationEvent).class_manager
 
 
@@ -185,7 +187,7 @@ def _record_many(
         }
         for application, note in entries
     ]
-    db.session.connection().execute(_INSERT_APPLICATION_EVENT, rows)
+    _INSERT_HISTORY.execute(db.session.connection(), rows)
     for (application, _unused), row in zip(entries, rows, strict=True):
         written = application.__dict__.get("events")
         if written is not None and all(event.id is None for event in written):
@@ -808,6 +810,10 @@ _MARK_ISSUED = _applications.update().where(
     _applications.c.status == ApplicationStatus.APPROVED,
 )
 
+# Run for every certificate: compiled once (see ca_service.dml).
+_CLAIM = Write(_CLAIM_APPLICATION)
+_MARK = Write(_MARK_ISSUED)
+
 
 @dataclass(frozen=True)
 class _IssuanceFacts:
@@ -1211,7 +1217,7 @@ def _reserve(to_sign: list[_ToSign], now: dt.datetime, results: dict[int, Issued
         for item, row in zip(to_sign, rows, strict=True)
     ]
     connection = db.session.connection()
-    claimed = _changed(_CLAIM_APPLICATION, claims)
+    claimed = _CLAIM.rowcount(connection, claims)
     lost: list[Certificate] = []
     if claimed != len(claims):
         # A concurrent request claimed some of them since we read them: which ones?
@@ -1361,8 +1367,8 @@ def _mark_issued(
     for application, _unused in stored:
         _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
     with pipelined(len(stored)) as pipeline:
-        moved = pipeline.count(
-            _MARK_ISSUED,
+        moved = _MARK.queue(
+            db.session.connection(),
             [
                 {
                     "application_id": application.id,
@@ -1372,6 +1378,7 @@ def _mark_issued(
                 }
                 for application, row in stored
             ],
+            queued=pipeline.queued,
         )
         _record_many(
             [

@@ -42,11 +42,13 @@ class _Compiled:
 
 
 class Write:
-    """An INSERT or UPDATE (optionally with RETURNING) on the session's connection."""
+    """An INSERT or UPDATE (optionally with RETURNING), or a SELECT read with ``rows``, on
+    the session's connection."""
 
-    def __init__(self, statement: sa.Insert | sa.Update) -> None:
+    def __init__(self, statement: sa.Insert | sa.Update | sa.Select[Any]) -> None:
         self._statement = statement
-        self._compiled: dict[tuple[str, frozenset[str]], _Compiled] = {}
+        # By the dialect's name, driver and parameter style, and the caller's parameter keys.
+        self._compiled: dict[tuple[str, str, str, frozenset[str]], _Compiled] = {}
 
     def _compile(self, dialect: sa.Dialect, keys: frozenset[str]) -> _Compiled:
         compiled = self._statement.compile(dialect=dialect, column_keys=sorted(keys))
@@ -63,7 +65,7 @@ class Write:
             if name not in names.values():
                 process = processor(name)
                 defaults[name] = process(value) if process is not None else value
-        returning = self._statement.exported_columns  # the RETURNING columns, if any
+        returning = self._statement.exported_columns  # the columns returned, if any
         prepared = _Compiled(
             sql=compiled.string,
             positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
@@ -77,7 +79,7 @@ class Write:
                 for column in returning
             ),
         )
-        self._compiled[(dialect.name, keys)] = prepared
+        self._compiled[_key(dialect, keys)] = prepared
         return prepared
 
     def _arguments(self, compiled: _Compiled, parameters: dict[str, Any]) -> Any:
@@ -101,7 +103,7 @@ class Write:
             raise ValueError("no parameter sets")
         keys = frozenset(sets[0])
         dialect = connection.dialect
-        compiled = self._compiled.get((dialect.name, keys)) or self._compile(dialect, keys)
+        compiled = self._compiled.get(_key(dialect, keys)) or self._compile(dialect, keys)
         try:
             arguments: Any = [self._arguments(compiled, values) for values in sets]
         except KeyError as exc:
@@ -183,7 +185,7 @@ class Write:
         return changed
 
     def rows(self, connection: sa.Connection, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Run a statement with RETURNING for one parameter set: the rows it returned."""
+        """Run a SELECT, or a statement with RETURNING, for one parameter set: its rows."""
         dialect = connection.dialect
         cursor = self.run(connection, parameters)
         try:
@@ -194,7 +196,7 @@ class Write:
             ) from exc
         finally:
             _close(cursor, dialect)
-        compiled = self._compiled[(dialect.name, frozenset(parameters))]
+        compiled = self._compiled[_key(dialect, frozenset(parameters))]
         return [
             tuple(
                 process(value) if process is not None else value
@@ -202,6 +204,10 @@ class Write:
             )
             for row in raw
         ]
+
+
+def _key(dialect: sa.Dialect, keys: frozenset[str]) -> tuple[str, str, str, frozenset[str]]:
+    return (dialect.name, dialect.driver, dialect.paramstyle, keys)
 
 
 def _in_pipeline(connection: sa.Connection) -> bool:

@@ -224,16 +224,18 @@ def insert_applications(new: Sequence[Application]) -> None:
     now = utcnow()
     values: list[dict[str, Any]] = []
     for application in new:
+        # Straight into the transient object's state, without attribute events: the values
+        # the constructor set, and the unset columns as None (loaded as None, not expired).
+        state = application.__dict__
+        row = {name: state.get(name) for name in _APPLICATION_COLUMNS}
         for name in ("created_at", "updated_at"):
-            if getattr(application, name) is None:
-                setattr(application, name, now)
-        row = {name: getattr(application, name) for name in _APPLICATION_COLUMNS}
-        for name, value in row.items():
-            setattr(application, name, value)  # unset columns too: loaded as None, not expired
+            if row[name] is None:
+                row[name] = now
+        state.update(row)
         values.append(row)
     ids = db.session.connection().execute(_INSERT_APPLICATIONS, values).scalars().all()
     for application, application_id in zip(new, ids, strict=True):
-        application.id = application_id
+        application.__dict__["id"] = application_id
         make_transient_to_detached(application)  # what is set counts as loaded, unchanged
         db.session.add(application)
 
@@ -762,32 +764,51 @@ _blocked_keys = cast("sa.Table", BlockedKey.__table__)
 # (bench/issuance.py). The ORM objects the caller holds are kept in step with
 # ``set_committed_value``, without re-reading what was just written.
 
+
 # What issuance reads, in one round trip: the employers' names and addresses, the issuing CA
 # with its current certificate, and how many of the keys to certify are blocked (on every
 # row; when any is, ``blocked_among`` says which).
-_ISSUANCE_FACTS = (
-    sa.select(
-        _employers.c.id.label("employer_id"),
-        _employers.c.legal_name,
-        _employers.c.registration_number,
-        _employers.c.email,
-        _employers.c.mobile,
-        _employers.c.language,
-        _authorities.c.id.label("issuer_id"),
-        _authorities.c.key_label,
-        _authorities.c.key_algorithm,
-        _certificates.c.der.label("issuer_der"),
-        sa.select(sa.func.count())
-        .select_from(_blocked_keys)
-        .where(_blocked_keys.c.spki_sha256.in_(sa.bindparam("key_hashes", expanding=True)))
-        .scalar_subquery()
-        .label("blocked"),
+def _facts_query(one: bool) -> sa.Select[Any]:
+    """``_ISSUANCE_FACTS``; with ``one``, for one employer and one key (one by one), without
+    expanding IN lists: compiled once and run on the cursor (see ca_service.dml)."""
+    employers = (
+        _employers.c.id == sa.bindparam("employer_id")
+        if one
+        else _employers.c.id.in_(sa.bindparam("employer_ids", expanding=True))
     )
-    .select_from(_employers)
-    .join(_authorities, _authorities.c.slug == ISSUING_SLUG)
-    .join(_certificates, _certificates.c.id == _authorities.c.certificate_id)
-    .where(_employers.c.id.in_(sa.bindparam("employer_ids", expanding=True)))
-)
+    keys = (
+        _blocked_keys.c.spki_sha256 == sa.bindparam("key_hash")
+        if one
+        else _blocked_keys.c.spki_sha256.in_(sa.bindparam("key_hashes", expanding=True))
+    )
+    return (
+        sa.select(
+            _employers.c.id.label("employer_id"),
+            _employers.c.legal_name,
+            _employers.c.registration_number,
+            _employers.c.email,
+            _employers.c.mobile,
+            _employers.c.language,
+            _authorities.c.id.label("issuer_id"),
+            _authorities.c.key_label,
+            _authorities.c.key_algorithm,
+            _certificates.c.der.label("issuer_der"),
+            sa.select(sa.func.count())
+            .select_from(_blocked_keys)
+            .where(keys)
+            .scalar_subquery()
+            .label("blocked"),
+        )
+        .select_from(_employers)
+        .join(_authorities, _authorities.c.slug == ISSUING_SLUG)
+        .join(_certificates, _certificates.c.id == _authorities.c.certificate_id)
+        .where(employers)
+    )
+
+
+_ISSUANCE_FACTS = _facts_query(one=False)
+_ONE_ISSUANCE_FACTS = Write(_facts_query(one=True))
+_FACTS_KEYS = tuple(_ISSUANCE_FACTS.selected_columns.keys())
 # Claim the application for a reservation: of two concurrent issuances only one matches.
 _CLAIM_APPLICATION = _applications.update().where(
     _applications.c.id == sa.bindparam("application_id"),
@@ -842,28 +863,34 @@ def _issuance_facts(
 
     :raises NotFound: when the PKI is not initialised.
     """
-    rows = (
-        db.session.connection()
-        .execute(
-            _ISSUANCE_FACTS, {"employer_ids": list(employer_ids), "key_hashes": list(key_hashes)}
-        )
-        .all()
-    )
-    any_blocked = any(row.blocked for row in rows)
+    connection = db.session.connection()
+    rows: Sequence[Mapping[Any, Any]]
+    if len(employer_ids) == 1 and len(key_hashes) == 1:
+        ((employer_id,), (key_hash,)) = (employer_ids, key_hashes)
+        rows = [
+            dict(zip(_FACTS_KEYS, row, strict=True))
+            for row in _ONE_ISSUANCE_FACTS.rows(
+                connection, {"employer_id": employer_id, "key_hash": key_hash}
+            )
+        ]
+    else:
+        parameters = {"employer_ids": list(employer_ids), "key_hashes": list(key_hashes)}
+        rows = connection.execute(_ISSUANCE_FACTS, parameters).mappings().all()
+    any_blocked = any(row["blocked"] for row in rows)
     facts = {
-        row.employer_id: _IssuanceFacts(
-            legal_name=row.legal_name,
-            registration_number=row.registration_number,
-            email=row.email,
-            mobile=row.mobile,
-            language=row.language,
-            issuer_id=row.issuer_id,
-            issuer_key_label=row.key_label,
-            issuer_algorithm=KeyAlgorithm(row.key_algorithm),
-            issuer_certificate=_parsed_certificate(row.issuer_der),
+        row["employer_id"]: _IssuanceFacts(
+            legal_name=row["legal_name"],
+            registration_number=row["registration_number"],
+            email=row["email"],
+            mobile=row["mobile"],
+            language=row["language"],
+            issuer_id=row["issuer_id"],
+            issuer_key_label=row["key_label"],
+            issuer_algorithm=KeyAlgorithm(row["key_algorithm"]),
+            issuer_certificate=_parsed_certificate(row["issuer_der"]),
         )
         for row in rows
-        if row.issuer_der is not None
+        if row["issuer_der"] is not None
     }
     if employer_ids and not facts:
         raise NotFound(f"no certificate authority {ISSUING_SLUG!r}; run `ca-service init`")

@@ -39,7 +39,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import cast
 
 import sqlalchemy as sa
@@ -50,6 +50,7 @@ from flask import current_app
 
 from ca_service.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from ca_service.db import db, pipelined, utcnow
+from ca_service.dml import Write
 from ca_service.errors import CAError
 from hsm import KeyAlgorithm, PublicKey, SignatureScheme, Token
 from hsm.errors import HSMError
@@ -140,6 +141,7 @@ def checkpoint_message(seq: int, head_hash: str) -> bytes:
 # -- appending --------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1024)  # the same few detail keys on every event: split into words once
 def _is_secret_name(key: str) -> bool:
     words = [w.lower() for w in _KEY_WORD.findall(key)]
     return any(w in _SECRET_WORDS or w.endswith(_SECRET_SUFFIXES) for w in words)
@@ -190,6 +192,11 @@ _INSERT_EVENT = sa.insert(cast("sa.Table", AuditEvent.__table__)).inline()
 _ADVANCE_HEAD = sa.update(_head).where(_head.c.id == _HEAD_ID)  # SET seq, hash from the params
 
 
+_AUDIT_EVENT_CLASS = sa.inspect(AuditEvent).class_manager
+# Compiled once per dialect and run on the cursor (see ca_service.dml).
+_CLAIM, _INSERT, _ADVANCE = Write(_CLAIM_HEAD), Write(_INSERT_EVENT), Write(_ADVANCE_HEAD)
+
+
 @dataclass(frozen=True)
 class _ClaimedHead:
     seq: int
@@ -205,8 +212,11 @@ def _claim_head(appending: int) -> _ClaimedHead | None:
     PostgreSQL re-reads the row after the lock is granted, so each writer sees the last
     committed head.
     """
-    row = db.session.connection().execute(_CLAIM_HEAD, {"appending": appending}).one_or_none()
-    return None if row is None else _ClaimedHead(row.seq, row.hash, row.events_since_checkpoint)
+    rows = _CLAIM.rows(db.session.connection(), {"appending": appending})
+    if not rows:
+        return None
+    ((seq, head_hash, since_checkpoint),) = rows
+    return _ClaimedHead(seq, head_hash, since_checkpoint)
 
 
 def _create_genesis_head() -> None:
@@ -305,7 +315,9 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
     prev_hash, seq = head.hash, head.seq
     for new, details_json in rows:
         seq += 1
-        event = AuditEvent(
+        # Transient, to read: made without the constructor's attribute events.
+        event = _AUDIT_EVENT_CLASS.new_instance()
+        event.__dict__.update(
             seq=seq,
             occurred_at=occurred_at,
             actor=new.actor or actor,
@@ -314,12 +326,13 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
             details=details_json,
             prev_hash=prev_hash,
         )
-        event.hash = prev_hash = event_hash(event)
+        event.__dict__["hash"] = prev_hash = event_hash(event)
         written.append(event)
     # The events and the new head in one round trip (PostgreSQL): nothing is read back.
-    with pipelined() as pipeline:
-        pipeline.execute(
-            _INSERT_EVENT,
+    with pipelined():
+        connection = db.session.connection()
+        _INSERT.execute(
+            connection,
             [
                 {
                     "seq": e.seq,
@@ -334,7 +347,7 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
                 for e in written
             ],
         )
-        pipeline.execute(_ADVANCE_HEAD, {"seq": seq, "hash": prev_hash})
+        _ADVANCE.execute(connection, {"seq": seq, "hash": prev_hash})
     if head.events_since_checkpoint >= _checkpoint_every():
         _checkpoint_automatically()
     return written

@@ -19,6 +19,7 @@ from flask_babel import force_locale
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ca_service.db import db, utcnow
+from ca_service.dml import Write
 from ca_service.employers.models import Employer
 from ca_service.i18n import normalise_language
 from ca_service.outbox.models import Channel, MessageStatus, OutboxMessage
@@ -46,20 +47,22 @@ def _message(
 
 
 @cache
-def _insert_statement(dialect: str) -> sa.Insert:
+def _insert_statement(dialect: str) -> Write:
     # INSERT … ON CONFLICT (dedupe_key) DO NOTHING on both backends: a duplicate (a retried
     # request, a concurrent one) is skipped, not an error. Built once, on the table rather than
     # the ORM class: compiling it, or the ORM's bulk-insert layer, cost more than running it.
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(cast("sa.Table", OutboxMessage.__table__)).on_conflict_do_nothing(
-        index_elements=["dedupe_key"]
+    return Write(
+        insert(cast("sa.Table", OutboxMessage.__table__)).on_conflict_do_nothing(
+            index_elements=["dedupe_key"]
+        )
     )
 
 
 def _insert(messages: list[dict[str, object]]) -> None:
     """All ``messages`` in one executemany (psycopg sends them in one pipeline)."""
     connection = db.session.connection()
-    connection.execute(_insert_statement(connection.dialect.name), messages)
+    _insert_statement(connection.dialect.name).execute(connection, messages)
 
 
 def enqueue(

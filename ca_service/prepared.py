@@ -18,8 +18,6 @@ it has not loaded is filled in).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -37,47 +35,7 @@ class PreparedQuery(_OneRowQuery):
 
     def rows(self, session: Session, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
-        if session.autoflush:
-            session.flush()  # as session.execute would: the query sees this session's changes
-        connection = session.connection()
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect) or self._compile(dialect)
-        if missing := compiled.required - parameters.keys():
-            raise TypeError(f"a value is required for the parameters {sorted(missing)}")
-        values = dict(compiled.defaults)
-        for key, value in parameters.items():
-            process = compiled.bind_processors.get(key)
-            values[compiled.names[key]] = process(value) if process is not None else value
-        arguments: Sequence[Any] | dict[str, Any] = (
-            values if compiled.positions is None else [values[n] for n in compiled.positions]
-        )
-        dbapi_connection = connection.connection
-        cursor = None
-        try:
-            cursor = dbapi_connection.cursor()
-            if connection._has_events or connection.engine._has_events:
-                # As SQLAlchemy's execution does (no execution context: None).
-                connection.dispatch.before_cursor_execute(
-                    connection, cursor, compiled.sql, arguments, None, False
-                )
-            cursor.execute(compiled.sql, arguments)
-            raw = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                compiled.sql,
-                arguments,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
-        finally:
-            if cursor is not None:
-                with contextlib.suppress(dialect.loaded_dbapi.Error):
-                    cursor.close()
+        compiled, raw = self._run(session, parameters, every_row=True, listeners=True)
         processors = compiled.result_processors
         if not any(processors):
             return [tuple(row) for row in raw]

@@ -700,8 +700,15 @@ class _OneRowQuery:
         self._compiled[dialect] = prepared
         return prepared
 
-    def row(self, session: Session, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
+    def _run(
+        self, session: Session, parameters: dict[str, Any], *, every_row: bool, listeners: bool
+    ) -> tuple[Any, Any]:
+        """(the compiled statement, the cursor's first row or all its rows) of running this
+        with ``parameters`` in ``session``'s transaction; ``listeners``: tell the engine's
+        ``before_cursor_execute`` listeners, as SQLAlchemy's execution does.
+
+        :raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error.
+        """
         if session.autoflush:
             session.flush()  # as session.execute would: the query sees this session's changes
         connection = session.connection()
@@ -720,8 +727,13 @@ class _OneRowQuery:
         cursor = None
         try:
             cursor = dbapi_connection.cursor()
+            if listeners and (connection._has_events or connection.engine._has_events):
+                # As SQLAlchemy's execution does (no execution context: None).
+                connection.dispatch.before_cursor_execute(
+                    connection, cursor, compiled.sql, arguments, None, False
+                )
             cursor.execute(compiled.sql, arguments)
-            raw = cursor.fetchone()
+            raw = cursor.fetchall() if every_row else cursor.fetchone()
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
             if lost:
@@ -740,6 +752,11 @@ class _OneRowQuery:
                 # been raised already.
                 with contextlib.suppress(dialect.loaded_dbapi.Error):
                     cursor.close()
+        return compiled, raw
+
+    def row(self, session: Session, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
+        compiled, raw = self._run(session, parameters, every_row=False, listeners=False)
         if raw is None:
             return None
         return {

@@ -8,10 +8,8 @@ next one), and the retry publishes the next number."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from hsm.token import RESCAN_INTERVAL
 from tests.api.conftest import officer_token  # noqa: F401  (fixture used below)
 from tests.auth.conftest import make_officer  # noqa: F401  (officer_token's fixture)
 from tests.conftest import CliInvoke, HsmEnv
-from tests.hsm.support import token_directory
+from tests.hsm.support import token_away
 from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     MakeEmployer,
     issue_employer_certificate,
@@ -71,18 +69,6 @@ def _numbers_in_sequence(app: Flask) -> None:
 
 def _one_more(before: dict[str, int], slugs: tuple[str, ...] = SLUGS) -> dict[str, int]:
     return {slug: number + (slug in slugs) for slug, number in before.items()}
-
-
-@contextmanager
-def _ca_token_away(hsm_env: HsmEnv, tmp_path: Path) -> Iterator[None]:
-    """The CA's SoftHSM token directory out of reach meanwhile: the token "removed"."""
-    directory = token_directory(hsm_env.conf, hsm_env.ca_token_label)
-    away = tmp_path / "token-away"
-    shutil.move(directory, away)
-    try:
-        yield
-    finally:
-        shutil.move(away, directory)
 
 
 def _until_back(attempt: Callable[[], bool]) -> None:
@@ -133,7 +119,7 @@ def test_crl_publish_with_the_token_removed_publishes_nothing_and_the_retry_publ
     app: Flask, client: FlaskClient, cli: CliInvoke, hsm_env: HsmEnv, tmp_path: Path
 ) -> None:
     before = _served(client)
-    with _ca_token_away(hsm_env, tmp_path):
+    with token_away(hsm_env, tmp_path):
         result = cli("crl", "publish")
         _publish_failed(result, "token away")
         assert hsm_env.ca_token_label in result.output, result.output
@@ -211,7 +197,7 @@ def test_a_revocation_that_publishes_with_the_database_or_the_token_failing(
 
     serial = issue_employer_certificate(app, account, None).serial
     before = _served(client)
-    with _ca_token_away(hsm_env, tmp_path):
+    with token_away(hsm_env, tmp_path):
         response = revoke(serial)
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.get_json()["error"]["code"] == "hsm_unavailable"

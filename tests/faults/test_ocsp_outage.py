@@ -7,7 +7,6 @@ without a nonce are still answered from the pre-signed responses while only the 
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from werkzeug.serving import make_server
 from ca_service.revocation.fastpath import OCSP_RESPONSE
 from hsm.token import RESCAN_INTERVAL
 from tests.conftest import HsmEnv
-from tests.hsm.support import token_directory
+from tests.hsm.support import token_away
 from tests.pki_tools import write_pem
 from tests.revocation.conftest import (  # noqa: F401  (make_certificate: a fixture)
     Issued,
@@ -44,17 +43,6 @@ def _status(client: FlaskClient, body: bytes) -> ocsp.OCSPResponseStatus:
     assert response.mimetype == OCSP_RESPONSE
     assert response.headers["Cache-Control"] == "no-store"
     return ocsp.load_der_ocsp_response(response.data).response_status
-
-
-@contextmanager
-def _ca_token_away(hsm_env: HsmEnv, tmp_path: Path) -> Iterator[None]:
-    directory = token_directory(hsm_env.conf, hsm_env.ca_token_label)
-    away = tmp_path / "token-away"
-    shutil.move(directory, away)
-    try:
-        yield
-    finally:
-        shutil.move(away, directory)
 
 
 def _until_signed_again(client: FlaskClient, body: bytes) -> None:
@@ -150,7 +138,7 @@ def test_hsm_away_answers_try_later_to_what_needs_a_signature(
 ) -> None:
     _, issuing, _ = ca_certificates(app)
     issued = make_certificate()
-    with _ca_token_away(hsm_env, tmp_path):
+    with token_away(hsm_env, tmp_path):
         nonce = ocsp_request(issued.certificate, issuing, nonce=b"n" * 16)
         assert _status(client, nonce) is ocsp.OCSPResponseStatus.TRY_LATER
         stored = ocsp_request(issued.certificate, issuing)
@@ -172,7 +160,7 @@ def test_openssl_reads_try_later_during_an_outage(
             for extra in ((), ("-no_nonce",)):
                 output = _openssl_ocsp(base, tmp_path, issued, issuing, *extra)
                 assert "Responder Error: trylater" in output, (extra, output)
-        with _ca_token_away(hsm_env, tmp_path):
+        with token_away(hsm_env, tmp_path):
             output = _openssl_ocsp(base, tmp_path, issued, issuing)  # a nonce: to be signed
             assert "Responder Error: trylater" in output, output
             output = _openssl_ocsp(base, tmp_path, issued, issuing, "-no_nonce")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
+import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pkcs11
 from cryptography import x509
@@ -27,6 +32,9 @@ from hsm import (
 )
 
 Hash = hashes.SHA256 | hashes.SHA384
+if TYPE_CHECKING:
+    from tests.conftest import HsmEnv
+
 NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "HSM adapter test")])
 
 
@@ -174,3 +182,21 @@ def token_directory(conf: Path, label: str) -> Path:
         if state.is_file() and wanted in state.read_bytes():
             return candidate
     raise AssertionError(f"no SoftHSM token directory for {label!r} under {token_dir}")
+
+
+@contextmanager
+def token_moved_away(conf: Path, label: str, tmp_path: Path) -> Iterator[None]:
+    """The SoftHSM directory of the token ``label`` moved off for the block, as if the token
+    were pulled."""
+    directory = token_directory(conf, label)
+    away = tmp_path / f"away-{label}"
+    shutil.move(directory, away)
+    try:
+        yield
+    finally:
+        shutil.move(away, directory)
+
+
+def token_away(hsm_env: HsmEnv, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+    """The CA token pulled for the block (``token_moved_away``)."""
+    return token_moved_away(hsm_env.conf, hsm_env.ca_token_label, tmp_path)

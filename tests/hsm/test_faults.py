@@ -4,10 +4,7 @@ tried once only (every failed C_Login counts towards locking the token's PIN).""
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pkcs11
@@ -27,7 +24,7 @@ from hsm import (
     login_attempts,
 )
 from hsm.token import RESCAN_INTERVAL, _module_for
-from tests.hsm.support import SoftHSMSetup, raw_session, token_directory
+from tests.hsm.support import SoftHSMSetup, raw_session, token_moved_away
 
 ECDSA = SignatureScheme.ECDSA_SHA256
 
@@ -44,23 +41,11 @@ def _signing_token(softhsm: SoftHSMSetup, label: str) -> Token:
     return token
 
 
-@contextmanager
-def _moved_away(softhsm: SoftHSMSetup, token: Token, tmp_path: Path) -> Iterator[None]:
-    """The token's SoftHSM directory moved out of reach meanwhile (the token "removed")."""
-    directory = token_directory(softhsm.conf, token.label)
-    away = tmp_path / "away"
-    shutil.move(directory, away)
-    try:
-        yield
-    finally:
-        shutil.move(away, directory)
-
-
 def test_removed_token_answers_unavailable_then_recovers(
     softhsm: SoftHSMSetup, tmp_path: Path
 ) -> None:
     token = _signing_token(softhsm, "gone")
-    with _moved_away(softhsm, token, tmp_path):
+    with token_moved_away(softhsm.conf, token.label, tmp_path):
         for _ in range(5):
             started = time.monotonic()
             # Not KeyNotFound (a set-up error, 500): the token went, so 503 and try later.
@@ -88,7 +73,7 @@ def test_token_removed_just_after_a_rescan_is_unavailable_not_a_missing_key(
     # before the token went, so it could not be asked again, and the missing key was taken
     # for a deleted one (KeyNotFound, a 500) instead of a token away (503).
     token = _signing_token(softhsm, "gone-soon")
-    with _moved_away(softhsm, token, tmp_path):
+    with token_moved_away(softhsm.conf, token.label, tmp_path):
         _module_for(token.config.module_path).rescanned_at = time.monotonic()  # just rescanned
         with pytest.raises(TokenNotPresent, match=token.label):
             token.sign("ec", b"while away", ECDSA)

@@ -14,14 +14,12 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from tests.api.conftest import request_token, token_of
 from tests.auth.conftest import make_officer  # noqa: F401  (fixture used below)
 from tests.auth.flows import MakeOfficer, code_at
 from tests.conftest import HsmEnv, serving
-from tests.hsm.support import token_directory
+from tests.hsm.support import token_away
 from tests.issuance.conftest import (  # noqa: F401  (make_employer: a fixture)
     Issued,
     MakeEmployer,
@@ -161,18 +159,6 @@ def _until_recovered(send: Callable[[], Answer], wanted: int) -> Answer:
         assert answer.status == 503, answer.body[:300]
         assert time.monotonic() < deadline, f"no recovery: {answer.body[:300]}"
         time.sleep(0.3)
-
-
-@contextmanager
-def token_away(hsm_env: HsmEnv, tmp_path: Path) -> Iterator[None]:
-    """The CA token's SoftHSM directory moved off for the block, as if the token were pulled."""
-    directory = token_directory(hsm_env.conf, hsm_env.ca_token_label)
-    away = tmp_path / "token-away"
-    shutil.move(directory, away)
-    try:
-        yield
-    finally:
-        shutil.move(away, directory)
 
 
 def _server_env(app_overrides: dict[str, Any], **extra: str) -> dict[str, str]:

@@ -58,7 +58,28 @@ class _SessionInterface(SecureCookieSessionInterface):
             if session.accessed:
                 response.vary.add("Cookie")
             return
+        if not session.modified and _loads_into_a_page(request):
+            # A refresh only (the same content, a later expiry) from a file a page loads: an
+            # iframe's PDF, a scan, the style sheet. Such loads run beside the page's own
+            # requests, and one answered after a form's POST would put back the cookie from
+            # before it, dropping what the POST stored (its flash message, a sign-in). The
+            # page's own requests refresh the expiry.
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
         super().save_session(app, session, response)
+
+
+# What a browser says it loads (Fetch Metadata): a page or a frame the user navigates, or a
+# script's fetch. Everything else is a file inside a page. Clients that send no such header
+# (the CLI, curl, tests) are treated as loading pages.
+_PAGE_DESTINATIONS = frozenset({"", "document", "empty"})
+
+
+def _loads_into_a_page(request: Request) -> bool:
+    if request.endpoint == "static":
+        return True
+    return request.headers.get("Sec-Fetch-Dest", "") not in _PAGE_DESTINATIONS
 
 
 @bp.get("/")

@@ -9,7 +9,7 @@ from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.auth.flows import login, post_form
+from tests.auth.flows import csrf_token, login, post_form
 from tests.conftest import MakeUser
 
 
@@ -77,3 +77,64 @@ def test_the_session_interface_answers_as_flasks_own(app: Flask, make_user: Make
     assert ours[0] == (401, ["Cookie"], [])
     assert ours[1] == (200, [], [])
     assert ours[2][2] == [("session", False)]
+
+
+def _signed_in_cookie(app: Flask, make_user: MakeUser) -> str:
+    client = app.test_client()
+    user, password = make_user()
+    login(client, user.username, password)
+    assert client.get("/auth/home").status_code == 200
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+@pytest.mark.parametrize(
+    ("path", "destination"),
+    [("/static/css/app.css", None), ("/auth/home", "iframe"), ("/auth/home", "image")],
+)
+def test_files_inside_a_page_do_not_put_an_older_session_back(
+    app: Flask, make_user: MakeUser, path: str, destination: str | None
+) -> None:
+    # A file the page loads (a document's PDF in an iframe, the style sheet) can be answered
+    # after the user's next POST: the sign-out below, or an approval's flash message. If its
+    # answer refreshed the session cookie it would put back the one it was sent with.
+    stale = _signed_in_cookie(app, make_user)
+    loader = app.test_client()
+    loader.set_cookie("session", stale)
+    headers = {"Sec-Fetch-Dest": destination} if destination else {}
+    with loader.get(path, headers=headers) as response:
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+        if destination:
+            assert "Cookie" in response.vary
+
+
+@pytest.mark.parametrize("destination", [None, "document", "empty"])
+def test_pages_and_fetches_still_refresh_the_session(
+    app: Flask, make_user: MakeUser, destination: str | None
+) -> None:
+    # The sliding expiry (SESSION_HOURS) is kept by the page's own requests and by clients that
+    # send no Fetch Metadata.
+    loader = app.test_client()
+    loader.set_cookie("session", _signed_in_cookie(app, make_user))
+    headers = {"Sec-Fetch-Dest": destination} if destination else {}
+    response = loader.get("/auth/home", headers=headers)
+    assert response.status_code == 200
+    assert [c.split("=", 1)[0] for c in response.headers.getlist("Set-Cookie")] == ["session"]
+
+
+def test_a_frame_that_changes_the_session_still_saves_it(app: Flask, make_user: MakeUser) -> None:
+    # Only refreshes are skipped: a sign-out posted from a frame still clears the cookie.
+    loader = app.test_client()
+    stale = _signed_in_cookie(app, make_user)
+    loader.set_cookie("session", stale)
+    token = csrf_token(loader, "/auth/home")
+    response = loader.post(
+        "/auth/logout", data={"csrf_token": token}, headers={"Sec-Fetch-Dest": "iframe"}
+    )
+    assert response.status_code in (302, 303)
+    (written,) = response.headers.getlist("Set-Cookie")  # signed out, "You are signed out."
+    assert written.startswith("session=")
+    assert stale not in written
+    assert loader.get("/auth/home").status_code in (302, 401)

@@ -268,6 +268,7 @@ def reconcile(older_than_minutes: int, issue_again: bool) -> None:
 
 
 _PEM_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+SERVE_THREADS = 8  # `serve --threads` by default
 
 
 @main.command()
@@ -285,7 +286,10 @@ _PEM_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Pat
 )
 @click.option(
     "--threads",
-    default=4,
+    # 8, not 4: more renewals wait in a worker at once, so its renewal batch writes more of
+    # them per commit (bench/renewal.py: about 15 % less server CPU per renewal on
+    # PostgreSQL). The database pool (db.engine_options) holds them and the batch thread.
+    default=SERVE_THREADS,
     show_default=True,
     type=click.IntRange(min=1),
     help="Threads per worker running the app (event-loop and threads workers).",

@@ -240,6 +240,8 @@ def engine_options(url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": 15}}
     # No pool_pre_ping: it costs a round trip on every checkout (a quarter of a simple
     # request's database time); _ping_if_idle pings only connections that sat unused.
+    # Ten connections per process: `serve`'s app threads (SERVE_THREADS) and the renewal
+    # batch thread each hold one at most (tests/test_serve_defaults.py).
     return {"pool_size": 5, "max_overflow": 5}
 
 

@@ -287,8 +287,9 @@ SERVE_THREADS = 8  # `serve --threads` by default
 @click.option(
     "--threads",
     # 8, not 4: more renewals wait in a worker at once, so its renewal batch writes more of
-    # them per commit (bench/renewal.py: about 15 % less server CPU per renewal on
-    # PostgreSQL). The database pool (db.engine_options) holds them and the batch thread.
+    # them per commit (bench/renewal.py: 10-15 % less server CPU per renewal on PostgreSQL,
+    # no clear change on SQLite). The database pool (db.engine_options) holds them and the
+    # batch thread.
     default=SERVE_THREADS,
     show_default=True,
     type=click.IntRange(min=1),

@@ -63,6 +63,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_service.cli import SERVE_THREADS
+
 GOALS = {"rsa-2048": 0.30, "ec-p256": 0.10}
 SEED_VALIDITY_DAYS = 30  # inside the 60-day renewal window from the start
 WARM_RENEWALS = 32  # per case, before measuring: worker imports, PKCS#11 sessions, pools
@@ -452,7 +454,9 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=50, help="renewals per round")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=2, help="`ca-service serve --workers`")
-    parser.add_argument("--threads", type=int, default=4, help="`ca-service serve --threads`")
+    parser.add_argument(
+        "--threads", type=int, default=SERVE_THREADS, help="`ca-service serve --threads`"
+    )
     parser.add_argument(
         "--worker", choices=["event-loop", "threads", "sync"], help="`ca-service serve --worker`"
     )

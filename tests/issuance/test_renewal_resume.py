@@ -371,7 +371,9 @@ def test_a_certificate_stored_after_the_application_was_read_is_never_released(
     ]
 
 
-def _resume_plan(app: Flask, issued: Issued, csr: str) -> renewal.RenewalPlan:
+def _resume_plan(
+    app: Flask, issued: Issued, csr: str, *, supersede: bool = False
+) -> renewal.RenewalPlan:
     """The employer's resume of the stuck renewal, checked (``plan_renewal``) but not yet
     carried out, in a session of its own that has read the stuck application."""
     user = db.session.get(User, issued.account.user_id)
@@ -382,7 +384,7 @@ def _resume_plan(app: Flask, issued: Issued, csr: str) -> renewal.RenewalPlan:
         user=user,
         certificate=certificate,
         csr=csr.encode(),
-        supersede=False,
+        supersede=supersede,
         contacts_confirmed=False,
         settings=settings_of(app),
     )
@@ -491,3 +493,23 @@ def test_two_resumes_racing_on_postgresql_do_the_work_once(
     ]
     assert len(_resumed_events(app, stuck.id)) == 1
     assert _resumed_notes(app, stuck.id) == ["Issuance resumed by the employer."]
+
+
+def test_a_resume_answered_with_the_certificate_issued_meanwhile_still_supersedes(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        with app.app_context():
+            plan = _resume_plan(app, issued, csr_pem(key), supersede=True)
+            db.session.rollback()
+        status, body = _renew(client, _token(client, issued.account), issued.serial, csr_pem(key))
+        assert status == 201, body
+        with app.app_context():
+            assert _carry_out(app, issued, plan) == body["certificate"]["serial"]  # type: ignore[index]
+    # What this request asked for beyond the certificate is done: the old one is revoked.
+    with app.app_context():
+        old = db.session.get(Certificate, issued.certificate_id)
+        assert old is not None
+        assert (old.revocation_reason, old.revoked_at is not None) == ("superseded", True)

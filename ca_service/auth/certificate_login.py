@@ -59,12 +59,19 @@ class CertificateLogin:
         return self.verified.certificate.not_valid_after_utc
 
 
-def record_refusal(exc: CertificateRefused, chain: Sequence[x509.Certificate], method: str) -> None:
-    """Audit a refused certificate and commit at once (the request itself rolls back)."""
+def record_refusal(
+    exc: CertificateRefused,
+    chain: Sequence[x509.Certificate],
+    method: str,
+    *,
+    actor: str = "anonymous",
+) -> None:
+    """Audit a refused certificate and commit at once (the request itself rolls back).
+    ``actor``: the signed-in account presenting it (a binding), else nobody known yet."""
     db.session.rollback()
     leaf = chain[0] if chain else None
     record_event(
-        "anonymous",
+        actor,
         "auth.certificate_refused",
         leaf.subject.rfc4514_string()[:200] if leaf is not None else "-",
         {

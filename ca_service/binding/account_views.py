@@ -17,6 +17,7 @@ from ca_service.auth.challenges import new_challenge
 from ca_service.auth.client_cert import presented_chain
 from ca_service.auth.forms import CancelForm
 from ca_service.auth.models import ChallengePurpose, Role, User
+from ca_service.auth.verification import CertificateRefused
 from ca_service.binding import bindings
 from ca_service.db import utcnow
 from ca_service.employers.service import employer_of
@@ -37,6 +38,15 @@ def _user() -> User:
     return user
 
 
+def _has_tls_certificate() -> bool:
+    """Whether this connection presented a client certificate. An unreadable one counts: the
+    page still shows (binding it answers why it is refused), not an error page instead."""
+    try:
+        return bool(presented_chain(request.environ, settings_of(current_app)))
+    except CertificateRefused:
+        return True
+
+
 def _account_page(status: int = 200) -> tuple[str, int]:
     user = _user()
     employer = employer_of(user)
@@ -53,7 +63,7 @@ def _account_page(status: int = 200) -> tuple[str, int]:
         "binding/account_bindings.html",
         employer=employer,
         rows=bindings.list_bindings(employer.id, include_unbound=True),
-        has_tls_certificate=bool(presented_chain(request.environ, settings)),
+        has_tls_certificate=_has_tls_certificate(),
         challenge=challenge,
         base_url=base,
         answer_url=answer_url,
@@ -77,7 +87,11 @@ def bind_tls() -> Page:
         return _account_page(400)
     settings = settings_of(current_app)
     try:
-        chain = presented_chain(request.environ, settings)
+        try:
+            chain = presented_chain(request.environ, settings)
+        except CertificateRefused as exc:
+            # Unreadable: refused, and on the record like the certificates binding refuses.
+            raise bindings.refuse_unreadable_presented(user=_user(), refusal=exc) from None
         if not chain:
             flash(
                 _(

@@ -8,8 +8,9 @@ the check below against races).
 
 A refusal that matters for security is audited and committed at once, before it is raised: the
 request then fails and its boundary rolls back, yet the attempt must stay on the record (as
-certificate login does). The refused certificate (``auth.certificate_refused``), another
-organisation's certificate, one bound to another employer, a challenge of a disabled account
+certificate login does). The refused certificate, readable or not (``auth.certificate_refused``),
+another organisation's certificate, one bound to another employer, a challenge of a disabled
+account, a binding that lost the race to a concurrent binding of the same certificate
 (``binding.refused``), and an unbinding of another employer's binding or by a role that may not
 (``binding.unbind_refused``).
 """
@@ -53,6 +54,7 @@ __all__ = [
     "bind_presented",
     "employer_by_number",
     "list_bindings",
+    "refuse_unreadable_presented",
     "unbind",
 ]
 
@@ -90,6 +92,67 @@ def _certificate_facts(certificate: x509.Certificate, method: str) -> dict[str, 
     }
 
 
+def _bound_elsewhere(
+    user: User,
+    employer: Employer,
+    verified: VerifiedCertificate,
+    method: str,
+    existing: CertificateBinding,
+    *,
+    concurrent: bool = False,
+) -> CAError:
+    """The refusal of a certificate bound to another employer (audited, committed)."""
+    conflict = Conflict(
+        _(
+            "This tax certificate is bound to another employer's account and cannot be "
+            "bound here. If it is yours, contact the agency."
+        )
+    )
+    details: dict[str, object] = {
+        "reason": "bound_to_another_employer",
+        "binding_id": existing.id,
+        "fingerprint_sha256": verified.fingerprint_sha256,
+        **_certificate_facts(verified.certificate, method),
+    }
+    if concurrent:
+        details["concurrent"] = True
+    return _audited_refusal(
+        conflict,
+        actor=actor_of(user),
+        action="binding.refused",
+        target=employer.registration_number,
+        details=details,
+    )
+
+
+def _bound_meanwhile(
+    user: User, employer: Employer, verified: VerifiedCertificate, method: str
+) -> CAError:
+    """The refusal of a binding that lost the race to a concurrent binding of the same
+    certificate (the unique index said no after the check above found none); audited and
+    committed like the refusals it stands in for. The winner is read in this transaction: it
+    committed before the index turned this one down."""
+    winner = _live(verified.fingerprint_sha256)
+    if winner is not None and winner.employer_id != employer.id:
+        # Answered as if this request had come second: the employer learns where it is bound.
+        return _bound_elsewhere(user, employer, verified, method, winner, concurrent=True)
+    # The same employer's two requests at once (a double submission, two tabs), or a winner
+    # already unbound again: harmless, yet two binds of one certificate at once stay on the
+    # record, since nobody can tell from here which of them the administrator meant.
+    return _audited_refusal(
+        Conflict(_("This tax certificate was just bound by another request.")),
+        actor=actor_of(user),
+        action="binding.refused",
+        target=employer.registration_number,
+        details={
+            "reason": "bound_concurrently",
+            "binding_id": winner.id if winner is not None else None,
+            "fingerprint_sha256": verified.fingerprint_sha256,
+            **_certificate_facts(verified.certificate, method),
+        },
+    )
+
+
 def bind_certificate(
     *, user: User, verified: VerifiedCertificate, method: str, now: dt.datetime
 ) -> CertificateBinding:
@@ -113,24 +176,7 @@ def bind_certificate(
     if existing is not None:
         if existing.employer_id == employer.id:
             raise Conflict(_("This tax certificate is already bound to your account."))
-        conflict = Conflict(
-            _(
-                "This tax certificate is bound to another employer's account and cannot be "
-                "bound here. If it is yours, contact the agency."
-            )
-        )
-        raise _audited_refusal(
-            conflict,
-            actor=actor_of(user),
-            action="binding.refused",
-            target=employer.registration_number,
-            details={
-                "reason": "bound_to_another_employer",
-                "binding_id": existing.id,
-                "fingerprint_sha256": verified.fingerprint_sha256,
-                **_certificate_facts(verified.certificate, method),
-            },
-        )
+        raise _bound_elsewhere(user, employer, verified, method, existing)
     if verified.registration_number != employer.registration_number:
         refusal = CertificateRefused(
             Refusal.OTHER_ORGANISATION,
@@ -172,7 +218,7 @@ def bind_certificate(
             db.session.add(binding)
             db.session.flush()
     except IntegrityError:
-        raise Conflict(_("This tax certificate was just bound by another request.")) from None
+        raise _bound_meanwhile(user, employer, verified, method) from None
     record_event(
         actor_of(user),
         "binding.bound",
@@ -214,9 +260,19 @@ def bind_presented(
     try:
         verified = verify_certificate(chain, settings=settings, now=now)
     except CertificateRefused as exc:
-        record_refusal(exc, chain, "bind:tls")
+        # The signed-in administrator presented it: the record names them.
+        record_refusal(exc, chain, "bind:tls", actor=actor_of(user))
         raise
     return bind_certificate(user=user, verified=verified, method="tls", now=now)
+
+
+def refuse_unreadable_presented(*, user: User, refusal: CertificateRefused) -> CertificateRefused:
+    """Audit (and commit) the unreadable TLS client certificate the administrator's connection
+    presented for binding, as ``bind_presented`` audits the readable ones it refuses;
+    ``refusal``, to raise. Nothing of what was presented is recorded: it could not be read,
+    and its bytes are whatever the client sent."""
+    record_refusal(refusal, (), "bind:tls", actor=actor_of(user))
+    return refusal
 
 
 def bind_by_challenge(

@@ -776,13 +776,37 @@ def _resume(
     left alone (409, "being signed right now"), an older one is burnt and a new serial
     reserved, and a concurrent request claiming it loses with a Conflict.
 
-    :raises Conflict: being signed or issued by another request right now.
+    Two resumes of one renewal at once (a client retrying after a timeout while its first
+    request still runs): the application is read afresh and locked (PostgreSQL; SQLite's write
+    lock already queues them), so the second finds what the first did. Issued meanwhile with
+    this plan's key, it answers that certificate as its own, the idempotent answer a retry
+    expects (the client holds the key it certifies), writing nothing: one "resumed" history
+    row and audit event per resume that did the work. Issued with another key, or no longer
+    approved: a Conflict, since that certificate is of no use to the key this request holds.
+
+    :raises Conflict: being signed or issued by another request right now, or the renewal
+        changed since the plan was made.
     """
-    application = db.session.get(Application, plan.resume_id)
+    changed = Conflict(
+        _("The renewal of certificate %(serial)s changed; try again.", serial=plan.serial)
+    )
+    # Not the session's copy: the plan may have been read before a concurrent resume committed.
+    application = db.session.get(
+        Application, plan.resume_id, with_for_update=True, populate_existing=True
+    )
     if application is None or application.renews_id != plan.certificate_id:
-        raise Conflict(
-            _("The renewal of certificate %(serial)s changed; try again.", serial=plan.serial)
-        )
+        raise changed
+    if application.status is ApplicationStatus.ISSUED:
+        issued = _issued_meanwhile(application, plan)
+        if issued is None:
+            raise changed
+        if plan.supersede:
+            db.session.refresh(certificate)
+            if certificate.revoked_at is None:
+                _supersede(plan, certificate, token, settings)
+        return RenewalOutcome(application, issued, [])
+    if application.status is not ApplicationStatus.APPROVED:
+        raise changed
     key_replaced = application.public_key_sha256 != plan.checked.public_key_sha256
     if key_replaced:
         applications.replace_approved_request(application, plan.checked, plan.now)
@@ -810,6 +834,22 @@ def _resume(
     events.append()
     _supersede(plan, certificate, token, settings)
     return RenewalOutcome(application, issued, [])
+
+
+def _issued_meanwhile(application: Application, plan: RenewalPlan) -> Certificate | None:
+    """The certificate a concurrent resume of ``application`` (read afresh, issued) stored,
+    when it certifies the plan's key and is still good; else None."""
+    if application.certificate_id is None:
+        return None
+    issued = db.session.get(Certificate, application.certificate_id, populate_existing=True)
+    if (
+        issued is None
+        or issued.status is not CertificateStatus.ISSUED
+        or issued.revoked_at is not None
+        or application.public_key_sha256 != plan.checked.public_key_sha256
+    ):
+        return None
+    return issued
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,120 @@ def test_a_role_that_may_not_unbind_is_audited(
     ((actor, target, details),) = events(app, "binding.unbind_refused")
     assert (actor, target) == (f"user:{auditor.user.username}", owner.account.number)
     assert details["reason"] == "role"
+
+
+def test_the_web_pages_tls_refusals_name_the_signed_in_administrator(
+    app: Flask,
+    tax: TaxWorld,  # noqa: F811
+    make_employer: Callable[..., EmployerAccount],  # noqa: F811
+) -> None:
+    account = make_employer()
+    forged, _key = TaxCA(name="Forged Tax Bureau").issue(account.number)
+    status, _page = tls_bind(app, account, forged)
+    assert status == 403
+    ((actor, _target, details),) = events(app, "auth.certificate_refused")
+    # Signed in on the account page: the record says who presented it, not "anonymous".
+    assert actor == f"user:{account.username}"
+    assert (details["refusal"], details["method"]) == ("untrusted_issuer", "bind:tls")
+
+
+UNREADABLE = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
+def test_an_unreadable_tls_client_certificate_on_the_account_page_is_audited(
+    app: Flask,
+    tax: TaxWorld,  # noqa: F811
+    make_employer: Callable[..., EmployerAccount],  # noqa: F811
+) -> None:
+    account = make_employer()
+    browser = employer_login(app.test_client(), account)
+    environ = {"SSL_CLIENT_CERT": UNREADABLE}
+    # The page itself still shows (with the button that says why it is refused).
+    page = browser.get("/account/bindings/", environ_base=environ)
+    assert page.status_code == 200
+    assert "Bind the certificate my browser presented" in page.get_data(as_text=True)
+    assert events(app, "auth.certificate_refused") == []  # looking is not refused
+    token = csrf_token(browser, "/account/bindings/")
+    response = browser.post(
+        "/account/bindings/tls", data={"csrf_token": token}, environ_base=environ
+    )
+    assert response.status_code == 403
+    text = response.get_data(as_text=True)
+    assert "not a readable X.509 certificate" in text
+    assert "ca-client bind" in text  # the account page, with its challenge
+    ((actor, target, details),) = events(app, "auth.certificate_refused")
+    assert (actor, target) == (f"user:{account.username}", "-")
+    assert details == {
+        "refusal": "unreadable",
+        "method": "bind:tls",
+        "issuer": None,
+        "serial": None,
+    }
+    assert bindings_of(app, account.employer_id) == 0
+
+
+def _check_found_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The binding's check for a live binding finds none, once: as when it ran just before a
+    concurrent binding of the same certificate committed (the unique index then says no)."""
+    real = bindings._live
+    missed = [True]
+
+    def before_the_other_committed(fingerprint: str) -> CertificateBinding | None:
+        if missed:
+            missed.clear()
+            return None
+        return real(fingerprint)
+
+    monkeypatch.setattr(bindings, "_live", before_the_other_committed)
+
+
+def test_a_binding_that_loses_the_race_to_another_employers_is_audited(
+    app: Flask,
+    client: FlaskClient,
+    tax: TaxWorld,  # noqa: F811
+    api_employer: Callable[[], ApiEmployer],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loser, winner = api_employer(), api_employer()
+    certificate, key = tax.ca.issue(loser.account.number)
+    winning = bind(client, loser, certificate, key).get_json()["id"]
+    with app.app_context():
+        # A certificate carrying the loser's number bound to another employer's account (an
+        # employer record since re-registered): the only way another employer wins the race.
+        row = db.session.get(CertificateBinding, winning)
+        assert row is not None
+        row.employer_id = winner.account.employer_id
+        db.session.commit()
+    _check_found_nothing(monkeypatch)
+    response = bind(client, loser, certificate, key)
+    assert response.status_code == 409
+    # The answer of a request that came second: where it is bound, not "try again".
+    assert "another employer's account" in error_of(response)["message"]
+    ((actor, target, details),) = events(app, "binding.refused")
+    assert (actor, target) == (f"user:{loser.account.username}", loser.account.number)
+    assert details["reason"] == "bound_to_another_employer"
+    assert details["binding_id"] == winning
+    assert details["concurrent"] is True
+    assert details["serial"] == serial(certificate)
+    assert bindings_of(app, loser.account.employer_id) == 0
+
+
+def test_two_binds_of_one_certificate_at_once_by_the_same_employer_are_audited(
+    app: Flask,
+    tax: TaxWorld,  # noqa: F811
+    make_employer: Callable[..., EmployerAccount],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = make_employer()
+    certificate, _key = tax.ca.issue(account.number)
+    assert tls_bind(app, account, certificate)[0] == 302
+    _check_found_nothing(monkeypatch)
+    status, page = tls_bind(app, account, certificate)
+    assert status == 409
+    assert "just bound by another request" in page
+    ((actor, target, details),) = events(app, "binding.refused")
+    assert (actor, target) == (f"user:{account.username}", account.number)
+    assert details["reason"] == "bound_concurrently"
+    assert (details["method"], details["serial"]) == ("tls", serial(certificate))
+    assert isinstance(details["binding_id"], int)
+    assert bindings_of(app, account.employer_id) == 1

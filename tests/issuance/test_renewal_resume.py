@@ -26,7 +26,7 @@ from ca_service.employers.models import Employer
 from ca_service.errors import Conflict, ServiceUnavailable
 from ca_service.extensions import settings_of
 from ca_service.hsm_access import app_token
-from ca_service.issuance import service
+from ca_service.issuance import renewal, service
 from ca_service.issuance.csr import check_request
 from ca_service.issuance.models import Application, ApplicationEvent, ApplicationStatus
 from ca_service.issuance.notes import event_note
@@ -369,3 +369,147 @@ def test_a_certificate_stored_after_the_application_was_read_is_never_released(
         CertificateStatus.FAILED,
         CertificateStatus.ISSUED,
     ]
+
+
+def _resume_plan(
+    app: Flask, issued: Issued, csr: str, *, supersede: bool = False
+) -> renewal.RenewalPlan:
+    """The employer's resume of the stuck renewal, checked (``plan_renewal``) but not yet
+    carried out, in a session of its own that has read the stuck application."""
+    user = db.session.get(User, issued.account.user_id)
+    certificate = db.session.get(Certificate, issued.certificate_id)
+    assert user is not None
+    assert certificate is not None
+    plan = renewal.plan_renewal(
+        user=user,
+        certificate=certificate,
+        csr=csr.encode(),
+        supersede=supersede,
+        contacts_confirmed=False,
+        settings=settings_of(app),
+    )
+    assert plan.resume_id is not None
+    return plan
+
+
+def _carry_out(app: Flask, issued: Issued, plan: renewal.RenewalPlan) -> str:
+    """``plan`` carried out and committed in this session: the serial it answers with."""
+    certificate = db.session.get(Certificate, issued.certificate_id)
+    assert certificate is not None
+    outcome = renewal.carry_out(
+        plan,
+        certificate=certificate,
+        token=app_token(app),
+        settings=settings_of(app),
+        commit=db.session.commit,
+    )
+    db.session.commit()
+    assert outcome.certificate is not None
+    return outcome.certificate.serial
+
+
+def _resumed_notes(app: Flask, application_id: int) -> list[str]:
+    return [note for note in _history(app, application_id) if note.startswith("Issuance resumed")]
+
+
+def test_a_resume_checked_before_another_finished_answers_its_certificate_writing_nothing(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        # Checked while the renewal was still stuck; carried out once the other resume (the
+        # employer's retry of the same request) was done: read again, not as planned.
+        with app.app_context():
+            plan = _resume_plan(app, issued, csr_pem(key))
+            db.session.rollback()
+        status, body = _renew(client, _token(client, issued.account), issued.serial, csr_pem(key))
+        assert status == 201, body
+        with app.app_context():
+            serial = _carry_out(app, issued, plan)
+    assert serial == body["certificate"]["serial"]  # type: ignore[index]
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,
+        CertificateStatus.ISSUED,
+    ]
+    assert len(_resumed_events(app, stuck.id)) == 1
+    assert _resumed_notes(app, stuck.id) == ["Issuance resumed by the employer."]
+
+
+def test_a_resume_with_another_key_than_the_one_issued_meanwhile_is_refused(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        with app.app_context():
+            plan = _resume_plan(app, issued, csr_pem(other))
+            db.session.rollback()
+        status, body = _renew(client, _token(client, issued.account), issued.serial, csr_pem(key))
+        assert status == 201, body
+        with app.app_context(), pytest.raises(Conflict, match="changed; try again"):
+            # The certificate issued meanwhile certifies a key this request does not hold.
+            _carry_out(app, issued, plan)
+    assert len(_resumed_events(app, stuck.id)) == 1
+    assert [s for _serial, s in _successors(app, issued)].count(CertificateStatus.ISSUED) == 1
+
+
+def test_two_resumes_racing_on_postgresql_do_the_work_once(
+    app: Flask,
+    client: FlaskClient,
+    issued: Issued,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite queues writers on its write lock: two resumes cannot interleave")
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        stuck = _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        planned, go_on = threading.Event(), threading.Event()
+
+        def second_resume() -> str:
+            # One request's transaction (read committed): checked, then held while the other
+            # resume does all its work, then carried out.
+            with app.app_context():
+                plan = _resume_plan(app, issued, csr_pem(key))
+                planned.set()
+                assert go_on.wait(60)
+                return _carry_out(app, issued, plan)
+
+        worker, outcome = _in_thread(second_resume)
+        try:
+            assert planned.wait(60)
+            headers = _token(client, issued.account)
+            status, body = _renew(client, headers, issued.serial, csr_pem(key))
+            assert status == 201, body
+        finally:
+            go_on.set()
+            worker.join(60)
+    assert outcome == [body["certificate"]["serial"]]  # type: ignore[index]
+    assert [s for _serial, s in _successors(app, issued)] == [
+        CertificateStatus.FAILED,
+        CertificateStatus.ISSUED,
+    ]
+    assert len(_resumed_events(app, stuck.id)) == 1
+    assert _resumed_notes(app, stuck.id) == ["Issuance resumed by the employer."]
+
+
+def test_a_resume_answered_with_the_certificate_issued_meanwhile_still_supersedes(
+    app: Flask, client: FlaskClient, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with _inside_window(issued):
+        _fail_once(app, client, issued, monkeypatch, csr_pem(key))
+        with app.app_context():
+            plan = _resume_plan(app, issued, csr_pem(key), supersede=True)
+            db.session.rollback()
+        status, body = _renew(client, _token(client, issued.account), issued.serial, csr_pem(key))
+        assert status == 201, body
+        with app.app_context():
+            assert _carry_out(app, issued, plan) == body["certificate"]["serial"]  # type: ignore[index]
+    # What this request asked for beyond the certificate is done: the old one is revoked.
+    with app.app_context():
+        old = db.session.get(Certificate, issued.certificate_id)
+        assert old is not None
+        assert (old.revocation_reason, old.revoked_at is not None) == ("superseded", True)

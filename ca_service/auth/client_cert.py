@@ -19,6 +19,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 
 from ca_service.auth.verification import CertificateRefused, Refusal, parse_chain
 from ca_service.config import Settings, trusted_proxy_networks
@@ -59,24 +62,34 @@ def _from_trusted_proxy(remote_addr: object, settings: Settings) -> bool:
     return any(a in network for a in candidates for network in networks)
 
 
-def _read(text: str, where: str) -> list[x509.Certificate]:
+def _read(text: str, where: LazyString) -> list[x509.Certificate]:
+    # ``where`` is worded only for a refusal: every TLS sign-in reads its certificate here.
     try:
         return parse_chain(text)
     except CertificateRefused:
         raise CertificateRefused(
             Refusal.UNREADABLE,
-            f"The client certificate {where} is not a readable X.509 certificate; "
-            "check the TLS server's or proxy's configuration.",
+            _(
+                "The client certificate %(where)s is not a readable X.509 certificate; check "
+                "the TLS server's or proxy's configuration.",
+                where=str(where),
+            ),
         ) from None
 
 
 def _server_chain(environ: Mapping[str, Any]) -> list[x509.Certificate]:
-    chain = _read(str(environ[SERVER_CERT]), "that the TLS server passed on (SSL_CLIENT_CERT)")
+    chain = _read(
+        str(environ[SERVER_CERT]),
+        _l("that the TLS server passed on (%(name)s)", name=SERVER_CERT),
+    )
     for index in count():
         extra = environ.get(f"{SERVER_CHAIN_PREFIX}{index}")
         if not extra or not str(extra).strip():
             break
-        chain += _read(str(extra), f"chain entry {SERVER_CHAIN_PREFIX}{index}")
+        chain += _read(
+            str(extra),
+            _l("in chain entry %(name)s", name=f"{SERVER_CHAIN_PREFIX}{index}"),
+        )
     return chain
 
 
@@ -102,5 +115,8 @@ def presented_chain(environ: Mapping[str, Any], settings: Settings) -> list[x509
     if header_value:
         # nginx's $ssl_client_escaped_cert: the PEM, URL-escaped. ``unquote`` and not
         # ``unquote_plus``: a literal "+" is base64, never an escaped space.
-        return _read(unquote(header_value), f"in the {header} header from the proxy")
+        return _read(
+            unquote(header_value),
+            _l("in the %(header)s header from the proxy", header=header),
+        )
     return []

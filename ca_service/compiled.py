@@ -56,15 +56,17 @@ class Compiled:
         if self.required and (missing := self.required - parameters.keys()):
             raise TypeError(f"a value is required for the parameters {sorted(missing)}")
         values = dict(self.defaults)
+        processors, names = self.bind_processors, self.names
         try:
             for key, value in parameters.items():
-                process = self.bind_processors.get(key)
-                values[self.names[key]] = process(value) if process is not None else value
+                process = processors.get(key)
+                values[names[key]] = process(value) if process is not None else value
         except KeyError as exc:
             raise TypeError(f"unknown parameter {exc} for {self.sql!r}") from None
         if self.positions is None:
             return values
-        return tuple(values[name] for name in self.positions)
+        # A list, not tuple(generator): the drivers take any sequence, and this is faster.
+        return [values[name] for name in self.positions]
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """The driver's rows with their values through the columns' result processors."""

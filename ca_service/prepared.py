@@ -1,15 +1,15 @@
 """Reads on a request's hot path without SQLAlchemy's per-statement machinery.
 
-A renewal through the API reads its token with the account, the certificate with its
-employer and lineage state, and the lineage's approval with its documents. Through the ORM
+A certificate sign-in reads the certificate's status with the account it signs in; a renewal
+through the API reads its token with the account, the certificate with its employer and
+lineage state, and the lineage's approval with its documents. Through the ORM
 (``session.execute`` of an entity statement) each of those cost more CPU than the database's
 own work: statement construction, cache-key generation, the execution context, the result
-and the ORM's loading. Here a statement is compiled once per dialect (``auth.verification``'s
-one-row sign-in query, whose compile step this reuses) and run on the DBAPI cursor of the
-session's connection, in its transaction; its parameters and columns still go through their
-types' processors. Unlike the sign-in query, the engine's ``before_cursor_execute`` listeners
-see each statement (the tests count and fail statements through them), and every row is
-returned.
+and the ORM's loading (psycopg alone builds a description of every result column at every
+execution). Here a statement is a ``ca_service.compiled.CompiledStatement``: compiled once per
+dialect and run on the DBAPI cursor of the session's connection, in its transaction, its
+parameters and columns still through their types' processors. ``OneRowQuery`` returns the
+first row as a dict by column name, ``PreparedQuery`` every row as a tuple.
 
 ``Entity`` makes a persistent ORM instance of a mapped class from the columns a statement read
 of it, as the ORM's loader would: the instance the session already holds is kept (only what
@@ -24,28 +24,67 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ca_service.auth.verification import _OneRowQuery
+from ca_service.compiled import Compiled, CompiledStatement
 
 T = TypeVar("T")
 
 
-class PreparedQuery(_OneRowQuery):
+class _SessionRead(CompiledStatement):
+    """A SELECT run in a session's transaction."""
+
+    def __init__(self, query: sa.Select[Any]) -> None:
+        super().__init__(query)
+
+    def _read(
+        self, session: Session, parameters: dict[str, Any], *, every_row: bool
+    ) -> tuple[Compiled, Any]:
+        """(the compiled statement, the cursor's first row or all its rows) of running this
+        with ``parameters`` in ``session``'s transaction.
+
+        :raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error.
+        """
+        if session.autoflush:
+            session.flush()  # as session.execute would: the query sees this session's changes
+        connection = session.connection()
+        compiled = self._compiled_for(connection.dialect)
+        arguments = compiled.arguments(parameters)
+        cursor = self._execute(connection, compiled, arguments)
+        return compiled, self._fetch(connection, cursor, compiled, arguments, every_row=every_row)
+
+
+class OneRowQuery(_SessionRead):
+    """A query's first row as a dict by column name, or None (the sign-in queries of
+    ``auth.verification``)."""
+
+    # As since the sign-in queries moved to the cursor: the engine's statement events do not
+    # see them (the prepared reads' do).
+    tells_listeners = False
+
+    def __init__(self, query: sa.Select[Any]) -> None:
+        super().__init__(query)
+        self._keys = tuple(query.selected_columns.keys())
+
+    def row(self, session: Session, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
+        compiled, raw = self._read(session, parameters, every_row=False)
+        if raw is None:
+            return None
+        return {
+            key: process(value) if process is not None else value
+            for key, process, value in zip(self._keys, compiled.result_processors, raw, strict=True)
+        }
+
+
+class PreparedQuery(_SessionRead):
     """A statement compiled once per dialect; ``rows`` runs it and returns every row as a tuple
-    of processed values, in the order of the statement's columns."""
+    of processed values, in the order of the statement's columns. The engine's
+    ``before_cursor_execute`` listeners see it (the tests count and fail statements through
+    them)."""
 
     def rows(self, session: Session, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
-        compiled, raw = self._run(session, parameters, every_row=True, listeners=True)
-        processors = compiled.result_processors
-        if not any(processors):
-            return [tuple(row) for row in raw]
-        return [
-            tuple(
-                process(value) if process is not None else value
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in raw
-        ]
+        compiled, raw = self._read(session, parameters, every_row=True)
+        return compiled.rows(raw)
 
 
 class Entity(Generic[T]):

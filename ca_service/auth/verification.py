@@ -19,7 +19,6 @@ issuer's CRL (``require``) or only when revocation information is published for 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -27,8 +26,7 @@ import hashlib
 import itertools
 import re
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -57,6 +55,7 @@ from ca_service.employers.models import Employer
 from ca_service.errors import Forbidden
 from ca_service.i18n import N_, format_utc_datetime
 from ca_service.models import Certificate, CertificateKind, CertificateStatus
+from ca_service.prepared import OneRowQuery
 
 __all__ = [
     "CertificateRefused",
@@ -629,143 +628,7 @@ def _revoked_message(kind: _Revoked, at: dt.datetime, reason: str | None) -> str
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Compiled:
-    """A ``_OneRowQuery`` compiled for one database dialect."""
-
-    sql: str
-    # Parameter names in the order of the placeholders (positional paramstyles), else None.
-    positions: tuple[str, ...] | None
-    defaults: dict[str, Any]  # the values the statement carries itself (LIMIT ...), processed
-    names: dict[str, str]  # a caller's parameter key -> its name in the statement
-    required: frozenset[str]  # the keys a caller must give
-    bind_processors: dict[str, Callable[[Any], Any]]  # by key, where the type converts
-    result_processors: tuple[Callable[[Any], Any] | None, ...]
-
-
-class _OneRowQuery:
-    """A sign-in query run on the DBAPI cursor of the session's connection, in its transaction:
-    its first row as a dict by column name, or None.
-
-    SQLAlchemy's statement execution and result machinery cost about a quarter of the CPU
-    time of a whole ``SELECT 1`` transaction on PostgreSQL, on every login (among others,
-    psycopg builds a description of every result column for it at every execution). Here the
-    statement is compiled once per dialect, and its parameters and columns still go through
-    their types' processors as SQLAlchemy would do. What is left out is what one row read in
-    the session's transaction does not need; only the engine's statement events do not see
-    it. A driver error is raised as SQLAlchemy raises it (a lost connection invalidated), so
-    error handlers and the session's rollback see what they know.
-    """
-
-    def __init__(self, query: sa.Select[Any]) -> None:
-        self._query = query
-        self._keys = tuple(query.selected_columns.keys())
-        self._compiled: weakref.WeakKeyDictionary[sa.Dialect, _Compiled] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _compile(self, dialect: sa.Dialect) -> _Compiled:
-        compiled = self._query.compile(dialect=dialect)
-        if compiled.literal_execute_params or compiled.post_compile_params:
-            # Rendered at execution time by SQLAlchemy (expanding IN and the like).
-            raise TypeError("a one-row sign-in query cannot have parameters rendered late")
-        binds = {name: bind for bind, name in compiled.bind_names.items()}
-
-        def bind_processor(name: str) -> Callable[[Any], Any] | None:
-            return binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-
-        caller = {bind.key: name for bind, name in compiled.bind_names.items() if bind.required}
-        defaults = {}
-        for name, value in compiled.params.items():
-            if name not in caller.values():
-                process = bind_processor(name)
-                defaults[name] = process(value) if process is not None else value
-        result = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in self._query.selected_columns
-        )
-        prepared = _Compiled(
-            sql=compiled.string,
-            positions=tuple(compiled.positiontup or ()) if compiled.positional else None,
-            defaults=defaults,
-            names=caller,
-            required=frozenset(caller),
-            bind_processors={
-                key: process
-                for key, name in caller.items()
-                if (process := bind_processor(name)) is not None
-            },
-            result_processors=result,
-        )
-        self._compiled[dialect] = prepared
-        return prepared
-
-    def _run(
-        self, session: Session, parameters: dict[str, Any], *, every_row: bool, listeners: bool
-    ) -> tuple[Any, Any]:
-        """(the compiled statement, the cursor's first row or all its rows) of running this
-        with ``parameters`` in ``session``'s transaction; ``listeners``: tell the engine's
-        ``before_cursor_execute`` listeners, as SQLAlchemy's execution does.
-
-        :raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error.
-        """
-        if session.autoflush:
-            session.flush()  # as session.execute would: the query sees this session's changes
-        connection = session.connection()
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect) or self._compile(dialect)
-        if missing := compiled.required - parameters.keys():
-            raise TypeError(f"a value is required for the parameters {sorted(missing)}")
-        values = dict(compiled.defaults)
-        for key, value in parameters.items():
-            process = compiled.bind_processors.get(key)
-            values[compiled.names[key]] = process(value) if process is not None else value
-        arguments: Sequence[Any] | dict[str, Any] = (
-            values if compiled.positions is None else [values[n] for n in compiled.positions]
-        )
-        dbapi_connection = connection.connection
-        cursor = None
-        try:
-            cursor = dbapi_connection.cursor()
-            if listeners and (connection._has_events or connection.engine._has_events):
-                # As SQLAlchemy's execution does (no execution context: None).
-                connection.dispatch.before_cursor_execute(
-                    connection, cursor, compiled.sql, arguments, None, False
-                )
-            cursor.execute(compiled.sql, arguments)
-            raw = cursor.fetchall() if every_row else cursor.fetchone()
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                compiled.sql,
-                arguments,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
-        finally:
-            if cursor is not None:
-                # The cursor of a lost connection may fail to close too: what went wrong has
-                # been raised already.
-                with contextlib.suppress(dialect.loaded_dbapi.Error):
-                    cursor.close()
-        return compiled, raw
-
-    def row(self, session: Session, parameters: dict[str, Any]) -> dict[str, Any] | None:
-        """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
-        compiled, raw = self._run(session, parameters, every_row=False, listeners=False)
-        if raw is None:
-            return None
-        return {
-            key: process(value) if process is not None else value
-            for key, process, value in zip(self._keys, compiled.result_processors, raw, strict=True)
-        }
-
-
-# The tables of the sign-in queries. They are run by ``_OneRowQuery`` and the account is made
+# The tables of the sign-in queries. They are run by ``OneRowQuery`` and the account is made
 # from their row (``_administrator``): through the ORM (an entity in the statement, run by
 # session.execute) they took a third of a certificate login's CPU time on PostgreSQL.
 _USERS = User.__table__
@@ -796,7 +659,7 @@ _ACCOUNT_COLUMNS = (
 
 # The certificate's status and, in the same round trip, the administrator it would sign in
 # (an employer whose number is still the one in the certificate).
-_LEAF_STATUS = _OneRowQuery(
+_LEAF_STATUS = OneRowQuery(
     sa.select(
         _CERTIFICATES.c.id.label("certificate_id"),
         _CERTIFICATES.c.employer_id,
@@ -908,7 +771,7 @@ def _names_crl_dp(certificate: x509.Certificate) -> bool:
 # certificate). Outer joins from a one-row probe: a row comes back whatever is missing.
 _PROBE = sa.select(sa.literal_column("1").label("one")).subquery("probe")
 # Of the stored CRL only what tells it from the anchor's other CRLs (``StoredCrl``).
-_TAX_STATUS = _OneRowQuery(
+_TAX_STATUS = OneRowQuery(
     sa.select(
         _TAX_CRLS.c.this_update.label("crl_this_update"),
         _TAX_CRLS.c.crl_number,

@@ -13,7 +13,11 @@ from ca_service.auth import totp
 from ca_service.auth.models import Role, User
 from ca_service.db import db
 from tests.auth.flows import ONE_TIME_PASSWORD, CreateAccount, MakeOfficer, Officer
+from tests.auth.tls_fixtures import server_tls
 from tests.conftest import CliInvoke, MakeUser
+
+# Fixtures of other modules, offered to every test here by name.
+__all__ = ["server_tls"]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The sign-in queries of certificate login run on the driver's cursor of the session's
-connection (``verification._OneRowQuery``), and the account is made from their row. They must
+connection (``ca_service.prepared.OneRowQuery``), and the account is made from their row. They must
 still behave as the session would: a proper account object of the session, this session's
 unflushed changes seen, the loaded account not loaded again, driver errors raised as
 SQLAlchemy's."""
@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from ca_service.auth import verification
 from ca_service.auth.models import Role, User
 from ca_service.auth.service import complete_login
 from ca_service.auth.verification import (
@@ -21,6 +20,7 @@ from ca_service.auth.verification import (
 )
 from ca_service.db import db, utcnow
 from ca_service.extensions import settings_of
+from ca_service.prepared import OneRowQuery
 from tests.auth.certificates import (  # noqa: F401  (fixtures used by name)
     AgencyCertificate,
     IssueFor,
@@ -138,9 +138,7 @@ def test_a_lost_connection_is_sqlalchemys_error_and_is_replaced(
 
 def test_a_failing_statement_is_sqlalchemys_error(app: Flask) -> None:
     missing = sa.table("no_such_table", sa.column("x"))
-    query = verification._OneRowQuery(
-        sa.select(missing.c.x).where(missing.c.x == sa.bindparam("x")).limit(1)
-    )
+    query = OneRowQuery(sa.select(missing.c.x).where(missing.c.x == sa.bindparam("x")).limit(1))
     with app.app_context():
         with pytest.raises(sa.exc.DBAPIError) as error:
             query.row(db.session(), {"x": 1})
@@ -157,7 +155,7 @@ def test_parameters_and_columns_go_through_their_types(
     agency_certificate: IssueFor,  # noqa: F811
 ) -> None:
     issued = agency_certificate()
-    query = verification._OneRowQuery(
+    query = OneRowQuery(
         sa.select(USERS.id, USERS.role, USERS.created_at)
         .where(USERS.role == sa.bindparam("role"), USERS.id == sa.bindparam("id"))
         .limit(1)

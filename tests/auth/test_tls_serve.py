@@ -48,7 +48,6 @@ from tests.auth.tls_fixtures import (
     key_pair,
     serve_environment,
     serve_process,
-    server_tls,  # noqa: F401  (fixture used by name)
     write_key,
 )
 from tests.binding.tax_ca import TaxCA
@@ -63,7 +62,7 @@ TLS_TOKEN = "/api/v1/auth/tls-token"
 def tls_server(
     app_overrides: dict[str, Any],
     pki_baseline: Baseline,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """One `ca-service serve --tls` (two workers) for the module: it reads every row from the
@@ -89,7 +88,7 @@ def untrusted_identity(directory: Path) -> KeyPair:
 
 def test_the_tls_client_certificate_gets_an_api_token(
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     agency_certificate: IssueFor,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -121,7 +120,7 @@ def test_the_tls_client_certificate_gets_an_api_token(
 
 def test_a_certificate_from_an_untrusted_ca_reaches_the_app_and_hears_why(
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     tmp_path: Path,
 ) -> None:
     # Any certificate whose key the client proves to hold completes the handshake; one from a
@@ -138,7 +137,7 @@ def test_a_certificate_from_an_untrusted_ca_reaches_the_app_and_hears_why(
 def test_a_certificate_without_client_auth_reaches_the_app_and_hears_why(
     app: Flask,
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     tmp_path: Path,
 ) -> None:
     # OpenSSL alone would end this handshake with "unsupported certificate purpose".
@@ -156,7 +155,7 @@ def test_a_certificate_without_client_auth_reaches_the_app_and_hears_why(
 
 def test_curl_gets_an_api_token_with_the_certificate(
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     agency_certificate: IssueFor,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -195,7 +194,7 @@ def test_curl_gets_an_api_token_with_the_certificate(
 
 def test_the_browser_signs_in_with_its_certificate_over_tls(
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     agency_certificate: IssueFor,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -330,7 +329,7 @@ def test_the_generated_bundle_holds_our_cas_and_the_enabled_tax_anchors(
 
 def test_tls_needs_a_certificate_and_a_key(
     cli: CliInvoke,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
 ) -> None:
     result = cli("serve", "--tls", "--tls-cert", str(server_tls.server.cert_file))
     assert result.exit_code == 2
@@ -343,7 +342,7 @@ def test_tls_needs_a_certificate_and_a_key(
 def test_a_key_that_does_not_match_the_certificate_fails_at_start_up(
     app_overrides: dict[str, Any],
     pki_baseline: Baseline,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     tmp_path: Path,
 ) -> None:
     wrong_key = write_key(tmp_path / "wrong.key", ec.generate_private_key(ec.SECP256R1()))
@@ -432,7 +431,7 @@ def _agency_certificate(
 def test_an_expired_certificate_reaches_the_app_and_hears_the_ways_back_in(
     app: Flask,
     tls_server: Served,
-    server_tls: ServerTls,  # noqa: F811
+    server_tls: ServerTls,
     tmp_path: Path,
 ) -> None:
     # The TLS layer does not judge validity in time (the app does): the handshake completes

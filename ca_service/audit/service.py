@@ -297,60 +297,86 @@ def record_events(actor: str, events: Sequence[NewEvent]) -> list[AuditEvent]:
 
     :raises ValueError: as ``record_event``, before anything is written.
     """
-    if not events:
-        return []
-    _check_lengths(actor=actor)
-    rows: list[tuple[NewEvent, str]] = []
-    for new in events:
-        _refuse_secrets(new.details)
-        _check_lengths(action=new.action, target=new.target, actor=new.actor or actor)
-        rows.append(
-            (new, canonical_json(new.details))
-        )  # before the lock: bad input must not hold it
-    # The caller's pending changes go first, as they did when the event was an ORM object.
-    db.session.flush()
-    head = _lock_head(len(rows))
-    occurred_at = utcnow()
-    written: list[AuditEvent] = []
-    prev_hash, seq = head.hash, head.seq
-    for new, details_json in rows:
-        seq += 1
-        # Transient, to read: made without the constructor's attribute events.
-        event = _AUDIT_EVENT_CLASS.new_instance()
-        event.__dict__.update(
-            seq=seq,
-            occurred_at=occurred_at,
-            actor=new.actor or actor,
-            action=new.action,
-            target=new.target,
-            details=details_json,
-            prev_hash=prev_hash,
-        )
-        event.__dict__["hash"] = prev_hash = event_hash(event)
-        written.append(event)
-    # The events and the new head in one round trip (PostgreSQL): nothing is read back.
-    with pipelined():
-        connection = db.session.connection()
-        _INSERT.execute(
-            connection,
-            [
-                {
-                    "seq": e.seq,
-                    "occurred_at": e.occurred_at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "target": e.target,
-                    "details": e.details,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in written
-            ],
-        )
-        _ADVANCE.execute(connection, {"seq": seq, "hash": prev_hash})
-    if head.events_since_checkpoint >= _checkpoint_every():
-        _checkpoint_automatically()
-    return written
+    return PendingEvents(actor, events).append()
+
+
+class PendingEvents:
+    """Events checked and ready to append (``record_events`` in two steps): ``lock_head``
+    claims the head and may run inside ``db.pipelined`` with a transaction's other writes
+    (its row is read at once, which sends what was queued before it in the same round trip);
+    ``append`` writes the events under that claim (or claims the head itself).
+
+    :raises ValueError: as ``record_event``, when made: before anything is written.
+    """
+
+    def __init__(self, actor: str, events: Sequence[NewEvent]) -> None:
+        _check_lengths(actor=actor)
+        self._rows: list[tuple[NewEvent, str]] = []
+        for new in events:
+            _refuse_secrets(new.details)
+            _check_lengths(action=new.action, target=new.target, actor=new.actor or actor)
+            # Before the lock: bad input must not hold it.
+            self._rows.append((new, canonical_json(new.details)))
+        self._actor = actor
+        self._head: _ClaimedHead | None = None
+
+    def lock_head(self) -> None:
+        """Take the head's write lock now for these events (held until the transaction ends).
+        A missing head row is left for ``append`` to create (not inside a pipeline)."""
+        if self._rows and self._head is None:
+            self._head = _claim_head(len(self._rows))
+
+    def append(self) -> list[AuditEvent]:
+        """Write the events (the head claimed by ``lock_head``, or now); see
+        ``record_events``."""
+        rows = self._rows
+        if not rows:
+            return []
+        # The caller's pending changes go first, as they did when the event was an ORM object.
+        db.session.flush()
+        head = self._head or _lock_head(len(rows))
+        self._head = None  # one claim, one append
+        occurred_at = utcnow()
+        written: list[AuditEvent] = []
+        prev_hash, seq = head.hash, head.seq
+        for new, details_json in rows:
+            seq += 1
+            # Transient, to read: made without the constructor's attribute events.
+            event = _AUDIT_EVENT_CLASS.new_instance()
+            event.__dict__.update(
+                seq=seq,
+                occurred_at=occurred_at,
+                actor=new.actor or self._actor,
+                action=new.action,
+                target=new.target,
+                details=details_json,
+                prev_hash=prev_hash,
+            )
+            event.__dict__["hash"] = prev_hash = event_hash(event)
+            written.append(event)
+        # The events and the new head in one round trip (PostgreSQL): nothing is read back.
+        with pipelined():
+            connection = db.session.connection()
+            _INSERT.execute(
+                connection,
+                [
+                    {
+                        "seq": e.seq,
+                        "occurred_at": e.occurred_at,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "target": e.target,
+                        "details": e.details,
+                        "prev_hash": e.prev_hash,
+                        "hash": e.hash,
+                    }
+                    for e in written
+                ],
+            )
+            _ADVANCE.execute(connection, {"seq": seq, "hash": prev_hash})
+        if head.events_since_checkpoint >= _checkpoint_every():
+            _checkpoint_automatically()
+        return written
 
 
 def _checkpoint_every() -> int:

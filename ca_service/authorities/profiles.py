@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -66,10 +67,25 @@ def _signing_leaf(
 ) -> x509.CertificateBuilder:
     """An end-entity certificate whose key only signs, for one extended key usage."""
     return (
-        x509.CertificateBuilder()
+        _leaf_template(issuer, usage, non_repudiation)
         .subject_name(subject)
-        .issuer_name(issuer.subject)
         .public_key(public_key)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_issuer_key_identifier(issuer), critical=False)
+    )
+
+
+# What a leaf takes from its issuer and profile alone is the same for every certificate the
+# issuer signs: built once per issuer (builders are immutable, each step returns a new one),
+# not again for each certificate (hashing the issuer's key for the AKI, the URLs, the
+# extension objects). The extensions keep their order, so the certificates are the same bytes.
+@lru_cache(maxsize=16)
+def _leaf_template(
+    issuer: x509.Certificate, usage: x509.ObjectIdentifier, non_repudiation: bool
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .issuer_name(issuer.subject)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -86,9 +102,12 @@ def _signing_leaf(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer.public_key()), critical=False)
     )
+
+
+@lru_cache(maxsize=16)
+def _issuer_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    return _aki(issuer.public_key())
 
 
 def root_ca_builder(
@@ -219,6 +238,7 @@ def employer_builder(
 ) -> x509.CertificateBuilder:
     """Employer (organisation) certificate: digitalSignature (+ nonRepudiation where
     configured), clientAuth, AIA with OCSP, CRL distribution point."""
+    access, distribution = _employer_locations(issuer_slug, urls)
     return (
         _signing_leaf(
             subject=subject,
@@ -227,8 +247,17 @@ def employer_builder(
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,
             non_repudiation=non_repudiation,
         )
-        .add_extension(
-            authority_information_access(issuer_slug, urls, with_ocsp=True), critical=False
-        )
-        .add_extension(crl_distribution_points(issuer_slug, urls), critical=False)
+        .add_extension(access, critical=False)
+        .add_extension(distribution, critical=False)
+    )
+
+
+@lru_cache(maxsize=16)
+def _employer_locations(
+    issuer_slug: str, urls: PublicUrls
+) -> tuple[x509.AuthorityInformationAccess, x509.CRLDistributionPoints]:
+    # The same for every employer certificate of an issuer (see _leaf_template).
+    return (
+        authority_information_access(issuer_slug, urls, with_ocsp=True),
+        crl_distribution_points(issuer_slug, urls),
     )

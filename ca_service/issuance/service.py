@@ -24,7 +24,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ca_service.audit.service import NewEvent, record_event, record_events
+from ca_service.audit.service import NewEvent, PendingEvents, record_event, record_events
 from ca_service.auth.access import ensure_role
 from ca_service.auth.models import EMPLOYER_MEMBERS, Role, User
 from ca_service.auth.service import actor_of
@@ -1389,8 +1389,27 @@ def _mark_issued(
     :raises Conflict: when an application was changed meanwhile (the caller rolls back).
     """
     now = utcnow()
-    # The status change, the history rows and the notices in one round trip (PostgreSQL),
-    # written as if the status change succeeded: when it did not, the caller rolls back.
+    # Checked before anything is written (and before the audit log's lock is taken).
+    events = PendingEvents(
+        actor,
+        [
+            NewEvent(
+                "certificate.issued",
+                row.serial,
+                {
+                    "application": application.id,
+                    "employer": facts[application.employer_id].registration_number,
+                    "sha256": row.fingerprint_sha256,
+                    "not_after": row.not_after,
+                },
+                actors.get(application.id),
+            )
+            for application, row in stored
+        ],
+    )
+    # The status change, the history rows, the notices and the audit log's lock in one round
+    # trip (PostgreSQL), written as if the status change succeeded: when it did not, the
+    # caller rolls back.
     for application, _unused in stored:
         _set_loaded(application, status=ApplicationStatus.ISSUED, updated_at=now)
     with pipelined(len(stored)) as pipeline:
@@ -1419,6 +1438,8 @@ def _mark_issued(
             _issued_notice(application, row, facts[application.employer_id])
             for application, row in stored
         )
+        # Last: reading the head's row sends it with everything queued before it.
+        events.lock_head()
     if moved() != len(stored):
         for application, _unused in stored:
             _set_loaded(application, status=ApplicationStatus.APPROVED)
@@ -1428,23 +1449,7 @@ def _mark_issued(
             if len(stored) == 1
             else f"One of the applications {names} was changed by someone else just now."
         )
-    record_events(
-        actor,
-        [
-            NewEvent(
-                "certificate.issued",
-                row.serial,
-                {
-                    "application": application.id,
-                    "employer": facts[application.employer_id].registration_number,
-                    "sha256": row.fingerprint_sha256,
-                    "not_after": row.not_after,
-                },
-                actors.get(application.id),
-            )
-            for application, row in stored
-        ],
-    )
+    events.append()
 
 
 def _issued_notice(application: Application, row: Certificate, facts: _IssuanceFacts) -> Notice:

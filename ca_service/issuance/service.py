@@ -1445,9 +1445,11 @@ def _mark_issued(
             _set_loaded(application, status=ApplicationStatus.APPROVED)
         names = ", ".join(str(application.id) for application, _unused in stored)
         raise Conflict(
-            f"Application {names} was changed by someone else just now."
+            _("Application %(ids)s was changed by someone else just now.", ids=names)
             if len(stored) == 1
-            else f"One of the applications {names} was changed by someone else just now."
+            else _(
+                "One of the applications %(ids)s was changed by someone else just now.", ids=names
+            )
         )
     events.append()
 

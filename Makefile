@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n auto
 # Debian packages the service and its tests use: the SoftHSM2 PKCS#11 module and its tool,
 # the openssl command line (independent client in tests), Python's venv support, and Chromium
-# (the browser the web UI tests drive through Playwright; never downloaded by Playwright).
+# (the browser the web UI tests drive through Playwright; never downloaded by Playwright), and a
+# Chinese font for it (without one, Chinese pages render as empty boxes: the 360 px checks and
+# the screenshots of tests/browser would not show the real glyph widths).
 
 .PHONY: run test setup system-packages compile-translations translations lint bench bench-report clean-var
 
@@ -54,6 +56,7 @@ system-packages:
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list :lang=zh-cn 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	for tool in $(EXTRA_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

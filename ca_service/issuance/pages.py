@@ -58,6 +58,7 @@ def officer_page(application: Application, status: int = 200) -> tuple[str, int]
             validity_form=ValidityForm(),
             blockers=service.approval_blockers(application),
             dual_control=bool(settings_of(current_app)["DUAL_CONTROL"]),
+            document_reason=document_reason,
         ),
         status,
     )

@@ -30,7 +30,7 @@ from ca_service.issuance.models import (
 )
 from ca_service.issuance.notes import event_note
 from ca_service.issuance.queue import PAGE_SIZE, QueueFilter, search_queue
-from ca_service.issuance.seals import SealVerdict
+from ca_service.issuance.seals import SealReason, SealVerdict
 from ca_service.models import Certificate
 from tests.auth.flows import MakeOfficer, code_at, csrf_token, enter_code, login
 from tests.issuance.conftest import (
@@ -532,6 +532,41 @@ def test_a_verdict_other_than_verified_is_shown_as_bad(
     section = _section(page, document_id)
     assert 'class="verdict bad">tampered' in section
     assert "The document was changed after it was sealed." in section
+
+
+@pytest.mark.parametrize(
+    ("language", "reason", "record"),
+    [
+        ("es-ES,es;q=0.9", "El documento se modificó después de sellarlo.", "Registro técnico"),
+        ("zh-CN,zh;q=0.9", "该文档在盖章后被改动。", "技术记录"),
+    ],
+)
+def test_the_officer_reads_a_verdict_in_their_language_beside_the_english_record(
+    app: Flask,
+    submitted: Submitted,
+    officer_client: OfficerClient,
+    language: str,
+    reason: str,
+    record: str,
+) -> None:
+    document_id = submitted.documents[DocumentType.DECLARATION_FORM]
+    with app.app_context():
+        document = db.session.get(Document, document_id)
+        assert document is not None
+        document.verdict = SealVerdict.TAMPERED
+        document.verdict_reason = SealReason.DOCUMENT_CHANGED
+        document.verdict_detail = "Integrity check failed: the document was changed."
+        db.session.commit()
+    page = officer_client().get(
+        f"{QUEUE}{submitted.application_id}", headers={"Accept-Language": language}
+    )
+    section = _section(page.text, document_id)
+    assert f'<p class="verdict-reason">{reason}</p>' in section
+    technical = re.search(r"<details class=\"technical-record\">(.*?)</details>", section, re.S)
+    assert technical, section
+    english = '<p lang="en">Integrity check failed: the document was changed.</p>'
+    assert record in technical.group(1)
+    assert english in technical.group(1)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ would do at import time.
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 import time
 import urllib.parse
@@ -173,7 +174,7 @@ def init_app(app: Flask, rate: str) -> None:
         storage_uri=_storage_uri(str(app.config["RATELIMIT_STORAGE_URI"])),
     )
     limiter.init_app(app)
-    _without_request_hook(app, limiter)
+    _without_request_hooks(app, limiter)
     app.extensions["auth_limiter"] = limiter
     limit = limiter.limit(rate, methods=["POST"], error_message=MESSAGE)
     for endpoint in LIMITED_ENDPOINTS:
@@ -190,15 +191,35 @@ def _storage_uri(configured: str) -> str:
     return configured
 
 
-def _without_request_hook(app: Flask, limiter: Limiter) -> None:
-    """Take Flask-Limiter's ``before_request`` check off every request.
+def _without_request_hooks(app: Flask, limiter: Limiter) -> None:
+    """Take Flask-Limiter's ``before_request`` check, ``after_request`` header hook and
+    ``teardown_request`` reset off every request.
 
     Every limit here wraps a view, and the wrapper checks its limits itself when the view is
-    called. The hook evaluates only application, default, blueprint and meta limits, of which
-    this limiter has none (nor can a setting give it one: the app's configuration holds no
-    ``RATELIMIT_DEFAULT``, ``_APPLICATION`` or ``_META``), yet it resolved them for every
-    request: about 0.1-0.2 ms of CPU each, for nothing. tests/auth/test_login.py checks that
-    the limiter holds only view limits.
+    called. The ``before_request`` hook evaluates only application, default, blueprint and
+    meta limits, of which this limiter has none (nor can a setting give it one: the app's
+    configuration holds no ``RATELIMIT_DEFAULT``, ``_APPLICATION`` or ``_META``), yet it
+    resolved them for every request: about 0.1-0.2 ms of CPU each, for nothing. The
+    ``after_request`` hook adds ``X-RateLimit-*`` headers, which are off (no
+    ``RATELIMIT_HEADERS_ENABLED``), and makes the deductions of limits with a ``deduct_when``,
+    of which there are none; the teardown resets state Flask-Limiter keeps on the request
+    context, which goes with it. Together another 10-15 µs of CPU on every request.
+    tests/auth/test_login.py checks that the limiter holds only view limits, none with a
+    ``deduct_when``, and sends no headers.
     """
-    hooks = app.before_request_funcs.get(None, [])
-    app.before_request_funcs[None] = [f for f in hooks if f != limiter._check_request_limit]
+    before = app.before_request_funcs.get(None, [])
+    app.before_request_funcs[None] = [f for f in before if f != limiter._check_request_limit]
+    after = app.after_request_funcs.get(None, [])
+    app.after_request_funcs[None] = [f for f in after if not _is_header_hook(f, limiter)]
+    teardown = app.teardown_request_funcs.get(None, [])
+    release = limiter._Limiter__release_context  # type: ignore[attr-defined]
+    app.teardown_request_funcs[None] = [f for f in teardown if f != release]
+
+
+def _is_header_hook(hook: object, limiter: Limiter) -> bool:
+    # Flask-Limiter registers ``partial(Limiter.__inject_headers, limiter)``.
+    return (
+        isinstance(hook, functools.partial)
+        and hook.func is getattr(Limiter, "_Limiter__inject_headers", None)
+        and hook.args == (limiter,)
+    )

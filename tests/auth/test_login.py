@@ -173,13 +173,26 @@ def test_login_posts_are_rate_limited(app: Flask, client: FlaskClient) -> None:
     assert client.get("/auth/login").status_code == 200
 
 
-def test_every_limit_wraps_a_view_and_no_request_pays_the_limiters_hook(
+def test_every_limit_wraps_a_view_and_no_request_pays_the_limiters_hooks(
     app: Flask, client: FlaskClient
 ) -> None:
-    # ratelimit._without_request_hook took Flask-Limiter's before_request check away: it
+    # ratelimit._without_request_hooks took Flask-Limiter's before_request check away: it
     # would only check application, default, blueprint and meta limits, which must stay none.
     limiter = app.extensions["auth_limiter"]
     assert limiter._check_request_limit not in app.before_request_funcs.get(None, [])
+    # Nor any other hook of it: the header hook would only add the X-RateLimit headers (off)
+    # and deduct limits with a deduct_when (none), the teardown only reset its request state.
+    hooks = [
+        *app.before_request_funcs.get(None, []),
+        *app.after_request_funcs.get(None, []),
+        *app.teardown_request_funcs.get(None, []),
+    ]
+    assert not [hook for hook in hooks if limiter in getattr(hook, "args", ())]
+    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is limiter]
+    assert not limiter._headers_enabled
+    decorated = limiter.limit_manager._decorated_limits
+    assert decorated
+    assert all(group.deduct_when is None for groups in decorated.values() for group in groups)
     for _ in range(2):  # hints would be learnt at the first request
         client.get("/auth/login")
         client.post("/auth/login", data={"username": "nobody", "password": "x"})

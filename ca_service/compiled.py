@@ -68,9 +68,13 @@ class Compiled:
         # A list, not tuple(generator): the drivers take any sequence, and this is faster.
         return [values[name] for name in self.positions]
 
-    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """The driver's rows with their values through the columns' result processors."""
+    def rows(self, raw: Sequence[Sequence[Any]], start: int = 0) -> list[tuple[Any, ...]]:
+        """The driver's rows (their columns from ``start`` on) with their values through the
+        columns' result processors."""
         processors = self.result_processors
+        if start:
+            processors = processors[start:]
+            raw = [row[start:] for row in raw]
         if not any(processors):
             return [tuple(row) for row in raw]
         return [

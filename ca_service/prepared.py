@@ -9,7 +9,8 @@ and the ORM's loading (psycopg alone builds a description of every result column
 execution). Here a statement is a ``ca_service.compiled.CompiledStatement``: compiled once per
 dialect and run on the DBAPI cursor of the session's connection, in its transaction, its
 parameters and columns still through their types' processors. ``OneRowQuery`` returns the
-first row as a dict by column name, ``PreparedQuery`` every row as a tuple.
+first row as a dict by column name, ``PreparedQuery`` every row as a tuple (or, for one row
+joined to many, the one's columns once and the many's of every row).
 
 ``Entity`` makes a persistent ORM instance of a mapped class from the columns a statement read
 of it, as the ORM's loader would: the instance the session already holds is kept (only what
@@ -85,6 +86,20 @@ class PreparedQuery(_SessionRead):
         """:raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error."""
         compiled, raw = self._read(session, parameters, every_row=True)
         return compiled.rows(raw)
+
+    def one_to_many(
+        self, session: Session, parameters: dict[str, Any], many_at: int
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
+        """A read of one row outer-joined to many, a row each: None when it read no row, else
+        the first row whole and every row's columns from ``many_at`` on, processed. The
+        columns before ``many_at`` repeat in every row: processed once, not once a row.
+
+        :raises sqlalchemy.exc.DBAPIError: as SQLAlchemy raises a driver's error.
+        """
+        compiled, raw = self._read(session, parameters, every_row=True)
+        if not raw:
+            return None
+        return compiled.rows(raw[:1])[0], compiled.rows(raw, many_at)
 
 
 class Entity(Generic[T]):

@@ -131,3 +131,29 @@ def test_a_statement_failed_by_a_listener_or_the_driver_is_sqlalchemys_error(
         with pytest.raises(TypeError, match="prefix"):
             BY_ROLE.rows(db.session(), {"role": Role.RA_OFFICER})
         db.session.rollback()
+
+
+def test_one_row_joined_to_many_processes_the_one_once_and_the_many_of_every_row(
+    app: Flask, make_user: MakeUser
+) -> None:
+    first, _ = make_user("prep-m-1", role=Role.RA_OFFICER)
+    make_user("prep-m-2", role=Role.EMPLOYER_ADMIN)
+    many = PreparedQuery(
+        sa.select(*ACCOUNT.columns, USERS.c.role, USERS.c.created_at)
+        .where(USERS.c.username.like(sa.bindparam("prefix")))
+        .order_by(USERS.c.id)
+    )
+    at = len(ACCOUNT.columns)
+    with app.app_context():
+        session = db.session()
+        found = many.one_to_many(session, {"prefix": "prep-m-%"}, at)
+        assert found is not None
+        one, rows = found
+        user = ACCOUNT.load(session, one)
+        assert user is not None
+        assert user.id == first.id
+        assert user.created_at.tzinfo is not None
+        assert [role for role, _created in rows] == [Role.RA_OFFICER, Role.EMPLOYER_ADMIN]
+        assert all(created.tzinfo is not None for _role, created in rows)
+        assert many.one_to_many(session, {"prefix": "prep-none-%"}, at) is None
+        db.session.rollback()

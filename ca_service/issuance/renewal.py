@@ -43,8 +43,16 @@ from ca_service.errors import CAError, Conflict, Forbidden, NotFound, Validation
 from ca_service.i18n import current_language
 from ca_service.issuance import service as applications
 from ca_service.issuance.csr import CheckedRequest, check_request
-from ca_service.issuance.lineage import Basis, expired_documents, lineage_basis
-from ca_service.issuance.models import Application, ApplicationStatus, KeySource
+from ca_service.issuance.lineage import (
+    LineageStep,
+    RenewalBasis,
+    expired_documents,
+    lineage_step,
+    renewal_basis,
+    step_columns,
+    step_of,
+)
+from ca_service.issuance.models import Application, ApplicationStatus, Document, KeySource
 from ca_service.issuance.notes import Note, NoteCode, ReviewCode, ReviewReason
 from ca_service.models import Authority, Certificate, CertificateKind, CertificateStatus
 from ca_service.outbox.service import in_language
@@ -147,13 +155,16 @@ _OPEN_RENEWAL_ID = (
 )
 _LINEAGE_STATE = sa.select(_SUCCESSOR_ID.label("successor_id"), _OPEN_RENEWAL_ID.label("open_id"))
 
-# ``renewal_target``'s query: the certificate, its employer and the same two ids, in one
-# statement compiled once and run without the ORM's statement and loading machinery
-# (``prepared``: through ``session.execute`` of the two entities it cost three times the
-# database's work).
+# ``renewal_target``'s query: the certificate, its employer, the same two ids and the first
+# step of its lineage (the application it came from, with its documents' terms: one row per
+# document), in one statement compiled once and run without the ORM's statement and loading
+# machinery (``prepared``: through ``session.execute`` of the two entities it cost three times
+# the database's work).
 _CERTIFICATES = Certificate.__table__
 _APPLICATIONS = Application.__table__
 _EMPLOYERS = Employer.__table__
+_ORIGIN = _APPLICATIONS.alias("origin")
+_DOCUMENTS = Document.__table__
 _TARGET_CERTIFICATE = Entity(Certificate, "certificate")
 _TARGET_EMPLOYER = Entity(Employer, "employer")
 _SUCCESSOR = _CERTIFICATES.alias("successor")
@@ -185,27 +196,38 @@ _TARGET = PreparedQuery(
         *_TARGET_EMPLOYER.columns,
         _SUCCESSOR_OF.label("successor_id"),
         _OPEN_RENEWAL_OF.label("open_id"),
+        # What differs from row to row (``one_to_many``): the certificate's id (one, or
+        # ``renewal_target`` refuses) and the step's.
+        _CERTIFICATES.c.id.label("row_certificate_id"),
+        *step_columns(_ORIGIN, _DOCUMENTS),
     )
     .select_from(_CERTIFICATES)
     .join(_EMPLOYERS, _EMPLOYERS.c.id == _CERTIFICATES.c.employer_id)
+    # applications.certificate_id is unique: one origin, its documents one row each.
+    .outerjoin(_ORIGIN, _ORIGIN.c.certificate_id == _CERTIFICATES.c.id)
+    .outerjoin(_DOCUMENTS, _DOCUMENTS.c.application_id == _ORIGIN.c.id)
     .where(
         _CERTIFICATES.c.serial == sa.bindparam("serial"),
         _CERTIFICATES.c.employer_id == sa.bindparam("employer_id"),
         _CERTIFICATES.c.kind == CertificateKind.END_ENTITY,
         _CERTIFICATES.c.status == CertificateStatus.ISSUED,
     )
+    .order_by(_DOCUMENTS.c.id)
 )
 _EMPLOYER_AT = len(_TARGET_CERTIFICATE.columns)
 _IDS_AT = _EMPLOYER_AT + len(_TARGET_EMPLOYER.columns)
+_MANY_AT = _IDS_AT + 2
 
 
 @dataclass(frozen=True)
 class LineageIds:
-    """The id of the certificate that renewed a certificate and of its renewal under way, as
-    read with it (``renewal_target``)."""
+    """The id of the certificate that renewed a certificate and of its renewal under way, and
+    the first step of its lineage (None: it came from no application), as read with it
+    (``renewal_target``)."""
 
     successor_id: int | None
     open_id: int | None
+    first_step: LineageStep | None
 
 
 def _successor_and_open_renewal(
@@ -285,10 +307,11 @@ def employer_certificate(*, user: User, serial: str) -> Certificate:
 
 
 def renewal_target(*, user: User, serial: str) -> tuple[Certificate, Employer, LineageIds]:
-    """``employer_certificate``, its employer and its lineage's state (for ``plan_renewal``),
-    read in one query (a primary-key join and two indexed subqueries). While the caller holds
-    the employer, ``employer_of`` finds it in the session instead of reading it again (the
-    session holds its rows weakly).
+    """``employer_certificate``, its employer and its lineage's state and first step (for
+    ``plan_renewal``), read in one query (a primary-key join, two indexed subqueries, and
+    outer joins on unique or indexed keys to the application and documents it came from: a
+    row per document). While the caller holds the employer, ``employer_of`` finds it in the
+    session instead of reading it again (the session holds its rows weakly).
 
     :raises NotFound: also for another employer's certificate (its existence is not revealed).
     """
@@ -297,17 +320,22 @@ def renewal_target(*, user: User, serial: str) -> tuple[Certificate, Employer, L
     employer_id = user.employer_id if user.employer_id is not None else employer_of(user).id
     canonical = normalise_serial(serial)
     session = db.session()
-    found = _TARGET.rows(session, {"serial": canonical, "employer_id": employer_id})
-    if not found:
+    found = _TARGET.one_to_many(
+        session, {"serial": canonical, "employer_id": employer_id}, _MANY_AT
+    )
+    if found is None:
         raise NotFound(_("You have no certificate with serial %(serial)s.", serial=canonical))
-    if len(found) > 1:  # as ``one_or_none`` (a serial is unique per issuing CA)
+    row, many = found
+    # As ``one_or_none`` (a serial is unique per issuing CA): one certificate, whatever the
+    # number of its documents' rows.
+    if len({certificate_id for certificate_id, *_step in many}) > 1:
         raise sa.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
-    row = found[0]
     certificate = _TARGET_CERTIFICATE.load(session, row)
     employer = _TARGET_EMPLOYER.load(session, row, _EMPLOYER_AT)
     if certificate is None or employer is None:
         raise RuntimeError("an inner join read no certificate or employer")
-    return certificate, employer, LineageIds(row[_IDS_AT], row[_IDS_AT + 1])
+    lineage = LineageIds(row[_IDS_AT], row[_IDS_AT + 1], step_of(many, 1))
+    return certificate, employer, lineage
 
 
 def certificate_by_serial(serial: str) -> Certificate:
@@ -407,7 +435,7 @@ def _check_subject(checked: CheckedRequest, employer: Employer) -> None:
             )
 
 
-def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[ReviewReason]:
+def _review_reasons(employer: Employer, basis: RenewalBasis, today: dt.date) -> list[ReviewReason]:
     reasons: list[ReviewReason] = []
     if basis.approved_at is None:
         reasons.append(ReviewReason(ReviewCode.NO_APPROVAL))
@@ -415,7 +443,7 @@ def _review_reasons(employer: Employer, basis: Basis, today: dt.date) -> list[Re
         reasons.append(
             ReviewReason(ReviewCode.EMPLOYER_CHANGED, {"date": f"{employer.updated_at:%Y-%m-%d}"})
         )
-    for document in expired_documents(list(basis.documents.values()), today):
+    for document in expired_documents(basis.documents.values(), today):
         reasons.append(
             ReviewReason(
                 ReviewCode.DOCUMENT_EXPIRED,
@@ -537,16 +565,17 @@ def plan_renewal(
         )
     _check_subject(checked, employer)
     facts = _PlanFacts(user, employer, certificate, checked, window.state, supersede, now)
+    first_step = lineage.first_step if lineage is not None else lineage_step(certificate.id)
     if stuck is not None:
-        return _resume_plan(facts, stuck)
-    basis = lineage_basis(certificate)
+        return _resume_plan(facts, stuck, first_step)
+    basis = renewal_basis(first_step)
     reasons = _review_reasons(employer, basis, now.date())
     if reasons:
         # A key once revoked for keyCompromise is never certified again: refused now rather
         # than after the review. A renewal issued at once is checked where it is written
         # (``renew_planned`` and issuance, under the write lock).
         refuse_blocked_key(db.session(), checked.public_key_sha256)
-    documents_expired = bool(expired_documents(list(basis.documents.values()), now.date()))
+    documents_expired = bool(expired_documents(basis.documents.values(), now.date()))
     if not reasons:
         status = ApplicationStatus.APPROVED
     elif documents_expired:
@@ -594,8 +623,11 @@ class _PlanFacts:
         )
 
 
-def _resume_plan(facts: _PlanFacts, stuck: Application) -> RenewalPlan:
-    """The plan that resumes ``stuck``, the approved renewal without a certificate.
+def _resume_plan(
+    facts: _PlanFacts, stuck: Application, first_step: LineageStep | None
+) -> RenewalPlan:
+    """The plan that resumes ``stuck``, the approved renewal without a certificate
+    (``first_step``: of the certificate's lineage).
 
     :raises Conflict: another key than the one an officer approved.
     """
@@ -603,7 +635,7 @@ def _resume_plan(facts: _PlanFacts, stuck: Application) -> RenewalPlan:
         # The same request again: the renewal was approved (without review, or by an officer)
         # for this very key, so it is issued as approved.
         return facts.plan(resume=stuck)
-    if _review_reasons(facts.employer, lineage_basis(facts.certificate), facts.now.date()):
+    if _review_reasons(facts.employer, renewal_basis(first_step), facts.now.date()):
         # An officer's approval is not carried over to a key the officer never saw.
         raise Conflict(
             _(

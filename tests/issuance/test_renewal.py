@@ -39,6 +39,7 @@ from tests.issuance.conftest import (
     employer_login,
     issue_employer_certificate,
 )
+from tests.statements import counted_statements
 
 
 def _token(client: FlaskClient, account: EmployerAccount) -> dict[str, str]:
@@ -340,3 +341,56 @@ def test_the_error_is_json_for_a_bad_flag(client: FlaskClient, issued: Issued) -
     )
     assert response.status_code == 400
     assert "supersede" in error_of(response)["message"]
+
+
+def _renewed_twice(client: FlaskClient, first: Issued) -> tuple[int, dict[str, object], list[str]]:
+    """Renew ``first`` at once, then its successor inside the successor's window: the second
+    renewal's answer, and the SELECTs its request ran itself before its batch."""
+    with time_machine.travel(first.not_after - dt.timedelta(days=20), tick=True):
+        key = ec.generate_private_key(ec.SECP256R1())
+        status, body = _renew(client, _token(client, first.account), first.serial, csr_pem(key))
+        assert status == 201, body
+        successor = x509.load_pem_x509_certificate(str(body["certificate_pem"]).encode())
+    request_thread = threading.get_ident()
+    selects: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if threading.get_ident() == request_thread and statement.lstrip().startswith("SELECT"):
+            selects.append(statement)
+
+    with time_machine.travel(successor.not_valid_after_utc - dt.timedelta(days=20), tick=True):
+        headers = _token(client, first.account)
+        key = ec.generate_private_key(ec.SECP256R1())
+        with counted_statements(client.application, each=count):
+            status, body = _renew(client, headers, f"{successor.serial_number:x}", csr_pem(key))
+    return status, body, selects
+
+
+def test_a_renewed_certificate_renews_on_the_approval_its_lineage_began_with(
+    client: FlaskClient, make_employer: MakeEmployer, officer_id: int
+) -> None:
+    """The renewal that made the successor was approved by no officer and brought no
+    documents: the lineage is followed one step further, to the officer's approval and its
+    documents (one query more than for the first renewal)."""
+    first = issue_employer_certificate(client.application, make_employer(), officer_id)
+    status, body, selects = _renewed_twice(client, first)
+    assert status == 201, body
+    assert body["reasons"] == []
+    assert len(selects) == 3, selects
+
+
+def test_a_document_of_the_first_approval_expired_before_the_second_renewal(
+    client: FlaskClient, make_employer: MakeEmployer, officer_id: int
+) -> None:
+    """Valid at the first renewal, expired at the second: the documents of record come from
+    two steps back."""
+    valid_until = utcnow().date() + dt.timedelta(days=500)
+    first = issue_employer_certificate(
+        client.application, make_employer(), officer_id, licence_valid_until=valid_until
+    )
+    status, body, _selects = _renewed_twice(client, first)
+    assert status == 202, body
+    assert "Business licence" in str(body["reasons"])
+    application = body["application"]
+    assert isinstance(application, dict)
+    assert application["status"] == "draft"

@@ -321,12 +321,12 @@ def test_a_batch_whose_clean_up_fails_still_answers_its_requests(
     assert time.monotonic() - started < 30
 
 
-def test_a_renewal_request_reads_its_facts_in_three_queries(
+def test_a_renewal_request_reads_its_facts_in_two_queries(
     app: Flask, make_employer: MakeEmployer, officer_id: int
 ) -> None:
     """The request's own reads before its batch: the token with its account (and the
-    certificate it came from), the certificate with its employer and lineage state, the
-    approval it relies on with its documents. Each more is a round trip and ~0.3 ms of
+    certificate it came from), then the certificate with its employer, its lineage state and
+    the approval it came from with its documents. Each more is a round trip and ~0.3 ms of
     SQLAlchemy per renewal (bench/renewal.py)."""
     (issued,) = _issued(app, make_employer, officer_id, 1)
     request_thread = threading.get_ident()
@@ -343,5 +343,5 @@ def test_a_renewal_request_reads_its_facts_in_three_queries(
         with counted_statements(app, each=count):
             status, _body = _renew(client, headers, issued.serial, csr_pem(key))
     assert status == 201
-    # Before the batch answers: 3; after it, the answer reads nothing more.
-    assert len(selects) == 3, selects
+    # Before the batch answers: 2; after it, the answer reads nothing more.
+    assert len(selects) == 2, selects

@@ -518,16 +518,24 @@ def test_an_approval_can_carry_a_note_for_the_record(
     assert "Checked the licence by phone." in str(details)
 
 
-def test_a_verdict_other_than_verified_is_shown_as_bad(
-    app: Flask, submitted: Submitted, officer_client: OfficerClient
+def _mark_tampered(
+    app: Flask, document_id: int, detail: str, *, reason: SealReason | None = None
 ) -> None:
-    document_id = submitted.documents[DocumentType.DECLARATION_FORM]
+    """Record the document's seal as tampered with, with that technical detail."""
     with app.app_context():
         document = db.session.get(Document, document_id)
         assert document is not None
         document.verdict = SealVerdict.TAMPERED
-        document.verdict_detail = "The document was changed after it was sealed."
+        document.verdict_reason = reason
+        document.verdict_detail = detail
         db.session.commit()
+
+
+def test_a_verdict_other_than_verified_is_shown_as_bad(
+    app: Flask, submitted: Submitted, officer_client: OfficerClient
+) -> None:
+    document_id = submitted.documents[DocumentType.DECLARATION_FORM]
+    _mark_tampered(app, document_id, "The document was changed after it was sealed.")
     page = officer_client().get(f"{QUEUE}{submitted.application_id}").text
     section = _section(page, document_id)
     assert 'class="verdict bad">tampered' in section
@@ -550,13 +558,12 @@ def test_the_officer_reads_a_verdict_in_their_language_beside_the_english_record
     record: str,
 ) -> None:
     document_id = submitted.documents[DocumentType.DECLARATION_FORM]
-    with app.app_context():
-        document = db.session.get(Document, document_id)
-        assert document is not None
-        document.verdict = SealVerdict.TAMPERED
-        document.verdict_reason = SealReason.DOCUMENT_CHANGED
-        document.verdict_detail = "Integrity check failed: the document was changed."
-        db.session.commit()
+    _mark_tampered(
+        app,
+        document_id,
+        "Integrity check failed: the document was changed.",
+        reason=SealReason.DOCUMENT_CHANGED,
+    )
     page = officer_client().get(
         f"{QUEUE}{submitted.application_id}", headers={"Accept-Language": language}
     )
